@@ -1,0 +1,1 @@
+"""The EM engine: numpy and scipy only; no files, no printing."""

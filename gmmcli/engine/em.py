@@ -1,0 +1,357 @@
+"""The EM loop: restarts, convergence, collapse detection and re-seeding, progress events.
+
+One iteration is one pass of the kernel (E-step of the current parameters, reduced to
+sufficient statistics) followed by the M-step, exactly as scikit-learn's loop: the
+log-likelihood recorded for iteration t is that of the parameters entering it, and the fit
+stops when it changes by less than tol (mean per row) or after max_iter M-steps. A last pass
+gives the log-likelihood of the parameters returned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .covariance import CovarianceStrategy, strategy as get_strategy
+from .init import INITIALISERS, DataSummary, summarise
+from .params import MixtureParams
+from .stats import Model, SuffStats, default_chunk_size, em_pass, mstep, prepare
+
+# A component is collapsed when its effective count is below this (by type, given d) ...
+MIN_COUNT = {"full": lambda d: d + 1, "tied": lambda d: 1, "diag": lambda d: 2,
+             "spherical": lambda d: 2}
+# ... or when a column's variance in it is below min(reg_covar, RELATIVE_FLOOR · data variance).
+RELATIVE_FLOOR = 1e-3
+# Re-seeding stops this many iterations before max_iter, so a re-seeded fit can still settle.
+RESEED_MARGIN = 10
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """A component that collapsed: onto too few rows, or with no spread in a column."""
+
+    component: int
+    column: int | None
+    reason: str  # "few-points", "zero-variance", "subspace", "singular"
+    value: float  # the effective count or the variance that tripped the check
+
+    def describe(self, names: list[str]) -> str:
+        """One line for people, e.g. "component 2 has no spread in column 'x' (variance 0)"."""
+        who = f"component {self.component}"
+        if self.reason == "few-points":
+            return f"{who} holds only {self.value:.3g} effective rows (collapsed onto a point)"
+        if self.reason == "zero-variance" and self.column is not None:
+            return (f"{who} collapsed onto a single value in column '{names[self.column]}' "
+                    f"(variance {self.value:.3g})")
+        if self.reason == "zero-variance":
+            return f"{who} collapsed onto a point (variance {self.value:.3g})"
+        if self.reason == "subspace":
+            return f"{who} collapsed onto a lower-dimensional subspace (a combination of columns)"
+        return f"{who} has a singular covariance (regularised with extra jitter)"
+
+
+@dataclass(frozen=True)
+class IterationEvent:
+    restart: int
+    iteration: int  # 0 = the starting parameters
+    mean_log_likelihood: float
+    change: float  # NaN for the first iteration of a restart and right after a re-seed
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReseedEvent:
+    restart: int
+    iteration: int
+    collapse: Collapse
+    new_mean: np.ndarray
+
+
+@dataclass(frozen=True)
+class RestartEvent:
+    restart: int
+    n_iter: int
+    converged: bool
+    mean_log_likelihood: float
+    collapsed: tuple[Collapse, ...]
+
+
+Event = IterationEvent | ReseedEvent | RestartEvent
+
+
+@dataclass
+class RestartResult:
+    restart: int
+    params: MixtureParams
+    n_iter: int
+    converged: bool
+    log_likelihood: float  # total, of the returned parameters
+    history: list[float]  # mean log-likelihood per row, entry t = after t M-steps
+    reseeds: list[ReseedEvent] = field(default_factory=list)
+    collapsed: tuple[Collapse, ...] = ()
+
+
+@dataclass
+class FitResult:
+    best: RestartResult
+    restarts: list[RestartResult]
+    n_samples: int
+    shift: np.ndarray
+    flat_columns: list[int]  # columns whose variance in the data is below reg_covar
+
+    @property
+    def all_collapsed(self) -> bool:
+        return all(r.collapsed for r in self.restarts)
+
+
+@dataclass(frozen=True)
+class EMOptions:
+    n_components: int
+    covariance_type: str = "full"
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    max_iter: int = 100
+    n_init: int = 1
+    init: str = "kmeans++"
+    seed: int = 0
+    chunk_size: int | None = None
+
+    def validate(self) -> None:
+        get_strategy(self.covariance_type)
+        checks = [
+            (self.n_components >= 1, "n_components must be at least 1"),
+            (self.tol >= 0, "tol must be >= 0"),
+            (self.reg_covar >= 0, "reg_covar must be >= 0"),
+            (self.max_iter >= 0, "max_iter must be >= 0"),
+            (self.n_init >= 1, "n_init must be at least 1"),
+            (self.init in INITIALISERS, f"unknown init {self.init!r}"),
+            (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def find_collapses(
+    step_counts: np.ndarray, raw: np.ndarray, strategy: CovarianceStrategy,
+    summary: DataSummary, reg_covar: float,
+) -> list[Collapse]:
+    """Components that collapsed: too few effective rows, or a variance pinned at the floor.
+
+    A column whose variance in the whole data is itself at the floor (a constant column) is a
+    property of the data, not of a component, and is not counted here.
+    """
+    k = step_counts.shape[0]
+    d = summary.shift.shape[0]
+    data_var = summary.variances
+    floor = np.minimum(reg_covar, RELATIVE_FLOOR * data_var)
+    variances = strategy.component_variances(raw, k, d)
+    found = []
+    min_count = MIN_COUNT[strategy.name](d)
+    for c in range(k):
+        if step_counts[c] < min_count:
+            found.append(Collapse(c, None, "few-points", float(step_counts[c])))
+            continue
+        pinned = np.flatnonzero(variances[c] < floor)
+        if strategy.name == "spherical":
+            if variances[c, 0] < floor.min():
+                found.append(Collapse(c, None, "zero-variance", float(variances[c, 0])))
+            continue
+        if pinned.size:
+            j = int(pinned[np.argmin(variances[c, pinned])])
+            found.append(Collapse(c, j, "zero-variance", float(variances[c, j])))
+            if strategy.name == "tied":
+                break
+            continue
+        # A direction with no spread; checked only where the data itself spreads in every
+        # direction beyond reg_covar (collinear columns are the data's property).
+        if strategy.name in ("full", "tied") and summary.min_eigenvalue > reg_covar:
+            matrix = raw[c] if strategy.name == "full" else raw
+            smallest = float(np.linalg.eigvalsh(matrix)[0])
+            if smallest < min(reg_covar, RELATIVE_FLOOR * summary.min_eigenvalue):
+                found.append(Collapse(c, None, "subspace", smallest))
+                if strategy.name == "tied":
+                    break
+    return found
+
+
+def _positive_definite(block: np.ndarray) -> bool:
+    if block.ndim == 2:
+        return bool(np.linalg.eigvalsh(block)[0] > 0)
+    return bool(np.all(block > 0))
+
+
+def _prepare_safely(
+    params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarray, reg_covar: float
+) -> tuple[Model, MixtureParams, list[int]]:
+    """prepare(), adding growing jitter to any covariance that is not positive definite
+    (possible only with reg_covar = 0). Returns the model, the parameters actually used and
+    the components that needed jitter."""
+    try:
+        return prepare(params, strategy, shift), params, []
+    except np.linalg.LinAlgError:
+        pass
+    cov = params.covariances.copy()
+    tied = strategy.name == "tied"
+    fixed: list[int] = []
+    for c in [0] if tied else range(params.n_components):
+        block = cov if tied else cov[c]
+        eye = np.eye(block.shape[0]) if block.ndim == 2 else 1.0
+        jitter = max(reg_covar, 1e-10) * max(1.0, float(np.max(np.abs(block))))
+        if _positive_definite(block):
+            continue
+        while not _positive_definite(block):
+            block = block + jitter * eye
+            jitter *= 10.0
+        if tied:
+            cov = block
+        else:
+            cov[c] = block
+        fixed.append(c)
+    new = MixtureParams(params.covariance_type, params.weights, params.means, cov)
+    return prepare(new, strategy, shift), new, fixed
+
+
+def _reseed(
+    params: MixtureParams, collapses: list[Collapse], stats: SuffStats, x: np.ndarray,
+    strategy: CovarianceStrategy, summary: DataSummary, reg_covar: float,
+) -> tuple[MixtureParams, list[np.ndarray]]:
+    """Move each collapsed component to a distinct worst-explained row, with the data's
+    covariance and weight 1/k (weights renormalised)."""
+    k = params.n_components
+    means = params.means.copy()
+    weights = params.weights.copy()
+    cov = params.covariances
+    data_cov = summary.covariance + reg_covar * np.eye(summary.covariance.shape[0])
+    rows = [x[r] for r in stats.worst_rows]
+    distinct: list[np.ndarray] = []
+    for row in rows:
+        if not any(np.array_equal(row, seen) for seen in distinct):
+            distinct.append(row)
+    new_means = []
+    for i, collapse in enumerate(collapses):
+        c = collapse.component
+        row = distinct[i % len(distinct)] if distinct else means[c]
+        means[c] = row
+        weights[c] = 1.0 / k
+        cov = strategy.replace_component(cov, c, data_cov)
+        new_means.append(row.copy())
+    weights /= weights.sum()
+    return MixtureParams(params.covariance_type, weights, means, cov), new_means
+
+
+def run_restart(
+    x: np.ndarray, start: MixtureParams, options: EMOptions, summary: DataSummary,
+    restart: int, chunk_size: int, on_event: Callable[[Event], None],
+) -> RestartResult:
+    """EM from one starting point until convergence or max_iter M-steps."""
+    strategy = get_strategy(options.covariance_type)
+    n = x.shape[0]
+    k = start.n_components
+    budget = max(3, 2 * k)
+    params = start
+    model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
+    history: list[float] = []
+    reseeds: list[ReseedEvent] = []
+    previous = np.nan
+    converged = False
+    n_iter = 0
+    collapses: list[Collapse] = []
+    for iteration in range(1, options.max_iter + 1):
+        t0 = time.perf_counter()
+        stats = em_pass(model, x, chunk_size, n_worst=k)
+        current = stats.log_likelihood / n
+        history.append(current)
+        change = current - previous
+        step = mstep(stats, strategy, summary.shift, options.reg_covar)
+        params = step.params
+        n_iter = iteration
+        collapses = find_collapses(stats.counts, step.raw_covariances, strategy, summary,
+                                   options.reg_covar)
+        done = abs(change) < options.tol
+        on_event(IterationEvent(restart, iteration - 1, current, change,
+                                time.perf_counter() - t0))
+        can_reseed = budget > 0 and iteration <= options.max_iter - RESEED_MARGIN
+        movable = [c for c in collapses if strategy.name != "tied" or c.reason == "few-points"]
+        if movable and can_reseed:
+            todo = movable[:budget]
+            params, new_means = _reseed(params, todo, stats, x, strategy, summary,
+                                        options.reg_covar)
+            budget -= len(todo)
+            for collapse, mean in zip(todo, new_means, strict=True):
+                event = ReseedEvent(restart, iteration, collapse, mean)
+                reseeds.append(event)
+                on_event(event)
+            previous = np.nan
+        else:
+            previous = current
+            if done:
+                converged = True
+        model, params, singular = _prepare_safely(params, strategy, summary.shift,
+                                                  options.reg_covar)
+        for c in singular:
+            if all(col.component != c for col in collapses):
+                collapses.append(Collapse(c, None, "singular", float("nan")))
+        if converged:
+            break
+    t0 = time.perf_counter()
+    final = em_pass(model, x, chunk_size)
+    final_mean = final.log_likelihood / n
+    change = final_mean - history[-1] if history else np.nan
+    history.append(final_mean)
+    on_event(IterationEvent(restart, n_iter, final_mean, change, time.perf_counter() - t0))
+    if options.max_iter == 0:
+        collapses = []
+    result = RestartResult(restart, params, n_iter, converged, final.log_likelihood, history,
+                           reseeds, tuple(collapses))
+    on_event(RestartEvent(restart, n_iter, converged, final_mean, result.collapsed))
+    return result
+
+
+def better(a: RestartResult, b: RestartResult | None) -> bool:
+    """Whether restart a beats b: no collapse beats any collapse; then the higher likelihood."""
+    if b is None:
+        return True
+    if bool(a.collapsed) != bool(b.collapsed):
+        return not a.collapsed
+    return a.log_likelihood > b.log_likelihood
+
+
+def fit(
+    x: np.ndarray, options: EMOptions, start: MixtureParams | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> FitResult:
+    """Fit a mixture to the rows of x (n, d) with n_init restarts; keep the best restart.
+
+    With ``start`` (a warm start), every restart begins there (so one restart suffices).
+    """
+    options.validate()
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n, d = x.shape
+    if n < options.n_components:
+        raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
+    strategy = get_strategy(options.covariance_type)
+    chunk_size = options.chunk_size or default_chunk_size(options.n_components, d)
+    summary = summarise(x, chunk_size)
+    seeds = np.random.SeedSequence(options.seed).spawn(options.n_init)
+    emit = on_event or (lambda event: None)
+    results: list[RestartResult] = []
+    best: RestartResult | None = None
+    for restart, seed in enumerate(seeds):
+        rng = np.random.default_rng(seed)
+        if start is not None:
+            params = start
+        else:
+            initialiser = INITIALISERS[options.init]
+            params = initialiser(x, options.n_components, strategy, summary, options.reg_covar,
+                                 rng, chunk_size)
+        result = run_restart(x, params, options, summary, restart, chunk_size, emit)
+        results.append(result)
+        if better(result, best):
+            best = result
+    assert best is not None
+    flat = [int(j) for j in np.flatnonzero(summary.variances < max(options.reg_covar, 1e-300))]
+    return FitResult(best, results, n, summary.shift, flat)

@@ -1,0 +1,166 @@
+"""Starting parameters: k-means++ then a few k-means steps, random responsibilities, random
+points from the data, or given parameters (a warm start)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .covariance import CovarianceStrategy
+from .params import MixtureParams
+from .stats import SuffStats, chunks, mstep, reduce_chunk, stats_from_labels
+
+INIT_METHODS = ("kmeans++", "random", "random-from-data")
+KMEANS_STEPS = 10
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What the engine needs to know about the whole data set, computed once per fit."""
+
+    shift: np.ndarray  # column means
+    covariance: np.ndarray  # (d, d) sample covariance (divided by n)
+    min_eigenvalue: float  # of that covariance
+
+    @property
+    def variances(self) -> np.ndarray:
+        return np.diag(self.covariance).copy()
+
+
+def summarise(x: np.ndarray, chunk_size: int) -> DataSummary:
+    """Column means, then the covariance about them (two chunked passes)."""
+    n, d = x.shape
+    total = np.zeros(d)
+    for rows in chunks(n, chunk_size):
+        total += x[rows].sum(axis=0)
+    shift = total / n
+    second = np.zeros((d, d))
+    for rows in chunks(n, chunk_size):
+        z = x[rows] - shift
+        second += z.T @ z
+    cov = 0.5 * (second + second.T) / n
+    return DataSummary(shift, cov, float(np.linalg.eigvalsh(cov)[0]))
+
+
+def _sq_distances(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(chunk, c) squared Euclidean distances, clipped at 0."""
+    d2 = np.einsum("ij,ij->i", z, z)[:, None] - 2.0 * z @ centers.T
+    d2 += np.einsum("ij,ij->i", centers, centers)[None, :]
+    return np.maximum(d2, 0.0)
+
+
+def kmeans_plusplus(
+    x: np.ndarray, shift: np.ndarray, k: int, rng: np.random.Generator, chunk_size: int
+) -> np.ndarray:
+    """k-means++ seeding (D² sampling) with a few greedy trials per centre; shifted centres."""
+    n = x.shape[0]
+    n_trials = 2 + int(np.log(k))
+    first = int(rng.integers(n))
+    centers = [x[first] - shift]
+    closest = _min_sq_distance(x, shift, np.array(centers), chunk_size)
+    for _ in range(1, k):
+        total = closest.sum()
+        if total <= 0.0:  # every row coincides with a centre: pick any row
+            candidates = rng.integers(n, size=n_trials)
+        else:
+            cumulative = np.cumsum(closest)
+            draws = rng.random(n_trials) * cumulative[-1]
+            candidates = np.minimum(np.searchsorted(cumulative, draws), n - 1)
+        best, best_closest, best_cost = -1, closest, np.inf
+        for cand in candidates:
+            d2 = _min_sq_distance(x, shift, (x[cand] - shift)[None, :], chunk_size)
+            trial = np.minimum(closest, d2)
+            cost = trial.sum()
+            if cost < best_cost:
+                best, best_closest, best_cost = int(cand), trial, cost
+        centers.append(x[best] - shift)
+        closest = best_closest
+    return np.array(centers)
+
+
+def _min_sq_distance(
+    x: np.ndarray, shift: np.ndarray, centers: np.ndarray, chunk_size: int
+) -> np.ndarray:
+    out = np.empty(x.shape[0])
+    for rows in chunks(x.shape[0], chunk_size):
+        out[rows] = _sq_distances(x[rows] - shift, centers).min(axis=1)
+    return out
+
+
+def kmeans_labels(
+    x: np.ndarray, shift: np.ndarray, centers: np.ndarray, steps: int, chunk_size: int
+) -> np.ndarray:
+    """A few Lloyd steps from the given shifted centres; the final hard labels.
+
+    A centre left with no rows moves to the row farthest from its own centre.
+    """
+    n, k = x.shape[0], centers.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    for _ in range(steps):
+        new_labels = np.empty(n, dtype=np.int64)
+        far_dist = np.empty(n)
+        sums = np.zeros_like(centers)
+        counts = np.zeros(k)
+        for rows in chunks(n, chunk_size):
+            z = x[rows] - shift
+            d2 = _sq_distances(z, centers)
+            lab = d2.argmin(axis=1)
+            new_labels[rows] = lab
+            far_dist[rows] = d2[np.arange(len(lab)), lab]
+            for j in range(z.shape[1]):
+                sums[:, j] += np.bincount(lab, weights=z[:, j], minlength=k)
+            counts += np.bincount(lab, minlength=k)
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        empty = np.flatnonzero(counts == 0)
+        centers = sums / np.maximum(counts, 1.0)[:, None]
+        for c, row in zip(empty, np.argsort(-far_dist, kind="stable"), strict=False):
+            centers[c] = x[row] - shift
+            far_dist[row] = 0.0
+    return labels
+
+
+def from_kmeans(
+    x: np.ndarray, k: int, strategy: CovarianceStrategy, summary: DataSummary,
+    reg_covar: float, rng: np.random.Generator, chunk_size: int,
+) -> MixtureParams:
+    """k-means++ seeding, a few k-means steps, then the M-step of the hard assignment."""
+    centers = kmeans_plusplus(x, summary.shift, k, rng, chunk_size)
+    labels = kmeans_labels(x, summary.shift, centers, KMEANS_STEPS, chunk_size)
+    stats = stats_from_labels(x, labels, k, summary.shift, strategy, chunk_size)
+    return mstep(stats, strategy, summary.shift, reg_covar).params
+
+
+def from_random_responsibilities(
+    x: np.ndarray, k: int, strategy: CovarianceStrategy, summary: DataSummary,
+    reg_covar: float, rng: np.random.Generator, chunk_size: int,
+) -> MixtureParams:
+    """Uniform random responsibilities, normalised per row, then the M-step."""
+    total: SuffStats | None = None
+    for rows in chunks(x.shape[0], chunk_size):
+        z = x[rows] - summary.shift
+        resp = rng.random((z.shape[0], k))
+        resp /= resp.sum(axis=1, keepdims=True)
+        part = reduce_chunk(z, resp, strategy)
+        total = part if total is None else total + part
+    assert total is not None
+    return mstep(total, strategy, summary.shift, reg_covar).params
+
+
+def from_random_rows(
+    x: np.ndarray, k: int, strategy: CovarianceStrategy, summary: DataSummary,
+    reg_covar: float, rng: np.random.Generator, chunk_size: int,
+) -> MixtureParams:
+    """k distinct random rows as means, the data's covariance for all, equal weights."""
+    rows = np.sort(rng.choice(x.shape[0], size=k, replace=False))
+    cov = strategy.regularise(strategy.from_data_covariance(summary.covariance, k), reg_covar)
+    return MixtureParams(strategy.name, np.full(k, 1.0 / k), x[rows].copy(), cov)
+
+
+INITIALISERS = {
+    "kmeans++": from_kmeans,
+    "random": from_random_responsibilities,
+    "random-from-data": from_random_rows,
+}

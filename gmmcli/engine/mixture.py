@@ -1,0 +1,269 @@
+"""The Python API: ``GaussianMixture`` with scikit-learn's estimator shape over the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .covariance import strategy as get_strategy
+from .em import Collapse, EMOptions, Event, FitResult, fit
+from .params import MixtureParams, covariance_shape
+from .stats import chunks, default_chunk_size, estep_chunk, prepare
+
+
+def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
+    """Free parameters: k − 1 weights, k·d means, and the covariances of the type."""
+    k, d = n_components, n_features
+    return k - 1 + k * d + get_strategy(covariance_type).n_parameters(k, d)
+
+
+class GaussianMixture:
+    """A Gaussian mixture fitted by EM, in the log domain, chunk by chunk.
+
+    Parameters match scikit-learn's ``GaussianMixture`` where they exist. ``init`` is one of
+    "kmeans++", "random", "random-from-data"; ``weights_init``/``means_init``/
+    ``covariances_init`` (all three together) give a warm start instead. ``seed`` fixes every
+    random choice: the same data and seed give the same model. ``callback`` receives the
+    engine's events (iterations, re-seeds, restarts) as they happen.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init: str = "kmeans++",
+        weights_init: np.ndarray | None = None,
+        means_init: np.ndarray | None = None,
+        covariances_init: np.ndarray | None = None,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        callback: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init = init
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.covariances_init = covariances_init
+        self.seed = seed
+        self.chunk_size = chunk_size
+        self.callback = callback
+        self.params_: MixtureParams | None = None
+
+    # -- fitting -------------------------------------------------------------------------
+    def _options(self) -> EMOptions:
+        return EMOptions(
+            n_components=self.n_components, covariance_type=self.covariance_type,
+            tol=self.tol, reg_covar=self.reg_covar, max_iter=self.max_iter,
+            n_init=self.n_init, init=self.init, seed=self.seed, chunk_size=self.chunk_size,
+        )
+
+    def _start(self, d: int) -> MixtureParams | None:
+        given = [self.weights_init, self.means_init, self.covariances_init]
+        if all(v is None for v in given):
+            return None
+        if any(v is None for v in given):
+            raise ValueError("a warm start needs weights_init, means_init and covariances_init")
+        k = self.n_components
+        start = MixtureParams(
+            self.covariance_type,
+            np.asarray(self.weights_init, dtype=float).reshape(k),
+            np.asarray(self.means_init, dtype=float).reshape(k, d),
+            np.asarray(self.covariances_init, dtype=float).reshape(
+                covariance_shape(self.covariance_type, k, d)
+            ),
+        )
+        return start
+
+    def fit(self, X: np.ndarray) -> GaussianMixture:
+        """Estimate the parameters by EM (n_init restarts, the best kept)."""
+        x = _as_2d(X)
+        result = fit(x, self._options(), self._start(x.shape[1]), self.callback)
+        self._set_result(result)
+        return self
+
+    def fit_predict(self, X: np.ndarray) -> np.ndarray:
+        return self.fit(X).predict(X)
+
+    def _set_result(self, result: FitResult) -> None:
+        best = result.best
+        self.result_ = result
+        self.params_ = best.params
+        self.n_iter_ = best.n_iter
+        self.converged_ = best.converged
+        self.log_likelihood_ = best.log_likelihood
+        self.lower_bound_ = best.history[-1]
+        self.log_likelihood_history_ = list(best.history)
+        self.collapsed_: tuple[Collapse, ...] = best.collapsed
+        self.n_samples_ = result.n_samples
+
+    def warnings(self, feature_names: list[str]) -> list[str]:
+        """What a user must be told about this fit, one line each."""
+        result = self.result_
+        out = []
+        if not self.converged_ and self.max_iter > 0:
+            history = self.log_likelihood_history_
+            last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
+            out.append(
+                f"did not converge in {self.max_iter} iterations (last change {last:.3g} per "
+                f"row, tol {self.tol:g}); raise --max-iter or --tol"
+            )
+        for j in result.flat_columns:
+            out.append(
+                f"column '{feature_names[j]}' varies less than reg_covar ({self.reg_covar:g}): "
+                "it is (nearly) constant, or needs rescaling"
+            )
+        if self.collapsed_:
+            lead = (
+                "every restart ended with a collapsed component"
+                if result.all_collapsed
+                else "the best restart has a collapsed component"
+            )
+            what = "; ".join(c.describe(feature_names) for c in self.collapsed_)
+            out.append(f"{lead}: {what}; the model is degenerate (try fewer components, "
+                       "another --covariance, or a larger --reg-covar)")
+        return out
+
+    def fit_info(self, feature_names: list[str]) -> dict:
+        """How the model was fitted, as plain JSON-able values (for the model file)."""
+        result = self.result_
+        n = result.n_samples
+        p = self.n_parameters()
+        ll = float(self.log_likelihood_)
+
+        def collapse_record(c: Collapse) -> dict:
+            column = None if c.column is None else feature_names[c.column]
+            return {"component": c.component, "column": column, "reason": c.reason,
+                    "description": c.describe(feature_names)}
+
+        return {
+            "n_samples": n,
+            "n_iter": int(self.n_iter_),
+            "converged": bool(self.converged_),
+            "log_likelihood": ll,
+            "mean_log_likelihood": ll / n,
+            "log_likelihood_history": [float(v) for v in self.log_likelihood_history_],
+            "n_parameters": p,
+            "bic": -2.0 * ll + p * float(np.log(n)),
+            "aic": -2.0 * ll + 2.0 * p,
+            "seed": int(self.seed),
+            "options": {
+                "n_components": int(self.n_components),
+                "covariance_type": self.covariance_type,
+                "tol": float(self.tol),
+                "reg_covar": float(self.reg_covar),
+                "max_iter": int(self.max_iter),
+                "n_init": int(self.n_init),
+                "init": self.init if self._start(len(feature_names)) is None else "warm-start",
+            },
+            "best_restart": int(result.best.restart),
+            "restarts": [
+                {"restart": r.restart, "n_iter": r.n_iter, "converged": r.converged,
+                 "log_likelihood": float(r.log_likelihood),
+                 "collapsed": [collapse_record(c) for c in r.collapsed]}
+                for r in result.restarts
+            ],
+            "reseeds": [
+                {"restart": e.restart, "iteration": e.iteration,
+                 "component": e.collapse.component, "reason": e.collapse.describe(feature_names),
+                 "new_mean": [float(v) for v in e.new_mean]}
+                for r in result.restarts for e in r.reseeds
+            ],
+            "collapsed": [collapse_record(c) for c in self.collapsed_],
+            "warnings": self.warnings(feature_names),
+        }
+
+    @classmethod
+    def from_params(cls, params: MixtureParams) -> GaussianMixture:
+        """A fitted mixture from given parameters (e.g. a loaded model file)."""
+        model = cls(params.n_components, covariance_type=params.covariance_type)
+        model.params_ = params
+        return model
+
+    # -- fitted parameters ---------------------------------------------------------------
+    def _fitted(self) -> MixtureParams:
+        if self.params_ is None:
+            raise RuntimeError("this GaussianMixture is not fitted yet; call fit first")
+        return self.params_
+
+    @property
+    def weights_(self) -> np.ndarray:
+        return self._fitted().weights
+
+    @property
+    def means_(self) -> np.ndarray:
+        return self._fitted().means
+
+    @property
+    def covariances_(self) -> np.ndarray:
+        return self._fitted().covariances
+
+    @property
+    def precisions_cholesky_(self) -> np.ndarray:
+        params = self._fitted()
+        return get_strategy(params.covariance_type).precision_cholesky(params.covariances)
+
+    # -- using the model -----------------------------------------------------------------
+    def _log_parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Responsibilities and log densities of every row, chunk by chunk."""
+        params = self._fitted()
+        x = _as_2d(X)
+        if x.shape[1] != params.n_features:
+            raise ValueError(f"X has {x.shape[1]} columns; the model has {params.n_features}")
+        shift = params.weights @ params.means
+        model = prepare(params, get_strategy(params.covariance_type), shift)
+        resp = np.empty((x.shape[0], params.n_components))
+        log_density = np.empty(x.shape[0])
+        size = self.chunk_size or default_chunk_size(params.n_components, params.n_features)
+        for rows in chunks(x.shape[0], size):
+            resp[rows], log_density[rows] = estep_chunk(model, x[rows] - shift)
+        return resp, log_density
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, k) membership probabilities r_ik."""
+        return self._log_parts(X)[0]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The component with the highest responsibility for each row."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """log p(x_i) = logsumexp_k (log π_k + log N(x_i | μ_k, Σ_k)) per row."""
+        return self._log_parts(X)[1]
+
+    def score(self, X: np.ndarray) -> float:
+        """Mean log-likelihood per row."""
+        return float(self.score_samples(X).mean())
+
+    def n_parameters(self) -> int:
+        params = self._fitted()
+        return n_parameters(params.covariance_type, params.n_components, params.n_features)
+
+    def bic(self, X: np.ndarray) -> float:
+        """−2 log L + p ln n (lower is better)."""
+        x = _as_2d(X)
+        return -2.0 * self.score(x) * x.shape[0] + self.n_parameters() * np.log(x.shape[0])
+
+    def aic(self, X: np.ndarray) -> float:
+        """−2 log L + 2 p (lower is better)."""
+        x = _as_2d(X)
+        return -2.0 * self.score(x) * x.shape[0] + 2 * self.n_parameters()
+
+
+def _as_2d(X: np.ndarray) -> np.ndarray:
+    x = np.asarray(X, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"X must be 2-D, got shape {x.shape}")
+    return np.ascontiguousarray(x)

@@ -1,0 +1,47 @@
+"""Regenerate the sample data sets (deterministic): python sample_data/make_samples.py"""
+
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+
+
+def one_d(rng: np.random.Generator) -> np.ndarray:
+    """The tutorial's 1-D example: three clusters of 100 points each."""
+    parts = [rng.normal(-5.0, 1.0, 100), rng.normal(0.0, 0.6, 100), rng.normal(4.0, 1.5, 100)]
+    return np.concatenate(parts)
+
+
+def blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Four stretched (ellipsoidal) 2-D blobs of 250 points each, and their true labels."""
+    centres = np.array([[0.0, 0.0], [8.0, 3.0], [-6.0, 7.0], [3.0, -7.0]])
+    shapes = [
+        np.array([[3.0, 0.0], [1.5, 0.5]]),
+        np.array([[0.4, 0.0], [-1.2, 2.0]]),
+        np.array([[2.0, 1.5], [0.0, 0.6]]),
+        np.array([[1.0, -0.8], [0.3, 0.4]]),
+    ]
+    x = np.concatenate([rng.normal(size=(250, 2)) @ a + c for a, c in zip(shapes, centres)])
+    return x, np.repeat(np.arange(4), 250)
+
+
+def main() -> None:
+    rng = np.random.default_rng(20261125)
+    x1 = one_d(rng)
+    (HERE / "tutorial_1d.csv").write_text(
+        "x\n" + "".join(f"{v:.6f}\n" for v in x1), encoding="utf-8"
+    )
+    x2, labels = blobs(rng)
+    (HERE / "blobs_2d.csv").write_text(
+        "x,y\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in x2), encoding="utf-8"
+    )
+    (HERE / "blobs_2d_labels.csv").write_text(
+        "label\n" + "".join(f"{v}\n" for v in labels), encoding="utf-8"
+    )
+    rows = [f"p{i:04d},{a:.4f},{b:.4f}\n" for i, (a, b) in enumerate(x2[::5])]
+    (HERE / "points_with_id.csv").write_text("id,x,y\n" + "".join(rows), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""Engine tests: scikit-learn from the same start, recovery of known clusters, properties."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+from gmmcli import GaussianMixture
+from gmmcli.engine.em import EMOptions, RestartResult, better, fit
+from gmmcli.engine.mixture import n_parameters
+from gmmcli.engine.params import MixtureParams
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def blobs(seed: int, n_per: int = 200, d: int = 3, k: int = 3, spread: float = 6.0):
+    """Stretched Gaussian blobs with known labels."""
+    rng = np.random.default_rng(seed)
+    parts, labels = [], []
+    for c in range(k):
+        shape = rng.normal(size=(d, d)) * 0.8 + np.eye(d) * 0.5
+        parts.append(rng.normal(size=(n_per, d)) @ shape + spread * rng.normal(size=d))
+        labels.append(np.full(n_per, c))
+    return np.concatenate(parts), np.concatenate(labels)
+
+
+def start_params(x: np.ndarray, k: int, covariance_type: str, seed: int = 3):
+    """A deliberately rough common start: random rows, the data covariance, uneven weights."""
+    rng = np.random.default_rng(seed)
+    d = x.shape[1]
+    cov = np.cov(x.T, bias=True).reshape(d, d)
+    weights = rng.uniform(0.5, 1.5, k)
+    weights /= weights.sum()
+    means = x[rng.choice(x.shape[0], k, replace=False)]
+    covariances = {
+        "full": np.stack([cov] * k),
+        "tied": cov,
+        "diag": np.stack([np.diag(cov)] * k),
+        "spherical": np.full(k, np.diag(cov).mean()),
+    }[covariance_type]
+    return weights, means, covariances
+
+
+def precisions(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    if covariance_type in ("full", "tied"):
+        return np.linalg.inv(covariances)
+    return 1.0 / covariances
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("chunk_size", [None, 37])
+def test_matches_scikit_learn_from_the_same_start(covariance_type, chunk_size):
+    x, _ = blobs(0)
+    k, n_iter = 3, 25
+    weights, means, covariances = start_params(x, k, covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0 never converges: scikit-learn warns
+        sk = SkGaussianMixture(
+            k, covariance_type=covariance_type, tol=0.0, max_iter=n_iter,
+            weights_init=weights, means_init=means,
+            precisions_init=precisions(covariances, covariance_type),
+        ).fit(x)
+    ours = GaussianMixture(
+        k, covariance_type=covariance_type, tol=0.0, max_iter=n_iter, weights_init=weights,
+        means_init=means, covariances_init=covariances, chunk_size=chunk_size,
+    ).fit(x)
+    # history[t] is the log-likelihood after t M-steps; scikit-learn's lower_bounds_ are those
+    # of the parameters entering each iteration, i.e. our history without its last entry.
+    ours_history = np.array(ours.log_likelihood_history_[:-1])
+    assert ours.n_iter_ == sk.n_iter_ == n_iter
+    assert len(ours_history) == len(sk.lower_bounds_)
+    assert relative_error(ours_history, sk.lower_bounds_) < 1e-8
+    assert relative_error(ours.weights_, sk.weights_) < 1e-8
+    assert relative_error(ours.means_, sk.means_) < 1e-8
+    assert relative_error(ours.covariances_, sk.covariances_) < 1e-8
+    assert relative_error(ours.precisions_cholesky_, sk.precisions_cholesky_) < 1e-8
+    # and the model in use agrees too
+    assert relative_error(ours.score_samples(x), sk.score_samples(x)) < 1e-8
+    np.testing.assert_allclose(ours.predict_proba(x), sk.predict_proba(x), atol=1e-8)
+    assert ours.collapsed_ == ()
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_converges_like_scikit_learn_with_tol(covariance_type):
+    """With tol, both stop after the same number of iterations at the same answer."""
+    x, _ = blobs(5)
+    weights, means, covariances = start_params(x, 3, covariance_type, seed=8)
+    sk = SkGaussianMixture(
+        3, covariance_type=covariance_type, tol=1e-6, max_iter=500, weights_init=weights,
+        means_init=means, precisions_init=precisions(covariances, covariance_type),
+    ).fit(x)
+    ours = GaussianMixture(
+        3, covariance_type=covariance_type, tol=1e-6, max_iter=500, weights_init=weights,
+        means_init=means, covariances_init=covariances,
+    ).fit(x)
+    assert sk.converged_ and ours.converged_
+    assert ours.n_iter_ == sk.n_iter_
+    assert relative_error(ours.means_, sk.means_) < 1e-8
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_recovers_known_clusters(covariance_type):
+    x, labels = blobs(11, spread=12.0)
+    model = GaussianMixture(3, covariance_type=covariance_type, n_init=3).fit(x)
+    assert model.converged_
+    assert adjusted_rand_score(labels, model.predict(x)) > 0.97
+    assert model.collapsed_ == ()
+
+
+def test_recovers_the_sample_blobs(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "sample_data"
+    x = np.loadtxt(root / "blobs_2d.csv", delimiter=",", skiprows=1)
+    labels = np.loadtxt(root / "blobs_2d_labels.csv", skiprows=1)
+    model = GaussianMixture(4, n_init=3).fit(x)
+    assert adjusted_rand_score(labels, model.predict(x)) > 0.95
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "random", "random-from-data"])
+def test_every_init_method_fits(init):
+    x, labels = blobs(2, spread=12.0)
+    model = GaussianMixture(3, init=init, n_init=4, max_iter=300).fit(x)
+    assert adjusted_rand_score(labels, model.predict(x)) > 0.95
+
+
+def test_same_seed_same_model_and_other_seed_other_start():
+    x, _ = blobs(4, k=4, spread=3.0)
+    a = GaussianMixture(4, n_init=2, seed=7).fit(x)
+    b = GaussianMixture(4, n_init=2, seed=7).fit(x)
+    assert np.array_equal(a.means_, b.means_)
+    assert np.array_equal(a.covariances_, b.covariances_)
+    assert a.log_likelihood_history_ == b.log_likelihood_history_
+    c = GaussianMixture(4, max_iter=0, seed=8).fit(x)
+    d = GaussianMixture(4, max_iter=0, seed=7).fit(x)
+    assert not np.array_equal(c.means_, d.means_)
+
+
+def test_warm_start_continues_from_the_given_model():
+    x, _ = blobs(6)
+    first = GaussianMixture(3, max_iter=3, tol=0).fit(x)
+    second = GaussianMixture(
+        3, weights_init=first.weights_, means_init=first.means_,
+        covariances_init=first.covariances_, tol=0, max_iter=2,
+    ).fit(x)
+    full = GaussianMixture(3, max_iter=5, tol=0).fit(x)
+    assert second.log_likelihood_history_[0] == pytest.approx(first.lower_bound_, rel=1e-12)
+    assert relative_error(second.means_, full.means_) < 1e-10
+
+
+def test_parameter_counts():
+    assert n_parameters("full", 3, 2) == 2 + 6 + 9
+    assert n_parameters("tied", 3, 2) == 2 + 6 + 3
+    assert n_parameters("diag", 3, 2) == 2 + 6 + 6
+    assert n_parameters("spherical", 3, 2) == 2 + 6 + 3
+    x, _ = blobs(1, d=2)
+    model = GaussianMixture(3).fit(x)
+    ll = model.score(x) * x.shape[0]
+    assert model.bic(x) == pytest.approx(-2 * ll + 17 * np.log(x.shape[0]))
+    assert model.aic(x) == pytest.approx(-2 * ll + 34)
+
+
+def test_far_points_get_finite_densities_and_probabilities():
+    x, _ = blobs(3)
+    model = GaussianMixture(3).fit(x)
+    sd = np.sqrt(np.max(np.linalg.eigvalsh(np.cov(x.T))))
+    far = x.mean(axis=0) + 1e3 * sd * np.array([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])
+    log_density = model.score_samples(far)
+    proba = model.predict_proba(far)
+    assert np.all(np.isfinite(log_density)) and np.all(log_density < -1e4)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_fewer_rows_than_components_is_an_error():
+    with pytest.raises(ValueError, match="fewer"):
+        GaussianMixture(5).fit(np.arange(4.0)[:, None])
+
+
+def tutorial_collapse_data(seed: int) -> np.ndarray:
+    """Two clusters, one isolated point: with three components, one collapses onto it."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0, 1, 40), rng.normal(8, 1, 40), [40.0]])[:, None]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tutorial_collapse_is_reseeded_and_reported(seed):
+    x = tutorial_collapse_data(seed)
+    events = []
+    model = GaussianMixture(3, n_init=2, seed=seed, init="random-from-data",
+                            callback=events.append).fit(x)
+    assert np.all(np.isfinite(model.means_))
+    reseeds = [r for r in model.result_.restarts for _ in r.reseeds]
+    if model.collapsed_:  # then every restart collapsed, and the warning names it
+        assert model.result_.all_collapsed
+        text = " ".join(model.warnings(["x"]))
+        assert "collapsed" in text and f"component {model.collapsed_[0].component}" in text
+    else:
+        assert all(np.isfinite(model.log_likelihood_history_))
+    assert reseeds or not any(r.collapsed for r in model.result_.restarts) or model.collapsed_
+
+
+def test_a_spike_on_a_repeated_value_is_detected():
+    """A component sitting on one repeated value of a column gets variance 0 there."""
+    rng = np.random.default_rng(0)
+    a = np.column_stack([rng.normal(0, 1, 200), rng.normal(0, 1, 200)])
+    b = np.column_stack([np.full(30, 5.0), rng.normal(3, 1, 30)])  # x is exactly 5 for all
+    x = np.concatenate([a, b])
+    model = GaussianMixture(2, n_init=1, max_iter=5, tol=0).fit(x)
+    kinds = {(c.reason, c.column) for r in model.result_.restarts for c in r.collapsed}
+    kinds |= {(e.collapse.reason, e.collapse.column)
+              for r in model.result_.restarts for e in r.reseeds}
+    assert ("zero-variance", 0) in kinds
+
+
+def test_a_restart_without_collapse_beats_a_higher_likelihood_with_one():
+    from gmmcli.engine.em import Collapse
+
+    params = MixtureParams("spherical", np.ones(1), np.zeros((1, 1)), np.ones(1))
+    spike = RestartResult(0, params, 5, True, 100.0, [1.0], [], (Collapse(0, 0, "x", 0.0),))
+    honest = RestartResult(1, params, 5, True, -50.0, [1.0], [], ())
+    assert better(honest, spike) and not better(spike, honest)
+    assert better(RestartResult(2, params, 5, True, -40.0, [1.0]), honest)
+
+
+def test_the_best_non_collapsed_restart_is_chosen():
+    """Rounded data where some starts collapse onto a repeated value: the kept restart has
+    no collapse whenever any restart had none."""
+    rng = np.random.default_rng(1)
+    x = np.column_stack([np.round(rng.normal(0, 2, 300)), rng.normal(0, 1, 300)])
+    result = fit(x, EMOptions(n_components=4, n_init=6, covariance_type="full", seed=3,
+                              max_iter=30))
+    if any(not r.collapsed for r in result.restarts):
+        assert not result.best.collapsed
+        ok = [r.log_likelihood for r in result.restarts if not r.collapsed]
+        assert result.best.log_likelihood == max(ok)
+
+
+def test_constant_column_and_duplicates_do_not_crash():
+    rng = np.random.default_rng(2)
+    x = np.column_stack([rng.normal(size=50), np.full(50, 3.0)])
+    x = np.concatenate([x, x[:10]])
+    for covariance_type in TYPES:
+        model = GaussianMixture(2, covariance_type=covariance_type).fit(x)
+        assert np.all(np.isfinite(model.score_samples(x)))
+        assert any("column 'b'" in w for w in model.warnings(["a", "b"]))
+
+
+def test_zero_regularisation_on_duplicated_points_does_not_crash():
+    x = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]), 10, axis=0)
+    model = GaussianMixture(3, reg_covar=0.0, max_iter=5).fit(x)
+    assert np.all(np.isfinite(model.score_samples(x)))
+    assert model.collapsed_
+
+
+def test_one_component_and_one_column():
+    x = np.random.default_rng(0).normal(3.0, 2.0, size=(500, 1))
+    model = GaussianMixture(1).fit(x)
+    assert model.means_[0, 0] == pytest.approx(x.mean(), rel=1e-10)
+    assert model.covariances_[0, 0, 0] == pytest.approx(x.var() + 1e-6, rel=1e-10)
+    assert model.n_iter_ <= 2
+
+
+# -- properties -------------------------------------------------------------------------------
+@st.composite
+def mixture_data(draw):
+    """Random clustered data: k true clusters at random places with random spreads."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    d = draw(st.integers(1, 4))
+    k_true = draw(st.integers(1, 4))
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(5, 60, size=k_true)
+    parts = [rng.normal(size=(m, d)) * rng.uniform(0.1, 3.0) + rng.normal(size=d) * 10
+             for m in sizes]
+    return np.concatenate(parts), seed
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixture_data(), st.integers(1, 5), st.sampled_from(TYPES))
+def test_responsibilities_sum_to_one(data, k, covariance_type):
+    x, seed = data
+    k = min(k, x.shape[0])
+    model = GaussianMixture(k, covariance_type=covariance_type, max_iter=5, seed=seed).fit(x)
+    probe = np.concatenate([x, x[:3] * 1e3 + 1e4])  # include points far from everything
+    proba = model.predict_proba(probe)
+    assert np.all(np.isfinite(proba)) and np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    assert np.all(np.isfinite(model.score_samples(probe)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixture_data(), st.integers(1, 5), st.sampled_from(TYPES))
+def test_log_likelihood_never_decreases_except_after_a_reseed(data, k, covariance_type):
+    x, seed = data
+    k = min(k, x.shape[0])
+    model = GaussianMixture(k, covariance_type=covariance_type, tol=0, max_iter=40,
+                            seed=seed).fit(x)
+    for restart in model.result_.restarts:
+        after_reseed = {e.iteration for e in restart.reseeds}
+        history = restart.history
+        for t in range(1, len(history)):
+            if t in after_reseed:
+                continue
+            slack = 1e-9 * max(1.0, abs(history[t - 1]))
+            assert history[t] >= history[t - 1] - slack, (t, history[t - 1], history[t])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixture_data(), st.integers(1, 4), st.sampled_from(TYPES))
+def test_clustering_is_invariant_to_a_shift_of_1e6(data, k, covariance_type):
+    x, seed = data
+    x = np.round(x, 4)  # exactly representable after the shift, so both see the same points
+    k = min(k, x.shape[0])
+    base = GaussianMixture(k, covariance_type=covariance_type, seed=seed, max_iter=50).fit(x)
+    moved = GaussianMixture(k, covariance_type=covariance_type, seed=seed, max_iter=50)
+    moved.fit(x + 1e6)
+    assert np.array_equal(base.predict(x), moved.predict(x + 1e6))
+    np.testing.assert_allclose(moved.means_ - 1e6, base.means_, atol=1e-6)
+    assert moved.lower_bound_ == pytest.approx(base.lower_bound_, rel=1e-6, abs=1e-6)
