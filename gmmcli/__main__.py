@@ -1,0 +1,5 @@
+"""`python -m gmmcli` runs the gmm command."""
+
+from .cli import main
+
+main()

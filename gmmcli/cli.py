@@ -1,0 +1,458 @@
+"""The command line: parse options, call data → engine → modelfile/report, map errors to exits.
+
+The only module that imports typer and the only place that exits. Heavy imports (numpy,
+pandas, the engine) happen inside the commands, so `gmm --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from .errors import GmmError
+
+app = typer.Typer(
+    name="gmm",
+    help="Cluster tabular data with Gaussian mixture models fitted by EM. "
+    "Data goes to stdout (CSV or JSON); tables, progress and warnings go to stderr. "
+    "Add --debug anywhere to see a traceback on an internal error.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DEBUG = {"on": False}
+COVARIANCES = ("full", "tied", "diag", "spherical")
+INIT_CHOICES = ("kmeans++", "random", "random-from-data")
+
+# -- the shared table options (every command that reads data) ------------------------------
+Delimiter = Annotated[str, typer.Option("-d", "--delimiter", help="Field delimiter of DATA.")]
+NoHeader = Annotated[
+    bool, typer.Option("--no-header", help="DATA has no header line; columns are 1, 2, ...")
+]
+Columns = Annotated[
+    str | None,
+    typer.Option("--columns", "-c", help="Comma-separated column names or 1-based positions."),
+]
+Missing = Annotated[
+    str,
+    typer.Option(
+        "--missing",
+        help="Rows with missing or non-finite values: 'error' (default) or 'drop' them.",
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, progress or warnings.")]
+Output = Annotated[
+    str, typer.Option("-o", "--output", help="Write the result here ('-' for stdout).")
+]
+
+
+def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every failure into one line on stderr and an exit status (2, 1 or 130)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GmmError as error:
+            _fail(error.message, error.status)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as error:  # an internal failure: say how to see more
+            if DEBUG["on"]:
+                raise
+            _fail(
+                f"internal error: {type(error).__name__}: {error} "
+                "(run again with --debug for the traceback)",
+                1,
+            )
+
+    return wrapper
+
+
+def _fail(message: str, status: int) -> None:
+    print(f"gmm: error: {message}", file=sys.stderr)
+    raise typer.Exit(status)
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader went away (e.g. `| head`): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(0)
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(parts):
+        raise GmmError(f"--columns {text!r}: empty column name")
+    return parts
+
+
+def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise GmmError(f"{option} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def _check_not_input(output: str, inputs: list[str]) -> None:
+    """Never overwrite an input file of the same command."""
+    if output == "-" or not os.path.exists(output):
+        return
+    for path in inputs:
+        if path != "-" and os.path.exists(path) and os.path.samefile(output, path):
+            raise GmmError(f"{output}: refusing to overwrite an input of this command")
+
+
+# -- gmm fit ---------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: gmm fit sample_data/blobs_2d.csv -k 4 -o model.json",
+)
+@_handle_errors
+def fit(
+    data: Annotated[str, typer.Argument(help="CSV file to fit ('-' for stdin).")],
+    components: Annotated[
+        int | None, typer.Option("-k", "--components", help="Number of components.")
+    ] = None,
+    output: Output = "-",
+    covariance: Annotated[
+        str, typer.Option("--covariance", help="full, tied, diag or spherical.")
+    ] = "full",
+    n_init: Annotated[int, typer.Option("--n-init", help="Restarts; the best is kept.")] = 1,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Most EM iterations.")] = 100,
+    tol: Annotated[
+        float, typer.Option("--tol", help="Stop when the log-likelihood per row changes less.")
+    ] = 1e-3,
+    reg_covar: Annotated[
+        float, typer.Option("--reg-covar", help="Added to every covariance diagonal.")
+    ] = 1e-6,
+    init: Annotated[
+        str,
+        typer.Option(
+            "--init", help="kmeans++, random, random-from-data, or a model file (warm start)."
+        ),
+    ] = "kmeans++",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (recorded in the model).")] = 0,
+    columns: Columns = None,
+    delimiter: Delimiter = ",",
+    no_header: NoHeader = False,
+    missing: Missing = "error",
+    quiet: Quiet = False,
+) -> None:
+    """Fit a Gaussian mixture to DATA by EM and write the model as JSON."""
+    from . import modelfile
+    from .data import read_table
+
+    covariance = _choice(covariance, COVARIANCES, "--covariance")
+    missing = _choice(missing, ("error", "drop"), "--missing")
+    _check_fit_options(components, n_init, max_iter, tol, reg_covar)
+    start = None
+    if init not in INIT_CHOICES:
+        if not os.path.exists(init):
+            raise GmmError(
+                f"--init {init!r}: use one of {', '.join(INIT_CHOICES)}, "
+                "or the path of a model file"
+            )
+        start, start_names, _ = modelfile.load_model(init)
+        components, covariance = _warm_start_options(init, start, components, covariance)
+    if components is None:
+        raise GmmError("missing option -k/--components (the number of components)")
+    _check_not_input(output, [data, init])
+    modelfile.check_output_path(output)
+
+    required = start_names if start is not None and not no_header and columns is None else None
+    table = read_table(
+        data,
+        delimiter=delimiter,
+        header=not no_header,
+        columns=_split(columns),
+        missing=missing,
+        required=required,
+        n_required=start.n_features if start is not None and required is None else None,
+    )
+    report = _reporter(quiet, table.names)
+    _report_table(report, table)
+    if table.values.shape[0] < components:
+        raise GmmError(
+            f"{table.source}: {table.values.shape[0]} rows are fewer than the "
+            f"{components} components"
+        )
+    if start is not None and n_init > 1:
+        report.warning("a warm start (--init MODEL) needs one restart; using --n-init 1")
+        n_init = 1
+
+    from .engine.mixture import GaussianMixture
+
+    model = GaussianMixture(
+        components,
+        covariance_type=covariance,
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        n_init=n_init,
+        init=init if start is None else "kmeans++",
+        weights_init=None if start is None else start.weights,
+        means_init=None if start is None else start.means,
+        covariances_init=None if start is None else start.covariances,
+        seed=seed,
+        callback=report.on_event,
+    )
+    report.start_fit(*table.values.shape, components, covariance, n_init)
+    model.fit(table.values)
+    info = model.fit_info(table.names)
+    info["n_dropped"] = table.n_dropped
+    if start is not None:
+        info["options"]["init"] = f"model file {init}"
+    info["tool"] = _tool()
+    modelfile.save_model(output, model.params_, table.names, info)
+    report.fit_summary(info, output)
+
+
+def _check_fit_options(
+    components: int | None, n_init: int, max_iter: int, tol: float, reg_covar: float
+) -> None:
+    checks = [
+        (components is None or components >= 1, f"-k/--components {components}: must be >= 1"),
+        (n_init >= 1, f"--n-init {n_init}: must be >= 1"),
+        (max_iter >= 0, f"--max-iter {max_iter}: must be >= 0"),
+        (tol >= 0 and tol == tol, f"--tol {tol}: must be a number >= 0"),
+        (
+            reg_covar >= 0 and reg_covar == reg_covar and reg_covar != float("inf"),
+            f"--reg-covar {reg_covar}: must be a finite number >= 0",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise GmmError(message)
+
+
+def _warm_start_options(
+    path: str, start: Any, components: int | None, covariance: str
+) -> tuple[int, str]:
+    if components is not None and components != start.n_components:
+        raise GmmError(
+            f"{path}: the model has {start.n_components} components but -k is {components}"
+        )
+    if covariance != "full" and covariance != start.covariance_type:
+        raise GmmError(
+            f"{path}: the model has {start.covariance_type} covariances but "
+            f"--covariance is {covariance}"
+        )
+    return start.n_components, start.covariance_type
+
+
+def _tool() -> dict:
+    from . import __version__
+
+    return {"name": "gmmcli", "version": __version__}
+
+
+def _reporter(quiet: bool, names: list[str]) -> Any:
+    from .report import Reporter
+
+    return Reporter(quiet=quiet, feature_names=names)
+
+
+def _report_table(report: Any, table: Any) -> None:
+    if table.skipped_columns:
+        report.info(
+            f"{table.source}: ignoring non-numeric column(s) "
+            f"{', '.join(table.skipped_columns)} (choose columns with --columns)"
+        )
+    if table.n_dropped:
+        report.warning(
+            f"{table.source}: dropped {table.n_dropped} row(s) with missing or non-finite values"
+        )
+
+
+def _model_and_table(
+    model_path: str,
+    data: str,
+    output: str,
+    delimiter: str,
+    no_header: bool,
+    columns: str | None,
+    missing: str,
+    quiet: bool,
+) -> tuple[Any, Any]:
+    """Check the output first, load the model, then read DATA's columns matched to it (by
+    name, or by position with --no-header)."""
+    from . import modelfile
+    from .data import read_table
+
+    if model_path == "-" and data == "-":
+        raise GmmError("MODEL and DATA cannot both be stdin ('-')")
+    missing = _choice(missing, ("error", "drop"), "--missing")
+    _check_not_input(output, [model_path, data])
+    modelfile.check_output_path(output)
+    params, names, _ = modelfile.load_model(model_path)
+    selected = _split(columns)
+    use_names = not no_header and selected is None
+    table = read_table(
+        data,
+        delimiter=delimiter,
+        header=not no_header,
+        columns=selected,
+        missing=missing,
+        required=names if use_names else None,
+        n_required=None if use_names else params.n_features,
+    )
+    _report_table(_reporter(quiet, table.names), table)
+    return params, table
+
+
+ModelArg = Annotated[str, typer.Argument(help="Model file written by gmm fit ('-' for stdin).")]
+DataArg = Annotated[str, typer.Argument(help="CSV file of points ('-' for stdin).")]
+
+
+# -- gmm predict -----------------------------------------------------------------------------
+@app.command(
+    epilog="Example: gmm predict model.json points.csv | cut -d, -f1 | sort | uniq -c",
+)
+@_handle_errors
+def predict(
+    model: ModelArg,
+    data: DataArg,
+    output: Output = "-",
+    no_proba: Annotated[
+        bool, typer.Option("--no-proba", help="Only the label; leave the probabilities out.")
+    ] = False,
+    keep_input: Annotated[
+        bool, typer.Option("--keep-input", help="Keep the input columns beside the result.")
+    ] = False,
+    columns: Columns = None,
+    delimiter: Delimiter = ",",
+    no_header: NoHeader = False,
+    missing: Missing = "error",
+    quiet: Quiet = False,
+) -> None:
+    """Label each row of DATA with its most probable component, and the probabilities."""
+    params, table = _model_and_table(
+        model, data, output, delimiter, no_header, columns, missing, quiet
+    )
+
+    import pandas as pd
+
+    from .engine.mixture import GaussianMixture
+
+    resp = GaussianMixture.from_params(params).predict_proba(table.values)
+    result = pd.DataFrame({"label": resp.argmax(axis=1)})
+    if not no_proba:
+        for c in range(resp.shape[1]):
+            result[f"prob_{c}"] = resp[:, c]
+    if keep_input:
+        inputs = table.frame.reset_index(drop=True)
+        clash = [name for name in result.columns if name in inputs.columns]
+        result = result.rename(columns={name: f"gmm_{name}" for name in clash})
+        result = pd.concat([inputs, result], axis=1)
+    from .data import write_csv
+
+    write_csv(result, output)
+
+
+# -- gmm loglik ------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: gmm loglik model.json sample_data/blobs_2d.csv --json",
+)
+@_handle_errors
+def loglik(
+    model: ModelArg,
+    data: DataArg,
+    output: Output = "-",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of text.")
+    ] = False,
+    per_sample: Annotated[
+        bool, typer.Option("--per-sample", help="Each row's log density, as CSV.")
+    ] = False,
+    columns: Columns = None,
+    delimiter: Delimiter = ",",
+    no_header: NoHeader = False,
+    missing: Missing = "error",
+    quiet: Quiet = False,
+) -> None:
+    """The log-likelihood of DATA under MODEL: total, mean per row, rows, BIC and AIC."""
+    if as_json and per_sample:
+        raise GmmError("--json and --per-sample cannot be used together")
+    params, table = _model_and_table(
+        model, data, output, delimiter, no_header, columns, missing, quiet
+    )
+
+    import numpy as np
+
+    from .engine.mixture import GaussianMixture
+
+    mixture = GaussianMixture.from_params(params)
+    log_density = mixture.score_samples(table.values)
+    if per_sample:
+        import pandas as pd
+
+        from .data import write_csv
+
+        write_csv(pd.DataFrame({"log_density": log_density}), output)
+        return
+    n = log_density.shape[0]
+    total = float(log_density.sum())
+    p = mixture.n_parameters()
+    result = {
+        "log_likelihood": total,
+        "mean_log_likelihood": total / n,
+        "n_rows": n,
+        "n_parameters": p,
+        "bic": -2.0 * total + p * float(np.log(n)),
+        "aic": -2.0 * total + 2.0 * p,
+    }
+    if as_json:
+        import json
+
+        text = json.dumps(result, indent=2) + "\n"
+    else:
+        text = "".join(f"{key}\t{value!r}\n" for key, value in result.items())
+    _write_text(text, output)
+
+
+def _write_text(text: str, output: str) -> None:
+    from .files import write_output
+
+    write_output(output, text.encode("utf-8"))
+
+
+# -- entry points ----------------------------------------------------------------------------
+def run(argv: list[str] | None = None) -> int:
+    """Run gmm with these arguments; return the exit status (never raises, never exits)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    DEBUG["on"] = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=args, prog_name="gmm", standalone_mode=False)
+    except typer.TyperException as error:  # usage errors: bad or missing options
+        print(f"gmm: error: {error.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Abort:
+        print("gmm: error: interrupted", file=sys.stderr)
+        return 130
+    except typer.Exit as done:
+        return done.exit_code
+    return status if isinstance(status, int) else 0
+
+
+def main() -> None:
+    """The console script."""
+    sys.exit(run())
