@@ -67,13 +67,23 @@ def test_matches_scikit_learn_from_the_same_start(covariance_type, chunk_size):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tol=0 never converges: scikit-learn warns
         sk = SkGaussianMixture(
-            k, covariance_type=covariance_type, tol=0.0, max_iter=n_iter,
-            weights_init=weights, means_init=means,
+            k,
+            covariance_type=covariance_type,
+            tol=0.0,
+            max_iter=n_iter,
+            weights_init=weights,
+            means_init=means,
             precisions_init=precisions(covariances, covariance_type),
         ).fit(x)
     ours = GaussianMixture(
-        k, covariance_type=covariance_type, tol=0.0, max_iter=n_iter, weights_init=weights,
-        means_init=means, covariances_init=covariances, chunk_size=chunk_size,
+        k,
+        covariance_type=covariance_type,
+        tol=0.0,
+        max_iter=n_iter,
+        weights_init=weights,
+        means_init=means,
+        covariances_init=covariances,
+        chunk_size=chunk_size,
     ).fit(x)
     # history[t] is the log-likelihood after t M-steps; scikit-learn's lower_bounds_ are those
     # of the parameters entering each iteration, i.e. our history without its last entry.
@@ -97,12 +107,22 @@ def test_converges_like_scikit_learn_with_tol(covariance_type):
     x, _ = blobs(5)
     weights, means, covariances = start_params(x, 3, covariance_type, seed=8)
     sk = SkGaussianMixture(
-        3, covariance_type=covariance_type, tol=1e-6, max_iter=500, weights_init=weights,
-        means_init=means, precisions_init=precisions(covariances, covariance_type),
+        3,
+        covariance_type=covariance_type,
+        tol=1e-6,
+        max_iter=500,
+        weights_init=weights,
+        means_init=means,
+        precisions_init=precisions(covariances, covariance_type),
     ).fit(x)
     ours = GaussianMixture(
-        3, covariance_type=covariance_type, tol=1e-6, max_iter=500, weights_init=weights,
-        means_init=means, covariances_init=covariances,
+        3,
+        covariance_type=covariance_type,
+        tol=1e-6,
+        max_iter=500,
+        weights_init=weights,
+        means_init=means,
+        covariances_init=covariances,
     ).fit(x)
     assert sk.converged_ and ours.converged_
     assert ours.n_iter_ == sk.n_iter_
@@ -151,8 +171,12 @@ def test_warm_start_continues_from_the_given_model():
     x, _ = blobs(6)
     first = GaussianMixture(3, max_iter=3, tol=0).fit(x)
     second = GaussianMixture(
-        3, weights_init=first.weights_, means_init=first.means_,
-        covariances_init=first.covariances_, tol=0, max_iter=2,
+        3,
+        weights_init=first.weights_,
+        means_init=first.means_,
+        covariances_init=first.covariances_,
+        tol=0,
+        max_iter=2,
     ).fit(x)
     full = GaussianMixture(3, max_iter=5, tol=0).fit(x)
     assert second.log_likelihood_history_[0] == pytest.approx(first.lower_bound_, rel=1e-12)
@@ -198,8 +222,9 @@ def tutorial_collapse_data(seed: int) -> np.ndarray:
 def test_tutorial_collapse_is_reseeded_and_reported(seed):
     x = tutorial_collapse_data(seed)
     events = []
-    model = GaussianMixture(3, n_init=2, seed=seed, init="random-from-data",
-                            callback=events.append).fit(x)
+    model = GaussianMixture(
+        3, n_init=2, seed=seed, init="random-from-data", callback=events.append
+    ).fit(x)
     assert np.all(np.isfinite(model.means_))
     reseeds = [r for r in model.result_.restarts for _ in r.reseeds]
     if model.collapsed_:  # then every restart collapsed, and the warning names it
@@ -219,8 +244,9 @@ def test_a_spike_on_a_repeated_value_is_detected():
     x = np.concatenate([a, b])
     model = GaussianMixture(2, n_init=1, max_iter=5, tol=0).fit(x)
     kinds = {(c.reason, c.column) for r in model.result_.restarts for c in r.collapsed}
-    kinds |= {(e.collapse.reason, e.collapse.column)
-              for r in model.result_.restarts for e in r.reseeds}
+    kinds |= {
+        (e.collapse.reason, e.collapse.column) for r in model.result_.restarts for e in r.reseeds
+    }
     assert ("zero-variance", 0) in kinds
 
 
@@ -239,8 +265,9 @@ def test_the_best_non_collapsed_restart_is_chosen():
     no collapse whenever any restart had none."""
     rng = np.random.default_rng(1)
     x = np.column_stack([np.round(rng.normal(0, 2, 300)), rng.normal(0, 1, 300)])
-    result = fit(x, EMOptions(n_components=4, n_init=6, covariance_type="full", seed=3,
-                              max_iter=30))
+    result = fit(
+        x, EMOptions(n_components=4, n_init=6, covariance_type="full", seed=3, max_iter=30)
+    )
     if any(not r.collapsed for r in result.restarts):
         assert not result.best.collapsed
         ok = [r.log_likelihood for r in result.restarts if not r.collapsed]
@@ -281,8 +308,9 @@ def mixture_data(draw):
     k_true = draw(st.integers(1, 4))
     rng = np.random.default_rng(seed)
     sizes = rng.integers(5, 60, size=k_true)
-    parts = [rng.normal(size=(m, d)) * rng.uniform(0.1, 3.0) + rng.normal(size=d) * 10
-             for m in sizes]
+    parts = [
+        rng.normal(size=(m, d)) * rng.uniform(0.1, 3.0) + rng.normal(size=d) * 10 for m in sizes
+    ]
     return np.concatenate(parts), seed
 
 
@@ -304,8 +332,9 @@ def test_responsibilities_sum_to_one(data, k, covariance_type):
 def test_log_likelihood_never_decreases_except_after_a_reseed(data, k, covariance_type):
     x, seed = data
     k = min(k, x.shape[0])
-    model = GaussianMixture(k, covariance_type=covariance_type, tol=0, max_iter=40,
-                            seed=seed).fit(x)
+    model = GaussianMixture(k, covariance_type=covariance_type, tol=0, max_iter=40, seed=seed).fit(
+        x
+    )
     for restart in model.result_.restarts:
         after_reseed = {e.iteration for e in restart.reseeds}
         history = restart.history

@@ -256,4 +256,6 @@ def strategy(covariance_type: str) -> CovarianceStrategy:
         return STRATEGIES[covariance_type]
     except KeyError:
         names = ", ".join(STRATEGIES)
-        raise ValueError(f"unknown covariance type {covariance_type!r} (use one of {names})") from None
+        raise ValueError(
+            f"unknown covariance type {covariance_type!r} (use one of {names})"
+        ) from None

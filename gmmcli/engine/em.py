@@ -15,14 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .covariance import CovarianceStrategy, strategy as get_strategy
+from .covariance import CovarianceStrategy
+from .covariance import strategy as get_strategy
 from .init import INITIALISERS, DataSummary, summarise
 from .params import MixtureParams
 from .stats import Model, SuffStats, default_chunk_size, em_pass, mstep, prepare
 
 # A component is collapsed when its effective count is below this (by type, given d) ...
-MIN_COUNT = {"full": lambda d: d + 1, "tied": lambda d: 1, "diag": lambda d: 2,
-             "spherical": lambda d: 2}
+MIN_COUNT = {
+    "full": lambda d: d + 1,
+    "tied": lambda d: 1,
+    "diag": lambda d: 2,
+    "spherical": lambda d: 2,
+}
 # ... or when a column's variance in it is below min(reg_covar, RELATIVE_FLOOR · data variance).
 RELATIVE_FLOOR = 1e-3
 # Re-seeding stops this many iterations before max_iter, so a re-seeded fit can still settle.
@@ -44,8 +49,10 @@ class Collapse:
         if self.reason == "few-points":
             return f"{who} holds only {self.value:.3g} effective rows (collapsed onto a point)"
         if self.reason == "zero-variance" and self.column is not None:
-            return (f"{who} collapsed onto a single value in column '{names[self.column]}' "
-                    f"(variance {self.value:.3g})")
+            return (
+                f"{who} collapsed onto a single value in column '{names[self.column]}' "
+                f"(variance {self.value:.3g})"
+            )
         if self.reason == "zero-variance":
             return f"{who} collapsed onto a point (variance {self.value:.3g})"
         if self.reason == "subspace":
@@ -136,8 +143,11 @@ class EMOptions:
 
 
 def find_collapses(
-    step_counts: np.ndarray, raw: np.ndarray, strategy: CovarianceStrategy,
-    summary: DataSummary, reg_covar: float,
+    step_counts: np.ndarray,
+    raw: np.ndarray,
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float,
 ) -> list[Collapse]:
     """Components that collapsed: too few effective rows, or a variance pinned at the floor.
 
@@ -216,8 +226,13 @@ def _prepare_safely(
 
 
 def _reseed(
-    params: MixtureParams, collapses: list[Collapse], stats: SuffStats, x: np.ndarray,
-    strategy: CovarianceStrategy, summary: DataSummary, reg_covar: float,
+    params: MixtureParams,
+    collapses: list[Collapse],
+    stats: SuffStats,
+    x: np.ndarray,
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float,
 ) -> tuple[MixtureParams, list[np.ndarray]]:
     """Move each collapsed component to a distinct worst-explained row, with the data's
     covariance and weight 1/k (weights renormalised)."""
@@ -244,8 +259,13 @@ def _reseed(
 
 
 def run_restart(
-    x: np.ndarray, start: MixtureParams, options: EMOptions, summary: DataSummary,
-    restart: int, chunk_size: int, on_event: Callable[[Event], None],
+    x: np.ndarray,
+    start: MixtureParams,
+    options: EMOptions,
+    summary: DataSummary,
+    restart: int,
+    chunk_size: int,
+    on_event: Callable[[Event], None],
 ) -> RestartResult:
     """EM from one starting point until convergence or max_iter M-steps."""
     strategy = get_strategy(options.covariance_type)
@@ -269,17 +289,18 @@ def run_restart(
         step = mstep(stats, strategy, summary.shift, options.reg_covar)
         params = step.params
         n_iter = iteration
-        collapses = find_collapses(stats.counts, step.raw_covariances, strategy, summary,
-                                   options.reg_covar)
+        collapses = find_collapses(
+            stats.counts, step.raw_covariances, strategy, summary, options.reg_covar
+        )
         done = abs(change) < options.tol
-        on_event(IterationEvent(restart, iteration - 1, current, change,
-                                time.perf_counter() - t0))
+        on_event(IterationEvent(restart, iteration - 1, current, change, time.perf_counter() - t0))
         can_reseed = budget > 0 and iteration <= options.max_iter - RESEED_MARGIN
         movable = [c for c in collapses if strategy.name != "tied" or c.reason == "few-points"]
         if movable and can_reseed:
             todo = movable[:budget]
-            params, new_means = _reseed(params, todo, stats, x, strategy, summary,
-                                        options.reg_covar)
+            params, new_means = _reseed(
+                params, todo, stats, x, strategy, summary, options.reg_covar
+            )
             budget -= len(todo)
             for collapse, mean in zip(todo, new_means, strict=True):
                 event = ReseedEvent(restart, iteration, collapse, mean)
@@ -290,8 +311,9 @@ def run_restart(
             previous = current
             if done:
                 converged = True
-        model, params, singular = _prepare_safely(params, strategy, summary.shift,
-                                                  options.reg_covar)
+        model, params, singular = _prepare_safely(
+            params, strategy, summary.shift, options.reg_covar
+        )
         for c in singular:
             if all(col.component != c for col in collapses):
                 collapses.append(Collapse(c, None, "singular", float("nan")))
@@ -305,8 +327,9 @@ def run_restart(
     on_event(IterationEvent(restart, n_iter, final_mean, change, time.perf_counter() - t0))
     if options.max_iter == 0:
         collapses = []
-    result = RestartResult(restart, params, n_iter, converged, final.log_likelihood, history,
-                           reseeds, tuple(collapses))
+    result = RestartResult(
+        restart, params, n_iter, converged, final.log_likelihood, history, reseeds, tuple(collapses)
+    )
     on_event(RestartEvent(restart, n_iter, converged, final_mean, result.collapsed))
     return result
 
@@ -321,7 +344,9 @@ def better(a: RestartResult, b: RestartResult | None) -> bool:
 
 
 def fit(
-    x: np.ndarray, options: EMOptions, start: MixtureParams | None = None,
+    x: np.ndarray,
+    options: EMOptions,
+    start: MixtureParams | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> FitResult:
     """Fit a mixture to the rows of x (n, d) with n_init restarts; keep the best restart.
@@ -346,8 +371,9 @@ def fit(
             params = start
         else:
             initialiser = INITIALISERS[options.init]
-            params = initialiser(x, options.n_components, strategy, summary, options.reg_covar,
-                                 rng, chunk_size)
+            params = initialiser(
+                x, options.n_components, strategy, summary, options.reg_covar, rng, chunk_size
+            )
         result = run_restart(x, params, options, summary, restart, chunk_size, emit)
         results.append(result)
         if better(result, best):

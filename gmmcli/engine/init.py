@@ -123,8 +123,13 @@ def kmeans_labels(
 
 
 def from_kmeans(
-    x: np.ndarray, k: int, strategy: CovarianceStrategy, summary: DataSummary,
-    reg_covar: float, rng: np.random.Generator, chunk_size: int,
+    x: np.ndarray,
+    k: int,
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float,
+    rng: np.random.Generator,
+    chunk_size: int,
 ) -> MixtureParams:
     """k-means++ seeding, a few k-means steps, then the M-step of the hard assignment."""
     centers = kmeans_plusplus(x, summary.shift, k, rng, chunk_size)
@@ -134,8 +139,13 @@ def from_kmeans(
 
 
 def from_random_responsibilities(
-    x: np.ndarray, k: int, strategy: CovarianceStrategy, summary: DataSummary,
-    reg_covar: float, rng: np.random.Generator, chunk_size: int,
+    x: np.ndarray,
+    k: int,
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float,
+    rng: np.random.Generator,
+    chunk_size: int,
 ) -> MixtureParams:
     """Uniform random responsibilities, normalised per row, then the M-step."""
     total: SuffStats | None = None
@@ -150,8 +160,13 @@ def from_random_responsibilities(
 
 
 def from_random_rows(
-    x: np.ndarray, k: int, strategy: CovarianceStrategy, summary: DataSummary,
-    reg_covar: float, rng: np.random.Generator, chunk_size: int,
+    x: np.ndarray,
+    k: int,
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float,
+    rng: np.random.Generator,
+    chunk_size: int,
 ) -> MixtureParams:
     """k distinct random rows as means, the data's covariance for all, equal weights."""
     rows = np.sort(rng.choice(x.shape[0], size=k, replace=False))

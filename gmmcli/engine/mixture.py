@@ -63,9 +63,15 @@ class GaussianMixture:
     # -- fitting -------------------------------------------------------------------------
     def _options(self) -> EMOptions:
         return EMOptions(
-            n_components=self.n_components, covariance_type=self.covariance_type,
-            tol=self.tol, reg_covar=self.reg_covar, max_iter=self.max_iter,
-            n_init=self.n_init, init=self.init, seed=self.seed, chunk_size=self.chunk_size,
+            n_components=self.n_components,
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            init=self.init,
+            seed=self.seed,
+            chunk_size=self.chunk_size,
         )
 
     def _start(self, d: int) -> MixtureParams | None:
@@ -130,8 +136,10 @@ class GaussianMixture:
                 else "the best restart has a collapsed component"
             )
             what = "; ".join(c.describe(feature_names) for c in self.collapsed_)
-            out.append(f"{lead}: {what}; the model is degenerate (try fewer components, "
-                       "another --covariance, or a larger --reg-covar)")
+            out.append(
+                f"{lead}: {what}; the model is degenerate (try fewer components, "
+                "another --covariance, or a larger --reg-covar)"
+            )
         return out
 
     def fit_info(self, feature_names: list[str]) -> dict:
@@ -143,8 +151,12 @@ class GaussianMixture:
 
         def collapse_record(c: Collapse) -> dict:
             column = None if c.column is None else feature_names[c.column]
-            return {"component": c.component, "column": column, "reason": c.reason,
-                    "description": c.describe(feature_names)}
+            return {
+                "component": c.component,
+                "column": column,
+                "reason": c.reason,
+                "description": c.describe(feature_names),
+            }
 
         return {
             "n_samples": n,
@@ -168,16 +180,25 @@ class GaussianMixture:
             },
             "best_restart": int(result.best.restart),
             "restarts": [
-                {"restart": r.restart, "n_iter": r.n_iter, "converged": r.converged,
-                 "log_likelihood": float(r.log_likelihood),
-                 "collapsed": [collapse_record(c) for c in r.collapsed]}
+                {
+                    "restart": r.restart,
+                    "n_iter": r.n_iter,
+                    "converged": r.converged,
+                    "log_likelihood": float(r.log_likelihood),
+                    "collapsed": [collapse_record(c) for c in r.collapsed],
+                }
                 for r in result.restarts
             ],
             "reseeds": [
-                {"restart": e.restart, "iteration": e.iteration,
-                 "component": e.collapse.component, "reason": e.collapse.describe(feature_names),
-                 "new_mean": [float(v) for v in e.new_mean]}
-                for r in result.restarts for e in r.reseeds
+                {
+                    "restart": e.restart,
+                    "iteration": e.iteration,
+                    "component": e.collapse.component,
+                    "reason": e.collapse.describe(feature_names),
+                    "new_mean": [float(v) for v in e.new_mean],
+                }
+                for r in result.restarts
+                for e in r.reseeds
             ],
             "collapsed": [collapse_record(c) for c in self.collapsed_],
             "warnings": self.warnings(feature_names),

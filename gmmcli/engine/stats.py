@@ -90,8 +90,12 @@ def default_chunk_size(n_components: int, n_features: int) -> int:
 
 
 def reduce_chunk(
-    z: np.ndarray, resp: np.ndarray, strategy: CovarianceStrategy, offset: int = 0,
-    log_density: np.ndarray | None = None, n_worst: int = 0,
+    z: np.ndarray,
+    resp: np.ndarray,
+    strategy: CovarianceStrategy,
+    offset: int = 0,
+    log_density: np.ndarray | None = None,
+    n_worst: int = 0,
 ) -> SuffStats:
     """Sufficient statistics of one chunk from its responsibilities."""
     if log_density is None or n_worst == 0:
@@ -103,8 +107,13 @@ def reduce_chunk(
         worst_values = log_density[keep]
     ll = float(log_density.sum()) if log_density is not None else 0.0
     return SuffStats(
-        resp.sum(axis=0), resp.T @ z, strategy.second_moment(z, resp), ll, z.shape[0],
-        worst_rows, worst_values,
+        resp.sum(axis=0),
+        resp.T @ z,
+        strategy.second_moment(z, resp),
+        ll,
+        z.shape[0],
+        worst_rows,
+        worst_values,
     )
 
 
@@ -132,8 +141,12 @@ def em_pass(model: Model, x: np.ndarray, chunk_size: int, n_worst: int = 0) -> S
 
 
 def stats_from_labels(
-    x: np.ndarray, labels: np.ndarray, k: int, shift: np.ndarray,
-    strategy: CovarianceStrategy, chunk_size: int,
+    x: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    shift: np.ndarray,
+    strategy: CovarianceStrategy,
+    chunk_size: int,
 ) -> SuffStats:
     """Statistics of hard assignments (one-hot responsibilities), as after k-means."""
     total: SuffStats | None = None
