@@ -352,8 +352,9 @@ class _Cells:
         )
 
     def describe_columns(self, label: str) -> str:
-        """'<label>: a, b, c', or the wrong-delimiter hint when there is a single column."""
-        return self._hint() or f"{label}: {_list_names(list(self.frame.columns))}"
+        """'<label>: a, b, c', or the wrong-delimiter hint when the file's single column holds
+        another likely delimiter."""
+        return self._hint(sure=True) or f"{label}: {_list_names(list(self.frame.columns))}"
 
     def _hint(self, before: str = "", after: str = "", *, sure: bool = False) -> str:
         """A hint about the delimiter when the whole file was read as a single column.

@@ -34,7 +34,7 @@ class Reporter:
     # -- messages ------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def warning(self, message: str) -> None:
         if not self.quiet:

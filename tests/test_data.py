@@ -629,3 +629,9 @@ def test_write_csv_onto_a_directory(tmp_path: Path) -> None:
         write_csv(pd.DataFrame({"a": [1]}), str(tmp_path / "out.csv"))
     assert "is a directory" in caught.value.message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_a_genuine_single_column_gets_no_delimiter_hint(tmp_path: Path) -> None:
+    path = write(tmp_path, "x\n1\n2\n")
+    message = error(path, required=["x", "y"])
+    assert message == f"{path}: column 'y' is missing (the file has columns: x)"

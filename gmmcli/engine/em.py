@@ -47,7 +47,8 @@ class Collapse:
         """One line for people, e.g. "component 2 has no spread in column 'x' (variance 0)"."""
         who = f"component {self.component}"
         if self.reason == "few-points":
-            return f"{who} holds only {self.value:.3g} effective rows (collapsed onto a point)"
+            rows = "row" if f"{self.value:.3g}" == "1" else "rows"
+            return f"{who} holds only {self.value:.3g} effective {rows} (collapsed onto a point)"
         if self.reason == "zero-variance" and self.column is not None:
             return (
                 f"{who} collapsed onto a single value in column '{names[self.column]}' "
