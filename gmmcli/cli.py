@@ -443,8 +443,13 @@ def run(argv: list[str] | None = None) -> int:
     try:
         status = command.main(args=args, prog_name="gmm", standalone_mode=False)
     except typer.TyperException as error:  # usage errors: bad or missing options
-        print(f"gmm: error: {error.format_message()}", file=sys.stderr)
-        return 2
+        ctx = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError":  # bare `gmm`: the help, for people
+            print(error.format_message(), file=sys.stderr)
+            return 2
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"gmm: error: {error.format_message()}{where}", file=sys.stderr)
+        return getattr(error, "exit_code", 2) or 2
     except typer.Abort:
         print("gmm: error: interrupted", file=sys.stderr)
         return 130

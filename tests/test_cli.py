@@ -387,3 +387,30 @@ def test_subprocess_broken_pipe_is_quiet(tmp_path):
     )
     assert result.stdout.decode().startswith("label")
     assert b"Traceback" not in result.stderr and b"Error" not in result.stderr
+
+
+@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
+def test_every_model_written_validates_against_the_shipped_schema(covariance, capsys):
+    import jsonschema
+
+    from gmmcli.modelfile import schema
+
+    for data, k in [(BLOBS, "3"), (ONE_D, "3")]:
+        status, out, _ = gmm(
+            capsys, "fit", data, "-k", k, "--covariance", covariance, "--n-init", "2"
+        )
+        assert status == 0
+        jsonschema.validate(json.loads(out), schema())
+
+
+def test_model_from_stdin_and_warm_start_mismatch(blobs_model, capsys, monkeypatch):
+    class FakeStdin:
+        buffer = io.BytesIO(blobs_model.read_bytes())
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin())
+    status, out, _ = gmm(capsys, "loglik", "-", BLOBS, "--json")
+    assert status == 0 and json.loads(out)["n_rows"] == 1000
+    assert_user_error(
+        *gmm(capsys, "fit", BLOBS, "--init", blobs_model, "-k", "3"), "4 components", "-k is 3"
+    )
+    assert_user_error(*gmm(capsys, "predict", "-", "-"), "stdin")
