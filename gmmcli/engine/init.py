@@ -9,7 +9,7 @@ import numpy as np
 
 from .covariance import CovarianceStrategy
 from .params import MixtureParams
-from .stats import SuffStats, chunks, mstep, reduce_chunk, stats_from_labels
+from .stats import SuffStats, chunks, mstep, reduce_chunk, stats_from_labels, total
 
 INIT_METHODS = ("kmeans++", "random", "random-from-data")
 KMEANS_STEPS = 10
@@ -148,15 +148,15 @@ def from_random_responsibilities(
     chunk_size: int,
 ) -> MixtureParams:
     """Uniform random responsibilities, normalised per row, then the M-step."""
-    total: SuffStats | None = None
-    for rows in chunks(x.shape[0], chunk_size):
+
+    def part(rows: slice) -> SuffStats:
         z = x[rows] - summary.shift
         resp = rng.random((z.shape[0], k))
         resp /= resp.sum(axis=1, keepdims=True)
-        part = reduce_chunk(z, resp, strategy)
-        total = part if total is None else total + part
-    assert total is not None
-    return mstep(total, strategy, summary.shift, reg_covar).params
+        return reduce_chunk(z, resp, strategy)
+
+    stats = total(part(rows) for rows in chunks(x.shape[0], chunk_size))
+    return mstep(stats, strategy, summary.shift, reg_covar).params
 
 
 def from_random_rows(

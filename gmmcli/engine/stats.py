@@ -8,7 +8,9 @@ catastrophically on data far from the origin.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import operator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,16 +130,20 @@ def estep_chunk(model: Model, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return resp, log_density
 
 
+def total(parts: Iterable[SuffStats]) -> SuffStats:
+    """The sum of the chunks' statistics (at least one chunk)."""
+    return functools.reduce(operator.add, parts)
+
+
 def em_pass(model: Model, x: np.ndarray, chunk_size: int, n_worst: int = 0) -> SuffStats:
     """One E-step over all rows, reduced to sufficient statistics chunk by chunk."""
-    total: SuffStats | None = None
-    for rows in chunks(x.shape[0], chunk_size):
+
+    def part(rows: slice) -> SuffStats:
         z = x[rows] - model.shift
         resp, log_density = estep_chunk(model, z)
-        part = reduce_chunk(z, resp, model.strategy, rows.start, log_density, n_worst)
-        total = part if total is None else total + part
-    assert total is not None
-    return total
+        return reduce_chunk(z, resp, model.strategy, rows.start, log_density, n_worst)
+
+    return total(part(rows) for rows in chunks(x.shape[0], chunk_size))
 
 
 def stats_from_labels(
@@ -149,15 +155,14 @@ def stats_from_labels(
     chunk_size: int,
 ) -> SuffStats:
     """Statistics of hard assignments (one-hot responsibilities), as after k-means."""
-    total: SuffStats | None = None
-    for rows in chunks(x.shape[0], chunk_size):
+
+    def part(rows: slice) -> SuffStats:
         z = x[rows] - shift
         resp = np.zeros((z.shape[0], k))
         resp[np.arange(z.shape[0]), labels[rows]] = 1.0
-        part = reduce_chunk(z, resp, strategy)
-        total = part if total is None else total + part
-    assert total is not None
-    return total
+        return reduce_chunk(z, resp, strategy)
+
+    return total(part(rows) for rows in chunks(x.shape[0], chunk_size))
 
 
 @dataclass(frozen=True)
