@@ -1,8 +1,10 @@
-"""One small strategy per covariance type: statistics to parameters, precisions, densities.
+"""One small strategy per covariance type: features, densities, statistics to parameters.
 
-Every strategy works on data ``Z = X - shift`` and shifted means ``M = means - shift`` (see
-``stats``), so nothing here ever forms raw second moments about the origin. Shapes follow
-scikit-learn: covariances and precision Cholesky factors are full (k, d, d), tied (d, d),
+Each strategy says which features a chunk carries below its shifted rows z (see ``chunk``),
+the coefficients that turn those features into log π_k N(x | μ_k, Σ_k) with one product, and
+how the second moments that the same features yield become covariances. Everything is about
+the fit's shift (means enter as ``m = means − shift``), never about the origin. Shapes of
+covariances and precision Cholesky factors follow scikit-learn: full (k, d, d), tied (d, d),
 diag (k, d), spherical (k,).
 """
 
@@ -12,6 +14,8 @@ import math
 
 import numpy as np
 from scipy import linalg
+
+from .chunk import Chunk
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -25,14 +29,26 @@ class CovarianceStrategy:
         """Free parameters of the covariances alone."""
         raise NotImplementedError
 
-    def second_moment(self, z: np.ndarray, resp: np.ndarray) -> np.ndarray:
-        """A chunk's second-moment statistic: Σ_i r_ik z_i z_iᵀ in this type's reduced form."""
+    def n_extra(self, d: int) -> int:
+        """How many feature rows the chunk carries below z."""
+        raise NotImplementedError
+
+    def fill_features(self, chunk: Chunk) -> None:
+        """Compute the extra feature rows from z, in place."""
+        raise NotImplementedError
+
+    def coefficients(
+        self, m: np.ndarray, prec_chol: np.ndarray, log_const: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(k, q) coefficients and (k,) constants: log π_k N(x_i|μ_k,Σ_k) = coef_k·f_i + const_k,
+        where log_const_k = log π_k + log det P_k − ½ d log 2π."""
         raise NotImplementedError
 
     def raw_covariances(
         self, n_k: np.ndarray, counts: np.ndarray, m: np.ndarray, s2: np.ndarray
     ) -> np.ndarray:
-        """Covariances before regularisation from N_k (+10 eps), Σ r_ik, shifted means, S2.
+        """Covariances before regularisation from N_k (+10 eps), Σ_i r_ik, shifted means, and
+        S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form.
 
         Σ_k = Σ_i r_ik (z_i − m_k)(z_i − m_k)ᵀ / N_k = S2_k / N_k − m_k m_kᵀ (2 − Σ_i r_ik / N_k),
         which is scikit-learn's two-pass formula expanded about the shift.
@@ -51,10 +67,6 @@ class CovarianceStrategy:
         """log det P per component, i.e. −½ log det Σ_k."""
         raise NotImplementedError
 
-    def mahalanobis(self, z: np.ndarray, m: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-        """(chunk, k) squared Mahalanobis distances ‖Pᵀ(z − m_k)‖²."""
-        raise NotImplementedError
-
     def component_variances(self, raw: np.ndarray, k: int, d: int) -> np.ndarray:
         """(k, d) per-column variances of each component, before regularisation."""
         raise NotImplementedError
@@ -68,12 +80,6 @@ class CovarianceStrategy:
         out = cov.copy()
         out[index] = self.from_data_covariance(data_cov, 1)[0]
         return out
-
-    def log_gaussian(self, z: np.ndarray, m: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-        """(chunk, k) log N(x | μ_k, Σ_k) = −½ d log 2π + log det P − ½ ‖Pᵀ(x − μ)‖²."""
-        d = z.shape[1]
-        log_det = self.log_det_precision_chol(prec_chol, d)
-        return -0.5 * (d * LOG_2PI + self.mahalanobis(z, m, prec_chol)) + log_det
 
 
 def _cholesky_precision(cov: np.ndarray) -> np.ndarray:
@@ -91,22 +97,60 @@ def _inverse_sqrt(variances: np.ndarray) -> np.ndarray:
     return 1.0 / np.sqrt(variances)
 
 
+def _pairs(zt: np.ndarray, out: np.ndarray) -> None:
+    """Products z_a z_b for a ≤ b, in ``np.triu_indices(d)`` order, one row each."""
+    d = zt.shape[0]
+    start = 0
+    for a in range(d):
+        np.multiply(zt[a], zt[a:], out=out[start : start + d - a])
+        start += d - a
+
+
+def _quadratic_coefficients(
+    precision: np.ndarray, m: np.ndarray, log_const: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients on [z; pairs] for −½ (z − m_k)ᵀ Λ_k (z − m_k) + log_const_k, with
+    Λ_k (k, d, d): Λ_k m_k on z, −½ Λ_k,ab (doubled off the diagonal) on z_a z_b."""
+    d = m.shape[1]
+    a, b = np.triu_indices(d)
+    quadratic = precision[:, a, b] * np.where(a == b, -0.5, -1.0)
+    linear = np.einsum("kab,kb->ka", precision, m)
+    const = log_const - 0.5 * np.einsum("ka,ka->k", linear, m)
+    return np.concatenate([linear, quadratic], axis=1), const
+
+
+def _unpack_symmetric(packed: np.ndarray, d: int) -> np.ndarray:
+    """(..., d(d+1)/2) upper triangles in triu order to (..., d, d) symmetric matrices."""
+    a, b = np.triu_indices(d)
+    out = np.empty((*packed.shape[:-1], d, d))
+    out[..., a, b] = packed
+    out[..., b, a] = packed
+    return out
+
+
 class Full(CovarianceStrategy):
+    """Features [z; z_a z_b (a ≤ b)]: with Λ_k = P_k P_kᵀ the quadratic form of every
+    component is one product, and S2 is the same pairs against the responsibilities."""
+
     name = "full"
 
     def n_parameters(self, k: int, d: int) -> int:
         return k * d * (d + 1) // 2
 
-    def second_moment(self, z: np.ndarray, resp: np.ndarray) -> np.ndarray:
-        k = resp.shape[1]
-        out = np.empty((k, z.shape[1], z.shape[1]))
-        for c in range(k):
-            out[c] = (z * resp[:, c : c + 1]).T @ z
-        return out
+    def n_extra(self, d: int) -> int:
+        return d * (d + 1) // 2
+
+    def fill_features(self, chunk):
+        _pairs(chunk.zt, chunk.extra)
+
+    def coefficients(self, m, prec_chol, log_const):
+        precision = prec_chol @ np.swapaxes(prec_chol, 1, 2)
+        return _quadratic_coefficients(precision, m, log_const)
 
     def raw_covariances(self, n_k, counts, m, s2):
+        second = _unpack_symmetric(s2, m.shape[1])
         factor = 2.0 - counts / n_k
-        cov = s2 / n_k[:, None, None] - factor[:, None, None] * m[:, :, None] * m[:, None, :]
+        cov = second / n_k[:, None, None] - factor[:, None, None] * m[:, :, None] * m[:, None, :]
         return 0.5 * (cov + np.swapaxes(cov, 1, 2))
 
     def regularise(self, raw, reg_covar):
@@ -119,13 +163,6 @@ class Full(CovarianceStrategy):
     def log_det_precision_chol(self, prec_chol, d):
         return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
 
-    def mahalanobis(self, z, m, prec_chol):
-        out = np.empty((z.shape[0], m.shape[0]))
-        for c in range(m.shape[0]):
-            y = z @ prec_chol[c] - m[c] @ prec_chol[c]
-            out[:, c] = np.einsum("ij,ij->i", y, y)
-        return out
-
     def component_variances(self, raw, k, d):
         return np.diagonal(raw, axis1=1, axis2=2).copy()
 
@@ -134,17 +171,27 @@ class Full(CovarianceStrategy):
 
 
 class Tied(CovarianceStrategy):
+    """The features of full covariances with one shared Λ; S2 summed over components is
+    Σ_i z_i z_iᵀ, since the responsibilities of a row sum to 1."""
+
     name = "tied"
 
     def n_parameters(self, k: int, d: int) -> int:
         return d * (d + 1) // 2
 
-    def second_moment(self, z, resp):
-        # Σ_k r_ik = 1, so the shared statistic is Σ_i z_i z_iᵀ whatever the responsibilities.
-        return z.T @ z
+    def n_extra(self, d: int) -> int:
+        return d * (d + 1) // 2
+
+    def fill_features(self, chunk):
+        _pairs(chunk.zt, chunk.extra)
+
+    def coefficients(self, m, prec_chol, log_const):
+        precision = np.broadcast_to(prec_chol @ prec_chol.T, (m.shape[0], *prec_chol.shape))
+        return _quadratic_coefficients(precision, m, log_const)
 
     def raw_covariances(self, n_k, counts, m, s2):
-        cov = (s2 - (n_k[:, None] * m).T @ m) / n_k.sum()
+        second = _unpack_symmetric(s2.sum(axis=0), m.shape[1])
+        cov = (second - (n_k[:, None] * m).T @ m) / n_k.sum()
         return 0.5 * (cov + cov.T)
 
     def regularise(self, raw, reg_covar):
@@ -155,15 +202,6 @@ class Tied(CovarianceStrategy):
 
     def log_det_precision_chol(self, prec_chol, d):
         return np.log(np.diag(prec_chol)).sum()
-
-    def mahalanobis(self, z, m, prec_chol):
-        zp = z @ prec_chol
-        mp = m @ prec_chol
-        out = np.empty((z.shape[0], m.shape[0]))
-        for c in range(m.shape[0]):
-            y = zp - mp[c]
-            out[:, c] = np.einsum("ij,ij->i", y, y)
-        return out
 
     def component_variances(self, raw, k, d):
         return np.broadcast_to(np.diag(raw), (k, d)).copy()
@@ -176,13 +214,23 @@ class Tied(CovarianceStrategy):
 
 
 class Diag(CovarianceStrategy):
+    """Features [z; z²]: Σ_a λ_ka (z_a − m_ka)² expands to one product."""
+
     name = "diag"
 
     def n_parameters(self, k: int, d: int) -> int:
         return k * d
 
-    def second_moment(self, z, resp):
-        return resp.T @ (z * z)
+    def n_extra(self, d: int) -> int:
+        return d
+
+    def fill_features(self, chunk):
+        np.multiply(chunk.zt, chunk.zt, out=chunk.extra)
+
+    def coefficients(self, m, prec_chol, log_const):
+        precision = prec_chol**2
+        const = log_const - 0.5 * (m * m * precision).sum(axis=1)
+        return np.concatenate([precision * m, -0.5 * precision], axis=1), const
 
     def raw_covariances(self, n_k, counts, m, s2):
         factor = 2.0 - counts / n_k
@@ -197,13 +245,6 @@ class Diag(CovarianceStrategy):
     def log_det_precision_chol(self, prec_chol, d):
         return np.log(prec_chol).sum(axis=1)
 
-    def mahalanobis(self, z, m, prec_chol):
-        prec = prec_chol**2
-        out = (z * z) @ prec.T
-        out -= 2.0 * (z @ (m * prec).T)
-        out += (m * m * prec).sum(axis=1)
-        return np.maximum(out, 0.0)
-
     def component_variances(self, raw, k, d):
         return raw.copy()
 
@@ -212,16 +253,28 @@ class Diag(CovarianceStrategy):
 
 
 class Spherical(CovarianceStrategy):
+    """Features [z; ‖z‖²]: λ_k ‖z − m_k‖² expands to one product."""
+
     name = "spherical"
 
     def n_parameters(self, k: int, d: int) -> int:
         return k
 
-    def second_moment(self, z, resp):
-        return resp.T @ (z * z)
+    def n_extra(self, d: int) -> int:
+        return 1
+
+    def fill_features(self, chunk):
+        np.einsum("ac,ac->c", chunk.zt, chunk.zt, out=chunk.extra[0])
+
+    def coefficients(self, m, prec_chol, log_const):
+        precision = prec_chol**2
+        const = log_const - 0.5 * precision * (m * m).sum(axis=1)
+        return np.column_stack([precision[:, None] * m, -0.5 * precision]), const
 
     def raw_covariances(self, n_k, counts, m, s2):
-        return Diag().raw_covariances(n_k, counts, m, s2).mean(axis=1)
+        factor = 2.0 - counts / n_k
+        total = s2[:, 0] / n_k - factor * (m * m).sum(axis=1)
+        return np.maximum(total / m.shape[1], 0.0)
 
     def regularise(self, raw, reg_covar):
         return raw + reg_covar
@@ -231,12 +284,6 @@ class Spherical(CovarianceStrategy):
 
     def log_det_precision_chol(self, prec_chol, d):
         return d * np.log(prec_chol)
-
-    def mahalanobis(self, z, m, prec_chol):
-        prec = prec_chol**2
-        out = np.einsum("ij,ij->i", z, z)[:, None] - 2.0 * (z @ m.T)
-        out += (m * m).sum(axis=1)[None, :]
-        return np.maximum(out, 0.0) * prec[None, :]
 
     def component_variances(self, raw, k, d):
         return np.broadcast_to(raw[:, None], (k, d)).copy()

@@ -15,11 +15,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .chunk import Rows
 from .covariance import CovarianceStrategy
 from .covariance import strategy as get_strategy
 from .init import INITIALISERS, DataSummary, summarise
 from .params import MixtureParams
-from .stats import Model, SuffStats, default_chunk_size, em_pass, mstep, prepare
+from .stats import (
+    Model,
+    SuffStats,
+    default_chunk_size,
+    default_threads,
+    em_pass,
+    mstep,
+    prepare,
+    single_threaded_blas,
+)
 
 # A component is collapsed when its effective count is below this (by type, given d) ...
 MIN_COUNT = {
@@ -126,6 +136,8 @@ class EMOptions:
     init: str = "kmeans++"
     seed: int = 0
     chunk_size: int | None = None
+    threads: int | None = None
+    dtype: str = "float64"
 
     def validate(self) -> None:
         get_strategy(self.covariance_type)
@@ -137,6 +149,8 @@ class EMOptions:
             (self.n_init >= 1, "n_init must be at least 1"),
             (self.init in INITIALISERS, f"unknown init {self.init!r}"),
             (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be >= 1"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
+            (self.dtype in ("float64", "float32"), "dtype must be float64 or float32"),
         ]
         for ok, message in checks:
             if not ok:
@@ -259,6 +273,14 @@ def _reseed(
     return MixtureParams(params.covariance_type, weights, means, cov), new_means
 
 
+def _rows(x: np.ndarray, shift: np.ndarray, options: EMOptions) -> Rows:
+    """The data as the iterations visit it: in the working precision, the shifted transposed
+    copy kept for the whole fit when it fits the memory budget."""
+    n, d = x.shape
+    cache = Rows.fits_budget(n, d, options.n_components, options.dtype)
+    return Rows(x, shift, options.dtype, cache=cache)
+
+
 def run_restart(
     x: np.ndarray,
     start: MixtureParams,
@@ -272,6 +294,9 @@ def run_restart(
     strategy = get_strategy(options.covariance_type)
     n = x.shape[0]
     k = start.n_components
+    threads = options.threads or default_threads()
+    rows = _rows(x, summary.shift, options)
+    exact = rows if rows.dtype == np.float64 else Rows(x, summary.shift)
     budget = max(3, 2 * k)
     params = start
     model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
@@ -283,7 +308,7 @@ def run_restart(
     collapses: list[Collapse] = []
     for iteration in range(1, options.max_iter + 1):
         t0 = time.perf_counter()
-        stats = em_pass(model, x, chunk_size, n_worst=k)
+        stats = em_pass(model, rows, chunk_size, n_worst=k, threads=threads)
         current = stats.log_likelihood / n
         history.append(current)
         change = current - previous
@@ -321,7 +346,8 @@ def run_restart(
         if converged:
             break
     t0 = time.perf_counter()
-    final = em_pass(model, x, chunk_size)
+    # The log-likelihood reported is always computed in float64, whatever the iterations used.
+    final = em_pass(model, exact, chunk_size, threads=threads)
     final_mean = final.log_likelihood / n
     change = final_mean - history[-1] if history else np.nan
     history.append(final_mean)
@@ -355,12 +381,23 @@ def fit(
     With ``start`` (a warm start), every restart begins there (so one restart suffices).
     """
     options.validate()
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    with single_threaded_blas():
+        return _fit(np.ascontiguousarray(x, dtype=np.float64), options, start, on_event)
+
+
+def _fit(
+    x: np.ndarray,
+    options: EMOptions,
+    start: MixtureParams | None,
+    on_event: Callable[[Event], None] | None,
+) -> FitResult:
     n, d = x.shape
     if n < options.n_components:
         raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
     strategy = get_strategy(options.covariance_type)
-    chunk_size = options.chunk_size or default_chunk_size(options.n_components, d)
+    chunk_size = options.chunk_size or default_chunk_size(
+        options.n_components, d, options.covariance_type
+    )
     summary = summarise(x, chunk_size)
     seeds = np.random.SeedSequence(options.seed).spawn(options.n_init)
     emit = on_event or (lambda event: None)

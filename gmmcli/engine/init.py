@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .chunk import Rows
 from .covariance import CovarianceStrategy
 from .params import MixtureParams
-from .stats import SuffStats, chunks, mstep, reduce_chunk, stats_from_labels, total
+from .stats import chunks, mstep, stats_from_responsibilities
 
 INIT_METHODS = ("kmeans++", "random", "random-from-data")
 KMEANS_STEPS = 10
@@ -134,7 +135,14 @@ def from_kmeans(
     """k-means++ seeding, a few k-means steps, then the M-step of the hard assignment."""
     centers = kmeans_plusplus(x, summary.shift, k, rng, chunk_size)
     labels = kmeans_labels(x, summary.shift, centers, KMEANS_STEPS, chunk_size)
-    stats = stats_from_labels(x, labels, k, summary.shift, strategy, chunk_size)
+
+    def one_hot(span: slice) -> np.ndarray:
+        resp = np.zeros((k, span.stop - span.start))
+        resp[labels[span], np.arange(span.stop - span.start)] = 1.0
+        return resp
+
+    rows = Rows(x, summary.shift)
+    stats = stats_from_responsibilities(rows, one_hot, strategy, chunk_size)
     return mstep(stats, strategy, summary.shift, reg_covar).params
 
 
@@ -149,13 +157,13 @@ def from_random_responsibilities(
 ) -> MixtureParams:
     """Uniform random responsibilities, normalised per row, then the M-step."""
 
-    def part(rows: slice) -> SuffStats:
-        z = x[rows] - summary.shift
-        resp = rng.random((z.shape[0], k))
+    def uniform(span: slice) -> np.ndarray:
+        resp = rng.random((span.stop - span.start, k))
         resp /= resp.sum(axis=1, keepdims=True)
-        return reduce_chunk(z, resp, strategy)
+        return resp.T
 
-    stats = total(part(rows) for rows in chunks(x.shape[0], chunk_size))
+    rows = Rows(x, summary.shift)
+    stats = stats_from_responsibilities(rows, uniform, strategy, chunk_size)
     return mstep(stats, strategy, summary.shift, reg_covar).params
 
 

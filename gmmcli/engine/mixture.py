@@ -6,10 +6,19 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .chunk import Rows
 from .covariance import strategy as get_strategy
 from .em import Collapse, EMOptions, Event, FitResult, fit
 from .params import MixtureParams, covariance_shape
-from .stats import chunks, default_chunk_size, estep_chunk, prepare
+from .stats import (
+    default_chunk_size,
+    default_threads,
+    estep_chunk,
+    make_chunk,
+    map_chunks,
+    prepare,
+    single_threaded_blas,
+)
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
@@ -43,6 +52,8 @@ class GaussianMixture:
         covariances_init: np.ndarray | None = None,
         seed: int = 0,
         chunk_size: int | None = None,
+        threads: int | None = None,
+        dtype: str = "float64",
         callback: Callable[[Event], None] | None = None,
     ) -> None:
         self.n_components = n_components
@@ -57,6 +68,8 @@ class GaussianMixture:
         self.covariances_init = covariances_init
         self.seed = seed
         self.chunk_size = chunk_size
+        self.threads = threads
+        self.dtype = dtype
         self.callback = callback
         self.params_: MixtureParams | None = None
 
@@ -72,6 +85,8 @@ class GaussianMixture:
             init=self.init,
             seed=self.seed,
             chunk_size=self.chunk_size,
+            threads=self.threads,
+            dtype=self.dtype,
         )
 
     def _start(self, d: int) -> MixtureParams | None:
@@ -245,9 +260,19 @@ class GaussianMixture:
         model = prepare(params, get_strategy(params.covariance_type), shift)
         resp = np.empty((x.shape[0], params.n_components))
         log_density = np.empty(x.shape[0])
-        size = self.chunk_size or default_chunk_size(params.n_components, params.n_features)
-        for rows in chunks(x.shape[0], size):
-            resp[rows], log_density[rows] = estep_chunk(model, x[rows] - shift)
+        size = self.chunk_size or default_chunk_size(
+            params.n_components, params.n_features, params.covariance_type
+        )
+        rows = Rows(x, shift, self.dtype)
+
+        def part(span: slice) -> None:
+            chunk = make_chunk(rows, span, model.strategy)
+            chunk_resp, log_density[span] = estep_chunk(model, chunk)
+            resp[span] = chunk_resp.T
+
+        with single_threaded_blas():
+            for _ in map_chunks(part, x.shape[0], size, self.threads or default_threads()):
+                pass
         return resp, log_density
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -1,41 +1,53 @@
 """The kernel: one chunk of rows → log densities, responsibilities and sufficient statistics.
 
 Every engine (in memory, streaming, distributed) visits chunks with these functions and adds
-the resulting ``SuffStats`` up; ``mstep`` turns the sum into new parameters. Rows enter as
-``Z = X − shift`` with one shift per fit (the data mean), so second moments never cancel
-catastrophically on data far from the origin.
+the resulting ``SuffStats`` up; ``mstep`` turns the sum into new parameters. Rows enter as a
+``Chunk``: ``z = x − shift`` with one shift per fit (the data mean), so second moments never
+cancel catastrophically on data far from the origin, stored transposed so that each step is
+a BLAS product or a pass over contiguous memory. Statistics are always summed in float64.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
-from scipy.special import logsumexp
+from threadpoolctl import threadpool_limits
 
-from .covariance import CovarianceStrategy
+from .chunk import Chunk, Rows
+from .covariance import LOG_2PI, CovarianceStrategy
 from .params import MixtureParams
 
+T = TypeVar("T")
+
 EPS = float(np.finfo(np.float64).eps)
+EXP_FLOOR = {np.float64: -700.0, np.float32: -80.0}  # e^floor is still a normal number
 
 
 @dataclass(frozen=True)
 class Model:
-    """Parameters prepared for the E-step: shifted means and precision Cholesky factors."""
+    """Parameters prepared for the E-step: log π_k N(x|μ_k,Σ_k) = coef_k · features + const_k."""
 
     params: MixtureParams
     strategy: CovarianceStrategy
     shift: np.ndarray
-    shifted_means: np.ndarray
     prec_chol: np.ndarray
-    log_weights: np.ndarray
+    coefficients: np.ndarray  # (k, q)
+    constants: np.ndarray  # (k,)
 
-    def log_joint(self, z: np.ndarray) -> np.ndarray:
-        """(chunk, k) log π_k + log N(x_i | μ_k, Σ_k)."""
-        return self.strategy.log_gaussian(z, self.shifted_means, self.prec_chol) + self.log_weights
+    def log_joint(self, chunk: Chunk) -> np.ndarray:
+        """(k, c) log π_k + log N(x_i | μ_k, Σ_k) of one chunk: one product."""
+        dtype = chunk.features.dtype
+        out = self.coefficients.astype(dtype, copy=False) @ chunk.features
+        out += self.constants.astype(dtype, copy=False)[:, None]
+        return out
 
 
 @dataclass
@@ -67,17 +79,31 @@ class SuffStats:
 
 
 def _lowest(values: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the m lowest values, ordered lowest first (ties by position: stable)."""
-    order = np.argsort(values, kind="stable")
-    return order[:m]
+    """Indices of the m lowest values, lowest first (ties by position); O(n) for small m."""
+    if m >= len(values):
+        return np.argsort(values, kind="stable")
+    candidates = np.argpartition(values, m - 1)[:m]
+    candidates.sort()  # by position, so the stable sort below breaks ties by position
+    return candidates[np.argsort(values[candidates], kind="stable")]
 
 
 def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarray) -> Model:
-    """Precision Cholesky factors and shifted means for the E-step."""
+    """Precision Cholesky factors and the strategy's coefficients (about the shift)."""
     prec_chol = strategy.precision_cholesky(params.covariances)
+    d = params.n_features
     with np.errstate(divide="ignore"):
         log_weights = np.log(params.weights)
-    return Model(params, strategy, shift, params.means - shift, prec_chol, log_weights)
+    log_det = strategy.log_det_precision_chol(prec_chol, d)
+    log_const = log_weights + log_det - 0.5 * d * LOG_2PI
+    coefficients, constants = strategy.coefficients(params.means - shift, prec_chol, log_const)
+    return Model(params, strategy, shift, prec_chol, coefficients, constants)
+
+
+def make_chunk(rows: Rows, span: slice, strategy: CovarianceStrategy) -> Chunk:
+    """The chunk of these rows with the strategy's features filled in."""
+    chunk = rows.chunk(span, strategy.n_extra(rows.n_features))
+    strategy.fill_features(chunk)
+    return chunk
 
 
 def chunks(n_rows: int, chunk_size: int) -> Iterator[slice]:
@@ -86,83 +112,136 @@ def chunks(n_rows: int, chunk_size: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk_size, n_rows))
 
 
-def default_chunk_size(n_components: int, n_features: int) -> int:
-    """Rows per chunk so that the (chunk, k) and (chunk, d) temporaries stay a few MiB."""
-    return int(np.clip(2**19 // (n_components + n_features), 256, 65536))
+def default_chunk_size(n_components: int, n_features: int, covariance_type: str = "full") -> int:
+    """Rows per chunk: the chunk's widest array — its q features, or the (k, c) log
+    densities — stays near 4 MiB, inside the caches."""
+    from .covariance import strategy
+
+    q = n_features + strategy(covariance_type).n_extra(n_features)
+    return int(np.clip(2**22 // (8 * max(q, n_components)), 512, 65536))
 
 
 def reduce_chunk(
-    z: np.ndarray,
+    chunk: Chunk,
     resp: np.ndarray,
-    strategy: CovarianceStrategy,
-    offset: int = 0,
     log_density: np.ndarray | None = None,
     n_worst: int = 0,
 ) -> SuffStats:
-    """Sufficient statistics of one chunk from its responsibilities."""
+    """Sufficient statistics of one chunk from its responsibilities resp (k, c): one product
+    gives Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest)."""
     if log_density is None or n_worst == 0:
         worst_rows = np.empty(0, dtype=np.int64)
         worst_values = np.empty(0)
     else:
         keep = _lowest(log_density, n_worst)
-        worst_rows = keep.astype(np.int64) + offset
-        worst_values = log_density[keep]
-    ll = float(log_density.sum()) if log_density is not None else 0.0
+        worst_rows = keep.astype(np.int64) + chunk.offset
+        worst_values = log_density[keep].astype(np.float64)
+    ll = float(log_density.sum(dtype=np.float64)) if log_density is not None else 0.0
+    moments = (resp @ chunk.features.T).astype(np.float64, copy=False)
+    d = chunk.zt.shape[0]
     return SuffStats(
-        resp.sum(axis=0),
-        resp.T @ z,
-        strategy.second_moment(z, resp),
+        resp.sum(axis=1, dtype=np.float64),
+        moments[:, :d],
+        moments[:, d:],
         ll,
-        z.shape[0],
+        chunk.n_rows,
         worst_rows,
         worst_values,
     )
 
 
-def estep_chunk(model: Model, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities r_ik and log densities log Σ_k π_k N(x_i|μ_k,Σ_k) of one chunk.
+def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities r_ki (k, c) and log densities log Σ_k π_k N(x_i|μ_k,Σ_k) (c,).
 
-    r_ik = exp(log π_k + log N_ik − logsumexp_k(...)): finite however far x_i lies.
+    r_ki = exp(log π_k N_ki − log Σ_j π_j N_ji), normalised about each row's largest term so
+    it stays finite however far x_i lies (a responsibility is never below ~1e−304). Done in
+    place on the (k, c) array: with k rows of contiguous memory this is a few fast passes
+    (scipy.special.logsumexp, which allocates several temporaries, measured 2× slower here).
     """
-    log_joint = model.log_joint(z)
-    log_density = logsumexp(log_joint, axis=1)
-    resp = np.exp(log_joint - log_density[:, None])
+    resp = model.log_joint(chunk)
+    top = resp.max(axis=0)
+    top[~np.isfinite(top)] = 0.0
+    resp -= top
+    # exp() of arguments below about −708 (−87 in float32) returns subnormals through a path
+    # ~50× slower; terms under e^−700 ≈ 1e−304 (e^−80 in float32) change no sum, so they are
+    # raised to it.
+    np.maximum(resp, EXP_FLOOR[resp.dtype.type], out=resp)
+    np.exp(resp, out=resp)
+    norm = resp.sum(axis=0)
+    resp /= norm
+    log_density = np.log(norm)
+    log_density += top
     return resp, log_density
 
 
 def total(parts: Iterable[SuffStats]) -> SuffStats:
-    """The sum of the chunks' statistics (at least one chunk)."""
+    """The sum of the chunks' statistics (at least one chunk), in chunk order."""
     return functools.reduce(operator.add, parts)
 
 
-def em_pass(model: Model, x: np.ndarray, chunk_size: int, n_worst: int = 0) -> SuffStats:
-    """One E-step over all rows, reduced to sufficient statistics chunk by chunk."""
+def map_chunks(
+    work: Callable[[slice], T], n_rows: int, chunk_size: int, threads: int = 1
+) -> Iterator[T]:
+    """work(rows) for each chunk, in chunk order; on ``threads`` threads when > 1.
 
-    def part(rows: slice) -> SuffStats:
-        z = x[rows] - model.shift
-        resp, log_density = estep_chunk(model, z)
-        return reduce_chunk(z, resp, model.strategy, rows.start, log_density, n_worst)
+    numpy and BLAS release the GIL, so chunks really run side by side; results come back
+    in order, so sums are the same whatever the number of threads.
+    """
+    slices = list(chunks(n_rows, chunk_size))
+    if threads <= 1 or len(slices) == 1:
+        return map(work, slices)
+    return _executor(threads).map(work, slices)
 
-    return total(part(rows) for rows in chunks(x.shape[0], chunk_size))
+
+def default_threads() -> int:
+    """Worker threads for the chunks: one per core (at most 8)."""
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
-def stats_from_labels(
-    x: np.ndarray,
-    labels: np.ndarray,
-    k: int,
-    shift: np.ndarray,
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread while our own threads share out the chunks.
+
+    Two reasons, both measured: numpy and scipy each bring an OpenBLAS whose idle threads
+    spin after a call and slowed the other's next call ~2×; and the chunk products are small,
+    so splitting chunks across cores beats splitting each product.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@functools.cache
+def _executor(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmm-chunk")
+
+
+def em_pass(
+    model: Model, rows: Rows, chunk_size: int, n_worst: int = 0, threads: int = 1
+) -> SuffStats:
+    """One E-step over all rows, reduced to sufficient statistics chunk by chunk (in the
+    precision of ``rows``; statistics are summed in float64 either way)."""
+
+    def part(span: slice) -> SuffStats:
+        chunk = make_chunk(rows, span, model.strategy)
+        resp, log_density = estep_chunk(model, chunk)
+        return reduce_chunk(chunk, resp, log_density, n_worst)
+
+    return total(map_chunks(part, rows.n_rows, chunk_size, threads))
+
+
+def stats_from_responsibilities(
+    rows: Rows,
+    responsibilities: Callable[[slice], np.ndarray],
     strategy: CovarianceStrategy,
     chunk_size: int,
 ) -> SuffStats:
-    """Statistics of hard assignments (one-hot responsibilities), as after k-means."""
+    """Statistics of given responsibilities (k, c) per chunk, e.g. one-hot after k-means."""
 
-    def part(rows: slice) -> SuffStats:
-        z = x[rows] - shift
-        resp = np.zeros((z.shape[0], k))
-        resp[np.arange(z.shape[0]), labels[rows]] = 1.0
-        return reduce_chunk(z, resp, strategy)
+    def part(span: slice) -> SuffStats:
+        chunk = make_chunk(rows, span, strategy)
+        return reduce_chunk(chunk, responsibilities(span).astype(rows.dtype, copy=False))
 
-    return total(part(rows) for rows in chunks(x.shape[0], chunk_size))
+    return total(map(part, chunks(rows.n_rows, chunk_size)))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,78 @@
+"""One chunk of rows as the kernel sees it: shifted, transposed, with the features it needs.
+
+A chunk is one (q, c) array of *features*, one column per row: the first d rows are the
+shifted data ``z = x − shift`` and the rest are what the covariance type needs (squares,
+square norms, or pairwise products). Then the E-step is one product, coefficients (k, q) ×
+features, and the M-step is another, responsibilities (k, c) × featuresᵀ, which yields every
+component's first and second moments at once. Rows as columns keep every elementwise pass on
+long contiguous memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MiB = 1024 * 1024
+
+
+class Chunk:
+    """``features[:d, i] = x_i − shift`` for the chunk's rows, derived rows below them."""
+
+    def __init__(self, features: np.ndarray, n_features: int, offset: int = 0) -> None:
+        self.features = features
+        self.zt = features[:n_features]
+        self.extra = features[n_features:]
+        self.offset = offset
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.features.shape[1])
+
+
+class Rows:
+    """The data a fit visits chunk by chunk, shifted once for the whole fit.
+
+    When it fits the memory budget (``cache``), the shifted, transposed rows are kept for the
+    whole fit in the working precision, so each chunk starts with a contiguous copy instead
+    of a strided transpose; otherwise each chunk is shifted and transposed as it comes.
+    Shifting happens in float64 before any rounding to float32.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        shift: np.ndarray,
+        dtype: np.dtype | type = np.float64,
+        cache: bool = False,
+    ) -> None:
+        self.x = x
+        self.shift = shift
+        self.dtype = np.dtype(dtype)
+        self.n_rows, self.n_features = x.shape
+        self.cached: np.ndarray | None = None
+        if cache:
+            self.cached = np.empty((self.n_features, self.n_rows), dtype=self.dtype)
+            step = 65536
+            for start in range(0, self.n_rows, step):
+                rows = slice(start, min(start + step, self.n_rows))
+                self._shift_into(rows, self.cached[:, rows])
+
+    @staticmethod
+    def fits_budget(n: int, d: int, k: int, dtype: np.dtype | type) -> bool:
+        """Whether the cached copy (n·d in dtype) stays within n·k·8 bytes + 64 MiB."""
+        return n * d * np.dtype(dtype).itemsize <= n * k * 8 + 64 * MiB
+
+    def _shift_into(self, rows: slice, out: np.ndarray) -> None:
+        np.subtract(
+            self.x[rows].T, self.shift[:, None], out=out, dtype=np.float64, casting="same_kind"
+        )
+
+    def chunk(self, rows: slice, n_extra: int) -> Chunk:
+        """The chunk of these rows with room for n_extra derived feature rows."""
+        d = self.n_features
+        features = np.empty((d + n_extra, rows.stop - rows.start), dtype=self.dtype)
+        if self.cached is not None:
+            features[:d] = self.cached[:, rows]
+        else:
+            self._shift_into(rows, features[:d])
+        return Chunk(features, d, rows.start)
