@@ -313,7 +313,8 @@ def _model_and_table(
         required=names if use_names else None,
         n_required=None if use_names else params.n_features,
     )
-    _report_table(_reporter(quiet, table.names), table)
+    if table.skipped_columns or table.n_dropped:  # rich loads only when there is news
+        _report_table(_reporter(quiet, table.names), table)
     return params, table
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import operator
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .chunk import Chunk, Rows
+from .chunk import Chunk, Rows, scratch
 from .covariance import LOG_2PI, CovarianceStrategy
 from .params import MixtureParams
 
@@ -43,9 +44,11 @@ class Model:
     constants: np.ndarray  # (k,)
 
     def log_joint(self, chunk: Chunk) -> np.ndarray:
-        """(k, c) log π_k + log N(x_i | μ_k, Σ_k) of one chunk: one product."""
+        """(k, c) log π_k + log N(x_i | μ_k, Σ_k) of one chunk: one product (into a per-thread
+        buffer, valid until the thread's next chunk)."""
         dtype = chunk.features.dtype
-        out = self.coefficients.astype(dtype, copy=False) @ chunk.features
+        out = scratch("log_joint", (self.coefficients.shape[0], chunk.n_rows), dtype)
+        np.matmul(self.coefficients.astype(dtype, copy=False), chunk.features, out=out)
         out += self.constants.astype(dtype, copy=False)[:, None]
         return out
 
@@ -181,16 +184,21 @@ def total(parts: Iterable[SuffStats]) -> SuffStats:
 
 def map_chunks(
     work: Callable[[slice], T], n_rows: int, chunk_size: int, threads: int = 1
-) -> Iterator[T]:
-    """work(rows) for each chunk, in chunk order; on ``threads`` threads when > 1.
+) -> list[T]:
+    """work(rows) for each chunk, returned in chunk order; on ``threads`` threads when > 1.
 
-    numpy and BLAS release the GIL, so chunks really run side by side; results come back
-    in order, so sums are the same whatever the number of threads.
+    Each thread takes one contiguous run of chunks (one task each: per-chunk tasks cost more
+    in hand-offs than they gained). numpy and BLAS release the GIL, so the runs really go
+    side by side, and as results come back in chunk order, sums over them are the same
+    whatever the number of threads.
     """
     slices = list(chunks(n_rows, chunk_size))
     if threads <= 1 or len(slices) == 1:
-        return map(work, slices)
-    return _executor(threads).map(work, slices)
+        return [work(span) for span in slices]
+    bounds = np.linspace(0, len(slices), min(threads, len(slices)) + 1).astype(int)
+    runs = [slices[a:b] for a, b in itertools.pairwise(bounds)]
+    done = _executor(threads).map(lambda run: [work(span) for span in run], runs)
+    return [result for run in done for result in run]
 
 
 def default_threads() -> int:
