@@ -149,6 +149,17 @@ def fit(
         ),
     ] = "kmeans++",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (recorded in the model).")] = 0,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="Working precision of the iterations: float64, or float32 (faster; the "
+            "log-likelihood reported is still computed in float64).",
+        ),
+    ] = "float64",
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="Worker threads (default: one per core).")
+    ] = None,
     columns: Columns = None,
     delimiter: Delimiter = ",",
     no_header: NoHeader = False,
@@ -160,6 +171,9 @@ def fit(
     from .data import read_table
 
     covariance = _choice(covariance, COVARIANCES, "--covariance")
+    dtype = _choice(dtype, ("float64", "float32"), "--dtype")
+    if threads is not None and threads < 1:
+        raise GmmError(f"--threads {threads}: must be >= 1")
     missing = _choice(missing, ("error", "drop"), "--missing")
     _check_fit_options(components, n_init, max_iter, tol, reg_covar)
     start = None
@@ -211,6 +225,8 @@ def fit(
         means_init=None if start is None else start.means,
         covariances_init=None if start is None else start.covariances,
         seed=seed,
+        dtype=dtype,
+        threads=threads,
         callback=report.on_event,
     )
     report.start_fit(*table.values.shape, components, covariance, n_init)

@@ -73,6 +73,7 @@ _FIT_SPEC: dict[str, object] = {
             "max_iter": "integer",
             "n_init": "integer",
             "init": "string",
+            "dtype": "string",
         },
     ),
     "best_restart": "integer",

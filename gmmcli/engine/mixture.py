@@ -192,6 +192,7 @@ class GaussianMixture:
                 "max_iter": int(self.max_iter),
                 "n_init": int(self.n_init),
                 "init": self.init if self._start(len(feature_names)) is None else "warm-start",
+                "dtype": self.dtype,
             },
             "best_restart": int(result.best.restart),
             "restarts": [
