@@ -414,3 +414,15 @@ def test_model_from_stdin_and_warm_start_mismatch(blobs_model, capsys, monkeypat
         *gmm(capsys, "fit", BLOBS, "--init", blobs_model, "-k", "3"), "4 components", "-k is 3"
     )
     assert_user_error(*gmm(capsys, "predict", "-", "-"), "stdin")
+
+
+def test_float32_fit_and_its_options(capsys):
+    status, out, _ = gmm(capsys, "fit", BLOBS, "-k", "4", "--dtype", "float32", "--threads", "2")
+    assert status == 0
+    single = json.loads(out)["fit"]
+    _, out, _ = gmm(capsys, "fit", BLOBS, "-k", "4")
+    double = json.loads(out)["fit"]
+    assert single["options"]["dtype"] == "float32"
+    assert single["log_likelihood"] == pytest.approx(double["log_likelihood"], rel=1e-4)
+    assert_user_error(*gmm(capsys, "fit", BLOBS, "-k", "4", "--dtype", "float16"), "--dtype")
+    assert_user_error(*gmm(capsys, "fit", BLOBS, "-k", "4", "--threads", "0"), "--threads")

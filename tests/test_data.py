@@ -635,3 +635,39 @@ def test_a_genuine_single_column_gets_no_delimiter_hint(tmp_path: Path) -> None:
     path = write(tmp_path, "x\n1\n2\n")
     message = error(path, required=["x", "y"])
     assert message == f"{path}: column 'y' is missing (the file has columns: x)"
+
+
+def test_fast_and_exact_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(500, 3)) * 1e3
+    text = "a,b,c\n" + "".join(f"{x!r},{y!r},{int(z)}\n" for x, y, z in values)
+    path = write(tmp_path, text)
+    fast = read_table(path)
+    monkeypatch.setattr(data, "_parse_fast", lambda *args: None)
+    exact = read_table(path)
+    assert fast.names == exact.names == ["a", "b", "c"]
+    assert np.array_equal(fast.values, exact.values)
+    assert np.array_equal(fast.values[:, :2], values[:, :2])  # every digit read back
+
+
+def test_fast_reader_declines_what_it_cannot_explain(tmp_path: Path) -> None:
+    path = write(tmp_path, "a,b\n1,2\n3,\n")
+    assert data._parse_fast(*data._decode(Path(path).read_bytes(), path), ",", True) is None
+    spaced = write(tmp_path, "a, b\n1,2\n")
+    assert data._parse_fast(*data._decode(Path(spaced).read_bytes(), spaced), ",", True) is None
+    assert read_table(spaced).names == ["a", "b"]
+
+
+def test_numeric_csv_round_trips_exactly_with_a_plain_header(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"label": rng.integers(0, 5, 1000), "prob 0": rng.random(1000),
+                          "x,y": rng.normal(size=1000) * 1e-300})
+    dest = tmp_path / "out.csv"
+    write_csv(frame, str(dest))
+    text = dest.read_text()
+    assert text.splitlines()[0] == 'label,prob 0,"x,y"'
+    back = pd.read_csv(dest)
+    assert np.array_equal(back.to_numpy(), frame.to_numpy())
+    with_text = pd.DataFrame({"id": ["p1", "a,b"], "v": [1.5, 2.0]})
+    write_csv(with_text, str(dest))
+    assert dest.read_text() == 'id,v\np1,1.5\n"a,b",2.0\n'

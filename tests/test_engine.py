@@ -357,3 +357,62 @@ def test_clustering_is_invariant_to_a_shift_of_1e6(data, k, covariance_type):
     assert np.array_equal(base.predict(x), moved.predict(x + 1e6))
     np.testing.assert_allclose(moved.means_ - 1e6, base.means_, atol=1e-6)
     assert moved.lower_bound_ == pytest.approx(base.lower_bound_, rel=1e-6, abs=1e-6)
+
+
+# -- the fast paths must not change the answer --------------------------------------------------
+def test_threads_and_cached_rows_do_not_change_a_single_bit():
+    x, _ = blobs(9, n_per=700, d=4, k=3)
+    weights, means, covariances = start_params(x, 3, "full")
+    fits = [
+        GaussianMixture(3, tol=0, max_iter=8, weights_init=weights, means_init=means,
+                        covariances_init=covariances, chunk_size=97, threads=threads).fit(x)
+        for threads in (1, 2, 3)
+    ]
+    for other in fits[1:]:
+        assert np.array_equal(other.means_, fits[0].means_)
+        assert np.array_equal(other.covariances_, fits[0].covariances_)
+        assert other.log_likelihood_history_ == fits[0].log_likelihood_history_
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_cached_and_streamed_rows_give_the_same_statistics(covariance_type):
+    from gmmcli.engine.chunk import Rows
+    from gmmcli.engine.covariance import strategy
+    from gmmcli.engine.stats import em_pass, prepare
+
+    x, _ = blobs(10)
+    weights, means, covariances = start_params(x, 3, covariance_type)
+    params = MixtureParams(covariance_type, weights, means, covariances)
+    shift = x.mean(axis=0)
+    model = prepare(params, strategy(covariance_type), shift)
+    cached = em_pass(model, Rows(x, shift, cache=True), 64, n_worst=3, threads=2)
+    streamed = em_pass(model, Rows(x, shift, cache=False), 64, n_worst=3, threads=1)
+    assert cached.log_likelihood == streamed.log_likelihood
+    assert np.array_equal(cached.second, streamed.second)
+    assert np.array_equal(cached.worst_rows, streamed.worst_rows)
+    # and the worst rows are the rows of lowest density, lowest first
+    density = GaussianMixture.from_params(params).score_samples(x)
+    assert np.array_equal(streamed.worst_rows, np.argsort(density, kind="stable")[:3])
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_chunk_size_changes_results_only_by_rounding(covariance_type):
+    x, _ = blobs(12)
+    a = GaussianMixture(3, covariance_type=covariance_type, tol=0, max_iter=10,
+                        chunk_size=50).fit(x)
+    b = GaussianMixture(3, covariance_type=covariance_type, tol=0, max_iter=10).fit(x)
+    assert relative_error(a.means_, b.means_) < 1e-10
+    assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_float32_iterations_stay_within_1e4_of_float64(covariance_type):
+    x, _ = blobs(13, n_per=2000, d=6, k=4)
+    weights, means, covariances = start_params(x, 4, covariance_type)
+    kwargs = dict(covariance_type=covariance_type, tol=0, max_iter=15, weights_init=weights,
+                  means_init=means, covariances_init=covariances)
+    single = GaussianMixture(4, dtype="float32", **kwargs).fit(x)
+    double = GaussianMixture(4, **kwargs).fit(x)
+    assert single.lower_bound_ == pytest.approx(double.lower_bound_, rel=1e-4)
+    # the log-likelihood reported is computed in float64 for the parameters returned
+    assert single.lower_bound_ == pytest.approx(single.score(x), rel=1e-12)
