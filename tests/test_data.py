@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gmmcli import files
+from gmmcli import data, files
 from gmmcli.data import Table, read_table, write_csv
 from gmmcli.errors import GmmError
 
@@ -640,7 +640,7 @@ def test_a_genuine_single_column_gets_no_delimiter_hint(tmp_path: Path) -> None:
 def test_fast_and_exact_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(size=(500, 3)) * 1e3
-    text = "a,b,c\n" + "".join(f"{x!r},{y!r},{int(z)}\n" for x, y, z in values)
+    text = "a,b,c\n" + "".join(f"{float(x)!r},{float(y)!r},{int(z)}\n" for x, y, z in values)
     path = write(tmp_path, text)
     fast = read_table(path)
     monkeypatch.setattr(data, "_parse_fast", lambda *args: None)

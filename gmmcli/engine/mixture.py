@@ -264,7 +264,7 @@ class GaussianMixture:
         size = self.chunk_size or default_chunk_size(
             params.n_components, params.n_features, params.covariance_type
         )
-        rows = Rows(x, shift, self.dtype)
+        rows = Rows(x, shift)  # scores are always computed in float64
 
         def part(span: slice) -> None:
             chunk = make_chunk(rows, span, model.strategy)
