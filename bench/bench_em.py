@@ -441,6 +441,7 @@ def main() -> None:
     )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-cli", action="store_true")
+    parser.add_argument("--cli-only", action="store_true", help="only the command-line figures")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -448,6 +449,9 @@ def main() -> None:
         tool, n, d, k, covariance = args.memory_child
         n_iter = 3
         memory_child(tool, int(n), int(d), int(k), covariance, n_iter)
+        return
+    if args.cli_only:
+        print(report([], {}, cli_figures(), f"## Command line ({time.strftime('%Y-%m-%d')})"))
         return
     configs = grid(args.quick)
     if args.only:

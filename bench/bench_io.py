@@ -48,28 +48,49 @@ def main() -> None:
         path.write_bytes(data._csv_bytes(frame))
         size = path.stat().st_size / 1e6
         rows = [
-            ("pandas read_csv (C engine)",
-             seconds(lambda: pd.read_csv(path, engine="c"), args.repeats)),
-            ("pyarrow.csv.read_csv",
-             seconds(lambda: pa_csv.read_csv(path).to_pandas(), args.repeats)),
-            ("gmm read_table (pyarrow first)",
-             seconds(lambda: data.read_table(str(path)), args.repeats)),
+            (
+                "pandas read_csv (C engine)",
+                seconds(lambda: pd.read_csv(path, engine="c"), args.repeats),
+            ),
+            (
+                "pyarrow.csv.read_csv",
+                seconds(lambda: pa_csv.read_csv(path).to_pandas(), args.repeats),
+            ),
+            (
+                "gmm read_table (pyarrow first)",
+                seconds(lambda: data.read_table(str(path)), args.repeats),
+            ),
         ]
         original = data._parse_fast
         data._parse_fast = lambda *a: None
-        rows.append(("gmm read_table (exact reader only)",
-                     seconds(lambda: data.read_table(str(path)), args.repeats)))
+        rows.append(
+            (
+                "gmm read_table (exact reader only)",
+                seconds(lambda: data.read_table(str(path)), args.repeats),
+            )
+        )
         data._parse_fast = original
     probabilities = rng.dirichlet(np.ones(8), size=1_000_000)
     result = pd.DataFrame({"label": probabilities.argmax(axis=1)})
     for c in range(8):
         result[f"prob_{c}"] = probabilities[:, c]
-    rows.append(("pandas to_csv, 1M x 9 (predict output)",
-                 seconds(lambda: result.to_csv(index=False), args.repeats)))
-    rows.append(("pyarrow write_csv, 1M x 9, one thread", seconds(
-        lambda: pa_csv.write_csv(pa.Table.from_pandas(result), io.BytesIO()), args.repeats)))
-    rows.append(("gmm write_csv bytes, 1M x 9",
-                 seconds(lambda: data._csv_bytes(result), args.repeats)))
+    rows.append(
+        (
+            "pandas to_csv, 1M x 9 (predict output)",
+            seconds(lambda: result.to_csv(index=False), args.repeats),
+        )
+    )
+    rows.append(
+        (
+            "pyarrow write_csv, 1M x 9, one thread",
+            seconds(
+                lambda: pa_csv.write_csv(pa.Table.from_pandas(result), io.BytesIO()), args.repeats
+            ),
+        )
+    )
+    rows.append(
+        ("gmm write_csv bytes, 1M x 9", seconds(lambda: data._csv_bytes(result), args.repeats))
+    )
     print(f"table: {args.rows:,} rows x 8 columns, {size:.0f} MB\n")
     print("| what | seconds |\n|---|---|")
     for what, value in rows:

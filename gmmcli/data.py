@@ -111,12 +111,14 @@ def _select(
     n_dropped = int(len(keep) - keep.sum())
     if not keep.any():
         raise GmmError(f"{name}: no rows left after dropping {n_dropped} with missing values")
+    if n_dropped:
+        values, frame = values[keep], frame[keep]
     return Table(
-        values=np.ascontiguousarray(values[keep], dtype=np.float64),
+        values=np.ascontiguousarray(values, dtype=np.float64),
         names=selected,
         source=name,
         n_dropped=n_dropped,
-        frame=frame[keep].reset_index(drop=True),
+        frame=frame.reset_index(drop=True),
         skipped_columns=skipped,
     )
 
@@ -399,11 +401,13 @@ class _Cells:
                 f"{self.name}: no numeric columns (skipped: {_list_names(skipped)})"
                 + self._hint(" (", ")")
             )
-        bad_cells = np.column_stack(bad_masks)
-        if bad_cells.any():
-            row, col = self._first(bad_cells)
+        if any(mask.any() for mask in bad_masks):
+            row, col = self._first(np.column_stack(bad_masks))
             raise GmmError(self._not_a_number(row, kept[col]))
-        return np.column_stack(arrays), kept, skipped
+        values = np.empty((len(self.frame), len(kept)))
+        for j, numbers in enumerate(arrays):
+            values[:, j] = numbers
+        return values, kept, skipped
 
     def missing_message(self, values: np.ndarray, problems: np.ndarray, names: list[str]) -> str:
         row, col = self._first(problems)

@@ -660,8 +660,13 @@ def test_fast_reader_declines_what_it_cannot_explain(tmp_path: Path) -> None:
 
 def test_numeric_csv_round_trips_exactly_with_a_plain_header(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"label": rng.integers(0, 5, 1000), "prob 0": rng.random(1000),
-                          "x,y": rng.normal(size=1000) * 1e-300})
+    frame = pd.DataFrame(
+        {
+            "label": rng.integers(0, 5, 1000),
+            "prob 0": rng.random(1000),
+            "x,y": rng.normal(size=1000) * 1e-300,
+        }
+    )
     dest = tmp_path / "out.csv"
     write_csv(frame, str(dest))
     text = dest.read_text()

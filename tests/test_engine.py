@@ -364,8 +364,16 @@ def test_threads_and_cached_rows_do_not_change_a_single_bit():
     x, _ = blobs(9, n_per=700, d=4, k=3)
     weights, means, covariances = start_params(x, 3, "full")
     fits = [
-        GaussianMixture(3, tol=0, max_iter=8, weights_init=weights, means_init=means,
-                        covariances_init=covariances, chunk_size=97, threads=threads).fit(x)
+        GaussianMixture(
+            3,
+            tol=0,
+            max_iter=8,
+            weights_init=weights,
+            means_init=means,
+            covariances_init=covariances,
+            chunk_size=97,
+            threads=threads,
+        ).fit(x)
         for threads in (1, 2, 3)
     ]
     for other in fits[1:]:
@@ -398,8 +406,9 @@ def test_cached_and_streamed_rows_give_the_same_statistics(covariance_type):
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_chunk_size_changes_results_only_by_rounding(covariance_type):
     x, _ = blobs(12)
-    a = GaussianMixture(3, covariance_type=covariance_type, tol=0, max_iter=10,
-                        chunk_size=50).fit(x)
+    a = GaussianMixture(3, covariance_type=covariance_type, tol=0, max_iter=10, chunk_size=50).fit(
+        x
+    )
     b = GaussianMixture(3, covariance_type=covariance_type, tol=0, max_iter=10).fit(x)
     assert relative_error(a.means_, b.means_) < 1e-10
     assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-12)
@@ -409,8 +418,14 @@ def test_chunk_size_changes_results_only_by_rounding(covariance_type):
 def test_float32_iterations_stay_within_1e4_of_float64(covariance_type):
     x, _ = blobs(13, n_per=2000, d=6, k=4)
     weights, means, covariances = start_params(x, 4, covariance_type)
-    kwargs = dict(covariance_type=covariance_type, tol=0, max_iter=15, weights_init=weights,
-                  means_init=means, covariances_init=covariances)
+    kwargs = dict(
+        covariance_type=covariance_type,
+        tol=0,
+        max_iter=15,
+        weights_init=weights,
+        means_init=means,
+        covariances_init=covariances,
+    )
     single = GaussianMixture(4, dtype="float32", **kwargs).fit(x)
     double = GaussianMixture(4, **kwargs).fit(x)
     assert single.lower_bound_ == pytest.approx(double.lower_bound_, rel=1e-4)
