@@ -28,6 +28,7 @@ _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LISTED_NAMES = 10
+_HAS_CONTENT = re.compile(r"\S")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def read_table(
     name = files.display_name(source)
     _check_options(name, delimiter, missing)
     body, text = _decode(files.read_bytes(source), name)
-    if not text.strip():
+    if not _HAS_CONTENT.search(text):
         raise GmmError(f"{name}: the file is empty")
     options = (delimiter, header, columns, missing, required, n_required)
     fast = _parse_fast(body, text, delimiter, header)
@@ -404,9 +405,12 @@ class _Cells:
         if any(mask.any() for mask in bad_masks):
             row, col = self._first(np.column_stack(bad_masks))
             raise GmmError(self._not_a_number(row, kept[col]))
-        values = np.empty((len(self.frame), len(kept)))
-        for j, numbers in enumerate(arrays):
-            values[:, j] = numbers
+        if all(self.frame[c].dtype.kind in "iuf" for c in kept):  # one block copy, not d
+            values = self.frame[kept].to_numpy(dtype=np.float64)
+        else:
+            values = np.empty((len(self.frame), len(kept)))
+            for j, numbers in enumerate(arrays):
+                values[:, j] = numbers
         return values, kept, skipped
 
     def missing_message(self, values: np.ndarray, problems: np.ndarray, names: list[str]) -> str:
