@@ -49,6 +49,14 @@ Missing = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, progress or warnings.")]
+Standardize = Annotated[
+    bool,
+    typer.Option(
+        "--standardize",
+        help="Centre and scale each column before fitting; stored in the model, so every "
+        "command shows original units.",
+    ),
+]
 Output = Annotated[
     str, typer.Option("-o", "--output", help="Write the result here ('-' for stdout).")
 ]
@@ -160,6 +168,7 @@ def fit(
     threads: Annotated[
         int | None, typer.Option("--threads", help="Worker threads (default: one per core).")
     ] = None,
+    standardize: Standardize = False,
     columns: Columns = None,
     delimiter: Delimiter = ",",
     no_header: NoHeader = False,
@@ -227,6 +236,8 @@ def fit(
         seed=seed,
         dtype=dtype,
         threads=threads,
+        standardize=standardize,
+        scaling=_scaling_of(start),
         callback=report.on_event,
     )
     report.start_fit(*table.values.shape, components, covariance, n_init)
@@ -238,6 +249,13 @@ def fit(
     info["tool"] = _tool()
     modelfile.save_model(output, model.params_, table.names, info)
     report.fit_summary(info, output)
+
+
+def _scaling_of(start: Any) -> tuple | None:
+    """A warm start from a standardized model keeps that model's scaling."""
+    if start is None or start.scale is None:
+        return None
+    return start.center, start.scale
 
 
 def _check_fit_options(
@@ -448,6 +466,237 @@ def _write_text(text: str, output: str) -> None:
     from .files import write_output
 
     write_output(output, text.encode("utf-8"))
+
+
+# -- gmm select -------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: gmm select sample_data/blobs_2d.csv -k 1-8 --covariance full,diag "
+    "--table grid.csv -o model.json",
+)
+@_handle_errors
+def select(
+    data: Annotated[str, typer.Argument(help="CSV file to fit ('-' for stdin).")],
+    components: Annotated[
+        str, typer.Option("-k", "--components", help="Component counts: a range 1-9 or a list.")
+    ] = "1-9",
+    covariance: Annotated[
+        str, typer.Option("--covariance", help="Comma-separated covariance types to try.")
+    ] = "full,tied,diag,spherical",
+    criterion: Annotated[
+        str, typer.Option("--criterion", help="bic or aic (lower is better).")
+    ] = "bic",
+    output: Output = "-",
+    table_path: Annotated[
+        str | None, typer.Option("--table", help="Also write the whole grid as CSV here.")
+    ] = None,
+    n_init: Annotated[int, typer.Option("--n-init", help="Restarts per cell.")] = 5,
+    max_iter: Annotated[int, typer.Option("--max-iter", help="Most EM iterations.")] = 100,
+    tol: Annotated[float, typer.Option("--tol", help="Convergence tolerance.")] = 1e-3,
+    reg_covar: Annotated[
+        float, typer.Option("--reg-covar", help="Added to every covariance diagonal.")
+    ] = 1e-6,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", help="Worker processes (default: one per core).")
+    ] = None,
+    standardize: Standardize = False,
+    columns: Columns = None,
+    delimiter: Delimiter = ",",
+    no_header: NoHeader = False,
+    missing: Missing = "error",
+    quiet: Quiet = False,
+) -> None:
+    """Fit a grid of models (k × covariance type) and keep the best by BIC or AIC."""
+    from . import modelfile
+    from .data import read_table, write_csv
+    from .engine.select import CRITERIA, choose, parse_ks, run_grid
+
+    try:
+        ks = parse_ks(components)
+    except ValueError as error:
+        raise GmmError(f"-k/--components {components!r}: {error} (use e.g. 1-9 or 2,4,8)") from None
+    types = [t.strip() for t in covariance.split(",") if t.strip()]
+    for kind in types or [""]:
+        _choice(kind, COVARIANCES, "--covariance")
+    criterion = _choice(criterion, CRITERIA, "--criterion")
+    missing = _choice(missing, ("error", "drop"), "--missing")
+    _check_fit_options(min(ks), n_init, max_iter, tol, reg_covar)
+    if jobs is not None and jobs < 1:
+        raise GmmError(f"--jobs {jobs}: must be >= 1")
+    for path in [output, table_path]:
+        if path is not None:
+            _check_not_input(path, [data])
+            modelfile.check_output_path(path)
+    table = read_table(
+        data, delimiter=delimiter, header=not no_header, columns=_split(columns), missing=missing
+    )
+    report = _reporter(quiet, table.names)
+    _report_table(report, table)
+    n = table.values.shape[0]
+    if n < max(ks):
+        raise GmmError(f"{table.source}: {n} rows are fewer than the {max(ks)} components asked")
+    settings = dict(
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        n_init=n_init,
+        seed=seed,
+        standardize=standardize,
+    )
+    with report.grid_progress(len(ks) * len(types)) as advance:
+        cells = run_grid(table.values, ks, types, settings, jobs=jobs, on_cell=advance)
+    chosen = choose(cells, criterion)
+    report.select_table(cells, chosen, criterion)
+    info = chosen.model.fit_info(table.names)
+    info["n_dropped"] = table.n_dropped
+    info["tool"] = _tool()
+    info["selection"] = {
+        "criterion": criterion,
+        "grid": [_cell_row(cell) for cell in cells],
+    }
+    modelfile.save_model(output, chosen.model.params_, table.names, info)
+    if table_path is not None:
+        import pandas as pd
+
+        write_csv(pd.DataFrame([_cell_row(cell) for cell in cells]), table_path)
+    for message in info["warnings"]:
+        report.warning(message)
+
+
+def _cell_row(cell: Any) -> dict:
+    return {
+        "n_components": cell.n_components,
+        "covariance_type": cell.covariance_type,
+        "log_likelihood": cell.log_likelihood,
+        "n_parameters": cell.n_parameters,
+        "bic": cell.bic,
+        "aic": cell.aic,
+        "converged": cell.converged,
+        "degenerate": cell.degenerate,
+    }
+
+
+# -- gmm sample -------------------------------------------------------------------------------
+@app.command(epilog="Example: gmm sample model.json -n 1000 --seed 7 > synthetic.csv")
+@_handle_errors
+def sample(
+    model: ModelArg,
+    n_samples: Annotated[int, typer.Option("-n", "--n-samples", help="How many rows.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    output: Output = "-",
+) -> None:
+    """Draw rows from the mixture: CSV with the model's columns and a final component column."""
+    from . import modelfile
+
+    if n_samples < 1:
+        raise GmmError(f"-n/--n-samples {n_samples}: must be >= 1")
+    _check_not_input(output, [model])
+    modelfile.check_output_path(output)
+    params, names, _ = modelfile.load_model(model)
+    if "component" in names:
+        raise GmmError(f"{model}: a feature is already called 'component'")
+
+    import pandas as pd
+
+    from .data import write_csv
+    from .engine.mixture import GaussianMixture
+
+    x, labels = GaussianMixture.from_params(params).sample(n_samples, seed=seed)
+    frame = pd.DataFrame(x, columns=names)
+    frame["component"] = labels
+    write_csv(frame, output)
+
+
+# -- gmm describe -----------------------------------------------------------------------------
+@app.command(epilog="Example: gmm describe model.json   (or --json for a JSON object)")
+@_handle_errors
+def describe(
+    model: ModelArg,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON object on stdout.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Summarise a model: weights, means, spreads, correlations, and how it was fitted."""
+    from . import modelfile
+    from .describe import describe as summarise
+
+    params, names, fit = modelfile.load_model(model)
+    scaling = None
+    if params.standardized:
+        scaling = {"center": params.center.tolist(), "scale": params.scale.tolist()}
+    summary = summarise(params, names, fit, scaling)
+    if as_json:
+        import json
+
+        _write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", "-")
+        return
+    from .report import print_description
+
+    print_description(summary, quiet=quiet)
+
+
+# -- gmm plot ---------------------------------------------------------------------------------
+@app.command(
+    epilog="Example: gmm plot model.json sample_data/blobs_2d.csv -o blobs.png "
+    "(needs pip install 'gmmcli[plot]')",
+)
+@_handle_errors
+def plot(
+    model: ModelArg,
+    data: Annotated[
+        str | None, typer.Argument(help="CSV of points to draw ('-' for stdin); optional.")
+    ] = None,
+    output: Annotated[
+        str, typer.Option("-o", "--output", help="Image file (.png, .svg, .pdf).")
+    ] = "gmm.png",
+    x: Annotated[str | None, typer.Option("--x", help="Column on the horizontal axis.")] = None,
+    y: Annotated[str | None, typer.Option("--y", help="Column on the vertical axis.")] = None,
+    convergence: Annotated[
+        bool, typer.Option("--convergence", help="Draw the log-likelihood per iteration.")
+    ] = False,
+    columns: Columns = None,
+    delimiter: Delimiter = ",",
+    no_header: NoHeader = False,
+    missing: Missing = "error",
+    quiet: Quiet = False,
+) -> None:
+    """Draw the model (and the data, coloured by component) as an image file."""
+    from . import modelfile
+    from .plot import choose_columns, output_format, render
+
+    output_format(output)
+    inputs = [model] + ([data] if data else [])
+    _check_not_input(output, inputs)
+    modelfile.check_output_path(output)
+    if data is None:
+        params, names, fit = modelfile.load_model(model)
+        values = labels = None
+    else:
+        params, table = _model_and_table(
+            model, data, output, delimiter, no_header, columns, missing, quiet
+        )
+        _, names, fit = modelfile.load_model(model)
+        values = table.values
+    if not convergence:
+        choose_columns(output, names, x, y)
+    from .engine.mixture import GaussianMixture
+
+    mixture = GaussianMixture.from_params(params)
+    if values is not None:
+        labels = mixture.predict(values)
+    shown = params.in_data_units()
+    render(
+        output,
+        shown.weights,
+        shown.means,
+        shown.full_covariances(),
+        names,
+        values,
+        labels,
+        x=x,
+        y=y,
+        history=fit.get("log_likelihood_history"),
+        convergence=convergence,
+    )
 
 
 # -- entry points ----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ _TOP_LEVEL_KEYS = (
     "weights",
     "means",
     "covariances",
+    "standardize",
     "fit",
 )
 
@@ -132,6 +133,11 @@ def model_to_dict(params: MixtureParams, feature_names: list[str], fit: dict | N
         "means": arrays["means"][0].tolist(),
         "covariances": arrays["covariances"][0].tolist(),
     }
+    if params.scale is not None and params.center is not None:
+        doc["standardize"] = {
+            "center": np.asarray(params.center, dtype=np.float64).tolist(),
+            "scale": np.asarray(params.scale, dtype=np.float64).tolist(),
+        }
     if fit is not None:
         doc["fit"] = _jsonable(fit, "fit")
     try:
@@ -255,13 +261,31 @@ def model_from_dict(doc: object, source: str) -> tuple[MixtureParams, list[str],
         _check_spec(raw_fit, ("object", _FIT_SPEC), "fit", source)
         fit = copy.deepcopy(raw_fit)
 
+    center, scale = _standardize(doc, d, source)
     params = MixtureParams(
         covariance_type=cov_type,
         weights=np.ascontiguousarray(weights, dtype=np.float64),
         means=np.ascontiguousarray(means, dtype=np.float64),
         covariances=np.ascontiguousarray(covariances, dtype=np.float64),
+        center=center,
+        scale=scale,
     )
     return params, feature_names, fit
+
+
+def _standardize(doc: dict, d: int, source: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The optional column scaling: {"center": [d numbers], "scale": [d numbers > 0]}."""
+    if "standardize" not in doc:
+        return None, None
+    value = doc["standardize"]
+    if not isinstance(value, dict) or set(value) != {"center", "scale"}:
+        raise _error(source, "'standardize' should be an object with 'center' and 'scale'")
+    center = _numbers(value["center"], (d,), "standardize.center", source)
+    scale = _numbers(value["scale"], (d,), "standardize.scale", source)
+    for j, v in enumerate(scale):
+        if not v > 0:
+            raise _error(source, f"standardize.scale[{j}] should be > 0, found {_num(v)}")
+    return np.ascontiguousarray(center), np.ascontiguousarray(scale)
 
 
 def schema() -> dict:

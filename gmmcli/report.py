@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -136,3 +138,224 @@ class Reporter:
         self.console.print(table)
         for message in info["warnings"]:
             self.warning(message)
+
+    # -- gmm select -------------------------------------------------------------------------
+    def grid_progress(self, total: int) -> _GridProgress:
+        """A context manager: a progress bar over the grid's cells; yields advance(cell)."""
+        return _GridProgress(self.console, total, self.quiet)
+
+    def select_table(self, cells: list, chosen: Any, criterion: str) -> None:
+        """The grid, one row per cell: the chosen cell highlighted, degenerate cells marked."""
+        if self.quiet:
+            return
+        table = Table(
+            title=f"model selection by {criterion.upper()} (lower is better)",
+            title_justify="left",
+            header_style="bold",
+        )
+        for name in [
+            "k",
+            "covariance",
+            "log-likelihood",
+            "parameters",
+            "BIC",
+            "AIC",
+            "converged",
+            "degenerate",
+        ]:
+            table.add_column(name, justify="left" if name == "covariance" else "right")
+        for cell in cells:
+            style = "bold green" if cell is chosen else ("dim" if cell.degenerate else None)
+            table.add_row(
+                str(cell.n_components),
+                cell.covariance_type,
+                f"{cell.log_likelihood:.8g}",
+                str(cell.n_parameters),
+                f"{cell.bic:.8g}",
+                f"{cell.aic:.8g}",
+                "yes" if cell.converged else "no",
+                "DEGENERATE" if cell.degenerate else "",
+                style=style,
+            )
+        self.console.print(table)
+        score = chosen.score(criterion)
+        spikes = [c for c in cells if c.degenerate and c.score(criterion) < score]
+        line = (
+            f"chosen: k = {chosen.n_components}, {chosen.covariance_type} covariance "
+            f"({criterion.upper()} {score:.8g})"
+        )
+        if spikes:
+            line += (
+                f"; {len(spikes)} degenerate cell(s) scored lower but hold a collapsed "
+                "component, so they were not considered"
+            )
+        self.console.print(line, markup=False, soft_wrap=True)
+
+
+class _GridProgress:
+    """A progress bar over the grid's cells on stderr (nothing when quiet)."""
+
+    def __init__(self, console: Console, total: int, quiet: bool) -> None:
+        self.progress: Any = None
+        if not quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.progress = Progress(
+                "fitting the grid",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+            self.task = self.progress.add_task("grid", total=total)
+
+    def __enter__(self) -> Callable[[Any], None]:
+        if self.progress is not None:
+            self.progress.start()
+        return self.advance
+
+    def advance(self, cell: Any) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def print_description(description: dict, quiet: bool = False) -> None:
+    """Render ``describe.describe``'s dict on stderr: a header, one row per component (weight,
+    mean ± std per column, and for 2 columns the correlation and the 1σ ellipse), the
+    correlation matrices (full and tied, up to 6 columns), then how the model was fitted."""
+    if quiet:
+        return
+    from rich.columns import Columns
+    from rich.markup import escape
+
+    max_columns = 6
+    console = Console(stderr=True, highlight=False)
+
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4g}"
+
+    names = [str(name) for name in description["feature_names"]]
+    k, d = description["n_components"], description["n_features"]
+    cov_type = description["covariance_type"]
+    components = description["components"]
+    shown = min(d, max_columns)
+    units = (
+        "standardized fit, shown in original units" if description["standardized"] else "raw units"
+    )
+    console.print(
+        f"{k} component{'s' if k != 1 else ''}, {cov_type} covariance, "
+        f"{d} column{'s' if d != 1 else ''} ({units})",
+        markup=False,
+        soft_wrap=True,
+    )
+
+    # -- one row per component ------------------------------------------------------------
+    with_corr = d == 2 and cov_type in ("full", "tied")
+    table = Table(header_style="bold", padding=(0, 1))
+    table.add_column("#", justify="right")
+    table.add_column("weight", justify="right")
+    for name in names[:shown]:
+        table.add_column(escape(name), justify="right", overflow="ellipsis", max_width=14)
+    if with_corr:
+        table.add_column("corr", justify="right")
+    if d == 2:
+        table.add_column("1σ axes", justify="right")
+        table.add_column("angle", justify="right")
+    for comp in components:
+        cells = [str(comp["component"]), fmt(comp["weight"])]
+        cells += [
+            f"{fmt(m)}\n[dim]± {fmt(s)}[/dim]"
+            for m, s in zip(comp["mean"][:shown], comp["std"][:shown], strict=True)
+        ]
+        if with_corr:
+            cells.append(f"{comp['correlation'][0][1]:+.2f}")
+        if "ellipse" in comp:
+            a, b = comp["ellipse"]["semi_axes"]
+            cells += [f"{fmt(a)} × {fmt(b)}", f"{comp['ellipse']['angle_degrees']:.1f}°"]
+        table.add_row(*cells)
+    caption = "each cell: mean, ± standard deviation"
+    if d > shown:
+        more = d - shown
+        caption += f"; first {shown} columns shown, {more} more not shown"
+    if d == 2:
+        caption += f"; angle of the major axis from the '{names[0]}' axis"
+    console.print(table)
+    console.print(caption, style="dim", markup=False, soft_wrap=True)
+
+    # -- correlation matrices (lower triangle) --------------------------------------------
+    if cov_type in ("full", "tied") and 2 < d <= max_columns:
+
+        def matrix(title: str, corr: list) -> Table:
+            grid = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+            grid.add_column("", overflow="ellipsis", max_width=16, no_wrap=True)
+            for j in range(d - 1):
+                grid.add_column(str(j + 1), justify="right")
+            for i in range(1, d):
+                row = [f"{corr[i][j]:+.2f}" if j < i else "" for j in range(d - 1)]
+                grid.add_row(escape(f"{i + 1} {names[i]}"), *row)
+            return grid
+
+        if cov_type == "tied":
+            matrices = [matrix("correlation (tied: all components)", components[0]["correlation"])]
+        else:
+            matrices = [
+                matrix(f"correlation, component {c['component']}", c["correlation"])
+                for c in components
+            ]
+        console.print(Columns(matrices, padding=(1, 3)))
+
+    # -- how it was fitted ----------------------------------------------------------------
+    fit = description.get("fit") or {}
+    if not any(value not in (None, []) for value in fit.values()):
+        console.print("no record of how this model was fitted", style="dim", markup=False)
+        return
+    lines = []
+    if fit.get("n_samples") is not None:
+        data = f"{fit['n_samples']} rows"
+        if fit.get("n_dropped"):
+            data += f" ({fit['n_dropped']} dropped for missing values)"
+        lines.append(("data", data))
+    if fit.get("n_iter") is not None or fit.get("converged") is not None:
+        state = {True: "converged", False: "NOT converged", None: "?"}[fit.get("converged")]
+        iterations = fit.get("n_iter")
+        lines.append(
+            ("result", state + ("" if iterations is None else f" after {iterations} iterations"))
+        )
+    if fit.get("log_likelihood") is not None:
+        text = f"{fit['log_likelihood']:.10g}"
+        if fit.get("mean_log_likelihood") is not None:
+            text += f" (mean {fit['mean_log_likelihood']:.6g} per row)"
+        lines.append(("log-likelihood", text))
+    for key, label in [("bic", "BIC"), ("aic", "AIC")]:
+        if fit.get(key) is not None:
+            lines.append((label, f"{fit[key]:.10g}"))
+    if fit.get("n_parameters") is not None:
+        lines.append(("parameters", str(fit["n_parameters"])))
+    start = []
+    if fit.get("init") is not None:
+        start.append(str(fit["init"]))
+    if fit.get("n_init") is not None:
+        start.append(f"{fit['n_init']} restart{'s' if fit['n_init'] != 1 else ''}")
+    if fit.get("seed") is not None:
+        start.append(f"seed {fit['seed']}")
+    if start:
+        lines.append(("start", ", ".join(start)))
+    if fit.get("n_reseeds") is not None:
+        lines.append(("re-seeds", str(fit["n_reseeds"])))
+    if fit.get("tool_version") is not None:
+        lines.append(("fitted with", f"gmm {fit['tool_version']}"))
+    summary = Table(show_header=False, box=None, padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column(overflow="fold")
+    for key, value in lines:
+        summary.add_row(key, escape(value))
+    for text in fit.get("collapsed") or []:
+        summary.add_row("collapsed", escape(str(text)), style="yellow")
+    console.print(summary)
+    for message in fit.get("warnings") or []:
+        console.print(f"gmm: warning: {message}", style="yellow", markup=False, soft_wrap=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -54,6 +55,8 @@ class GaussianMixture:
         chunk_size: int | None = None,
         threads: int | None = None,
         dtype: str = "float64",
+        standardize: bool = False,
+        scaling: tuple[np.ndarray, np.ndarray] | None = None,
         callback: Callable[[Event], None] | None = None,
     ) -> None:
         self.n_components = n_components
@@ -70,6 +73,8 @@ class GaussianMixture:
         self.chunk_size = chunk_size
         self.threads = threads
         self.dtype = dtype
+        self.standardize = standardize
+        self.scaling = scaling
         self.callback = callback
         self.params_: MixtureParams | None = None
 
@@ -107,24 +112,47 @@ class GaussianMixture:
         return start
 
     def fit(self, X: np.ndarray) -> GaussianMixture:
-        """Estimate the parameters by EM (n_init restarts, the best kept)."""
+        """Estimate the parameters by EM (n_init restarts, the best kept).
+
+        With ``standardize``, each column is centred and scaled (by its mean and standard
+        deviation, or by ``scaling=(center, scale)``) before fitting; the scaling is kept in
+        the parameters, and every log-likelihood reported is in the data's original units.
+        """
         x = _as_2d(X)
+        center, scale = self._scaling(x)
+        if scale is not None:
+            x = (x - center) / scale
         result = fit(x, self._options(), self._start(x.shape[1]), self.callback)
-        self._set_result(result)
+        self._set_result(result, center, scale)
         return self
+
+    def _scaling(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.scaling is not None:
+            center, scale = (np.asarray(v, dtype=np.float64) for v in self.scaling)
+            return center, scale
+        if not self.standardize:
+            return None, None
+        center = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale[~(scale > 0) | ~np.isfinite(scale)] = 1.0  # a constant column stays as it is
+        return center, scale
 
     def fit_predict(self, X: np.ndarray) -> np.ndarray:
         return self.fit(X).predict(X)
 
-    def _set_result(self, result: FitResult) -> None:
+    def _set_result(
+        self, result: FitResult, center: np.ndarray | None, scale: np.ndarray | None
+    ) -> None:
         best = result.best
+        # densities of x = center + scale·y carry the Jacobian −Σ log scale per row
+        jacobian = 0.0 if scale is None else -float(np.log(scale).sum())
         self.result_ = result
-        self.params_ = best.params
+        self.params_ = replace(best.params, center=center, scale=scale)
         self.n_iter_ = best.n_iter
         self.converged_ = best.converged
-        self.log_likelihood_ = best.log_likelihood
-        self.lower_bound_ = best.history[-1]
-        self.log_likelihood_history_ = list(best.history)
+        self.log_likelihood_ = best.log_likelihood + result.n_samples * jacobian
+        self.lower_bound_ = best.history[-1] + jacobian
+        self.log_likelihood_history_ = [v + jacobian for v in best.history]
         self.collapsed_: tuple[Collapse, ...] = best.collapsed
         self.n_samples_ = result.n_samples
 
@@ -252,8 +280,9 @@ class GaussianMixture:
 
     # -- using the model -----------------------------------------------------------------
     def _log_parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Responsibilities and log densities of every row, chunk by chunk."""
-        params = self._fitted()
+        """Responsibilities and log densities of every row, chunk by chunk (in the data's
+        units, whatever the scaling the model was fitted in)."""
+        params = self._fitted().in_data_units()
         x = _as_2d(X)
         if x.shape[1] != params.n_features:
             raise ValueError(f"X has {x.shape[1]} columns; the model has {params.n_features}")
@@ -275,6 +304,24 @@ class GaussianMixture:
             for _ in map_chunks(part, x.shape[0], size, self.threads or default_threads()):
                 pass
         return resp, log_density
+
+    def sample(self, n_samples: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """n_samples rows drawn from the mixture, and the component each came from.
+
+        Components are drawn with probabilities π_k, then x = μ_k + L_k z with L_k L_kᵀ = Σ_k
+        and z standard normal; the same seed gives the same rows.
+        """
+        params = self._fitted().in_data_units()
+        rng = np.random.default_rng(seed)
+        labels = rng.choice(params.n_components, size=n_samples, p=params.weights)
+        x = np.empty((n_samples, params.n_features))
+        for c, cov in enumerate(params.full_covariances()):
+            rows = np.flatnonzero(labels == c)
+            lower = np.linalg.cholesky(cov)
+            x[rows] = (
+                params.means[c] + rng.standard_normal((rows.size, params.n_features)) @ lower.T
+            )
+        return x, labels
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, k) membership probabilities r_ik."""

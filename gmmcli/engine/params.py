@@ -26,6 +26,13 @@ class MixtureParams:
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
+    # With --standardize the parameters describe (x − center) / scale; None otherwise.
+    center: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    @property
+    def standardized(self) -> bool:
+        return self.scale is not None
 
     @property
     def n_components(self) -> int:
@@ -46,3 +53,23 @@ class MixtureParams:
         if self.covariance_type == "diag":
             return np.einsum("kd,de->kde", cov, np.eye(d))
         return cov[:, None, None] * np.eye(d)[None]
+
+    def in_data_units(self) -> MixtureParams:
+        """The same mixture over the original columns: for y = (x − c)/s, x = c + s·y is again a
+        Gaussian mixture with means c + s·μ and covariances D Σ D, D = diag(s) — densities
+        then include the Jacobian −Σ log s by themselves. Spherical becomes diag (the scales
+        differ by column); every other type keeps its type."""
+        if self.scale is None or self.center is None:
+            return self
+        s, c = self.scale, self.center
+        means = self.means * s + c
+        kind, cov = self.covariance_type, self.covariances
+        if kind == "full":
+            cov = cov * s[None, :, None] * s[None, None, :]
+        elif kind == "tied":
+            cov = cov * s[:, None] * s[None, :]
+        elif kind == "diag":
+            cov = cov * s**2
+        else:
+            kind, cov = "diag", cov[:, None] * s[None, :] ** 2
+        return MixtureParams(kind, self.weights, means, cov)
