@@ -197,7 +197,7 @@ class _GridProgress:
 
     def __init__(self, console: Console, total: int, quiet: bool) -> None:
         self.progress: Any = None
-        if not quiet:
+        if not quiet and console.is_terminal:  # a bar is for a person watching a terminal
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
             self.progress = Progress(

@@ -26,6 +26,14 @@ def blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return x, np.repeat(np.arange(4), 250)
 
 
+def zero_inflated(rng: np.random.Generator) -> np.ndarray:
+    """A measured column and a rounded one that is exactly 0 in 40 % of rows: a component can
+    sit on the zeros with no spread, and its likelihood (and BIC) spikes."""
+    x1 = rng.normal(0.0, 1.0, 600)
+    x2 = np.where(rng.random(600) < 0.4, 0.0, np.round(rng.normal(3.0, 1.0, 600), 1))
+    return np.column_stack([x1, x2])
+
+
 def main() -> None:
     rng = np.random.default_rng(20261125)
     x1 = one_d(rng)
@@ -38,6 +46,10 @@ def main() -> None:
     )
     (HERE / "blobs_2d_labels.csv").write_text(
         "label\n" + "".join(f"{v}\n" for v in labels), encoding="utf-8"
+    )
+    x3 = zero_inflated(np.random.default_rng(0))
+    (HERE / "zero_inflated.csv").write_text(
+        "level,dose\n" + "".join(f"{a:.4f},{b:.1f}\n" for a, b in x3), encoding="utf-8"
     )
     rows = [f"p{i:04d},{a:.4f},{b:.4f}\n" for i, (a, b) in enumerate(x2[::5])]
     (HERE / "points_with_id.csv").write_text("id,x,y\n" + "".join(rows), encoding="utf-8")
