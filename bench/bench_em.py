@@ -359,14 +359,9 @@ def machine() -> str:
             }
         )
     )
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in open("/proc/cpuinfo")
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    with open("/proc/cpuinfo") as info:
+        names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    cpu = next(iter(names), platform.processor())
     import numpy
     import sklearn
 
