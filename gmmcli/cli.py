@@ -620,10 +620,7 @@ def describe(
     from .describe import describe as summarise
 
     params, names, fit = modelfile.load_model(model)
-    scaling = None
-    if params.standardized:
-        scaling = {"center": params.center.tolist(), "scale": params.scale.tolist()}
-    summary = summarise(params, names, fit, scaling)
+    summary = summarise(params, names, fit)
     if as_json:
         import json
 

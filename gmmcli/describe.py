@@ -31,12 +31,7 @@ FIT_SUMMARY_KEYS = (
 )
 
 
-def describe(
-    params: MixtureParams,
-    feature_names: list[str],
-    fit: dict,
-    standardize: dict | None = None,
-) -> dict:
+def describe(params: MixtureParams, feature_names: list[str], fit: dict) -> dict:
     """Describe a mixture as plain lists, floats, ints, strings, bools and None.
 
     Top level: ``covariance_type``, ``n_components``, ``n_features``, ``feature_names``,
@@ -48,10 +43,9 @@ def describe(
     covariance's eigenvalues, larger first (the 1σ ellipse), and ``angle_degrees``, the angle of
     the major axis from the first column's axis, in (−90, 90] (0 for a circle).
 
-    ``standardize`` = {"center": [d], "scale": [d]} says the parameters are in standardized
-    units z = (x − center) / scale; means, stds and ellipses are then reported in original
-    units: μ·scale + center and D Σ D with D = diag(scale) (scale must be > 0, so correlations
-    are unchanged). Weights are reported as stored.
+    Parameters fitted with --standardize are reported in the data's original units
+    (``MixtureParams.in_data_units``: μ·scale + center and D Σ D, D = diag(scale); scales are
+    positive, so correlations are unchanged). Weights are reported as stored.
 
     ``fit`` always has every key of ``FIT_SUMMARY_KEYS``, whatever the fit dict holds: a key
     that is absent (or a non-finite number) is None, ``collapsed`` and ``warnings`` are [] when
@@ -60,19 +54,16 @@ def describe(
     re-seed events, ``init``/``n_init`` come from the fit options and ``tool_version`` from
     the fit's tool record.
 
-    Raises ValueError if the names, the standardization or the parameters do not fit together,
-    or if a parameter is not finite.
+    Raises ValueError if the names and the parameters do not fit together, or if a parameter
+    is not finite.
     """
     k, d = params.n_components, params.n_features
     names = [str(name) for name in feature_names]
     if len(names) != d:
         raise ValueError(f"{len(names)} feature names for {d} features")
-    means = np.asarray(params.means, dtype=np.float64)
-    covariances = np.asarray(params.full_covariances(), dtype=np.float64)
-    if standardize is not None:
-        center, scale = _standardization(standardize, d)
-        means = means * scale + center
-        covariances = covariances * np.outer(scale, scale)[None]
+    shown = params.in_data_units()
+    means = np.asarray(shown.means, dtype=np.float64)
+    covariances = np.asarray(shown.full_covariances(), dtype=np.float64)
     weights = np.asarray(params.weights, dtype=np.float64).reshape(k)
     for name, array in [("weights", weights), ("means", means), ("covariances", covariances)]:
         if not np.all(np.isfinite(array)):
@@ -86,29 +77,10 @@ def describe(
         "n_components": int(k),
         "n_features": int(d),
         "feature_names": names,
-        "standardized": standardize is not None,
+        "standardized": params.standardized,
         "components": components,
         "fit": fit_summary(fit or {}),
     }
-
-
-def _standardization(standardize: Mapping, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """center and scale as (d,) arrays, checked: finite, the right length, scale > 0."""
-    if not isinstance(standardize, Mapping) or not {"center", "scale"} <= set(standardize):
-        raise ValueError('standardize should be {"center": [d numbers], "scale": [d numbers]}')
-    out = []
-    for key in ("center", "scale"):
-        values = np.asarray(standardize[key], dtype=np.float64)
-        if values.shape != (d,):
-            raise ValueError(
-                f"standardize {key!r} should have {d} values, got shape {values.shape}"
-            )
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"standardize {key!r} contains non-finite values")
-        out.append(values)
-    if not np.all(out[1] > 0):
-        raise ValueError("standardize 'scale' should be > 0 in every column")
-    return out[0], out[1]
 
 
 def _component(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from .describe import ellipse
 from .errors import GmmError
 from .files import STDIO, write_output
 
@@ -97,18 +98,12 @@ def render(
 
 
 def ellipse_axes(cov2: np.ndarray, n_sigma: float) -> tuple[float, float, float]:
-    """Width, height and angle (degrees) of the n·σ ellipse of a 2×2 covariance.
-
-    With Σ = V diag(λ₁ ≥ λ₂) Vᵀ the ellipse (x − μ)ᵀ Σ⁻¹ (x − μ) = n² has semi-axes n·√λ along
-    the eigenvectors; as matplotlib's Ellipse wants, width = 2n√λ₁ and height = 2n√λ₂ are full
-    lengths, and the angle, in [0, 180), turns the x axis onto the first eigenvector.
-    """
-    cov2 = np.asarray(cov2, dtype=float)
-    eigenvalues, eigenvectors = np.linalg.eigh((cov2 + cov2.T) / 2.0)
-    small, large = np.clip(eigenvalues, 0.0, None)
-    major = eigenvectors[:, 1]
-    angle = math.degrees(math.atan2(major[1], major[0])) % 180.0
-    return 2.0 * n_sigma * math.sqrt(large), 2.0 * n_sigma * math.sqrt(small), angle
+    """Width, height and angle (degrees, in [0, 180)) of the n·σ ellipse of a 2×2 covariance,
+    as matplotlib's Ellipse wants them: full lengths 2n√λ₁ ≥ 2n√λ₂ along the eigenvectors
+    (the axes and angle come from ``describe.ellipse``)."""
+    shape = ellipse(np.asarray(cov2, dtype=float))
+    major, minor = shape["semi_axes"]
+    return 2.0 * n_sigma * major, 2.0 * n_sigma * minor, shape["angle_degrees"] % 180.0
 
 
 def output_format(out: str) -> str:
