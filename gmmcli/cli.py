@@ -324,9 +324,10 @@ def _model_and_table(
     columns: str | None,
     missing: str,
     quiet: bool,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, list[str], dict]:
     """Check the output first, load the model, then read DATA's columns matched to it (by
-    name, or by position with --no-header)."""
+    name, or by position with --no-header). Returns the parameters, the table, and the
+    model's feature names and fit record."""
     from . import modelfile
     from .data import read_table
 
@@ -335,7 +336,7 @@ def _model_and_table(
     missing = _choice(missing, ("error", "drop"), "--missing")
     _check_not_input(output, [model_path, data])
     modelfile.check_output_path(output)
-    params, names, _ = modelfile.load_model(model_path)
+    params, names, fit = modelfile.load_model(model_path)
     selected = _split(columns)
     use_names = not no_header and selected is None
     table = read_table(
@@ -349,7 +350,7 @@ def _model_and_table(
     )
     if table.skipped_columns or table.n_dropped:  # rich loads only when there is news
         _report_table(_reporter(quiet, table.names), table)
-    return params, table
+    return params, table, names, fit
 
 
 ModelArg = Annotated[str, typer.Argument(help="Model file written by gmm fit ('-' for stdin).")]
@@ -378,7 +379,7 @@ def predict(
     quiet: Quiet = False,
 ) -> None:
     """Label each row of DATA with its most probable component, and the probabilities."""
-    params, table = _model_and_table(
+    params, table, _, _ = _model_and_table(
         model, data, output, delimiter, no_header, columns, missing, quiet
     )
 
@@ -425,7 +426,7 @@ def loglik(
     """The log-likelihood of DATA under MODEL: total, mean per row, rows, BIC and AIC."""
     if as_json and per_sample:
         raise GmmError("--json and --per-sample cannot be used together")
-    params, table = _model_and_table(
+    params, table, _, _ = _model_and_table(
         model, data, output, delimiter, no_header, columns, missing, quiet
     )
 
@@ -668,10 +669,9 @@ def plot(
         params, names, fit = modelfile.load_model(model)
         values = labels = None
     else:
-        params, table = _model_and_table(
+        params, table, names, fit = _model_and_table(
             model, data, output, delimiter, no_header, columns, missing, quiet
         )
-        _, names, fit = modelfile.load_model(model)
         values = table.values
     if not convergence:
         choose_columns(output, names, x, y)

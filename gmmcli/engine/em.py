@@ -289,13 +289,17 @@ def run_restart(
     restart: int,
     chunk_size: int,
     on_event: Callable[[Event], None],
+    rows: Rows | None = None,
 ) -> RestartResult:
-    """EM from one starting point until convergence or max_iter M-steps."""
+    """EM from one starting point until convergence or max_iter M-steps.
+
+    ``rows`` is the data as the iterations visit it (made once per fit; see ``_rows``).
+    """
     strategy = get_strategy(options.covariance_type)
     n = x.shape[0]
     k = start.n_components
     threads = options.threads or default_threads()
-    rows = _rows(x, summary.shift, options)
+    rows = rows if rows is not None else _rows(x, summary.shift, options)
     exact = rows if rows.dtype == np.float64 else Rows(x, summary.shift)
     budget = max(3, 2 * k)
     params = start
@@ -399,6 +403,7 @@ def _fit(
         options.n_components, d, options.covariance_type
     )
     summary = summarise(x, chunk_size)
+    rows = _rows(x, summary.shift, options)
     seeds = np.random.SeedSequence(options.seed).spawn(options.n_init)
     emit = on_event or (lambda event: None)
     results: list[RestartResult] = []
@@ -412,7 +417,7 @@ def _fit(
             params = initialiser(
                 x, options.n_components, strategy, summary, options.reg_covar, rng, chunk_size
             )
-        result = run_restart(x, params, options, summary, restart, chunk_size, emit)
+        result = run_restart(x, params, options, summary, restart, chunk_size, emit, rows)
         results.append(result)
         if better(result, best):
             best = result
