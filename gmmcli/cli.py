@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -73,6 +75,8 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             _fail(error.message, error.status)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except Terminated:
+            _fail("terminated", 143)
         except BrokenPipeError:
             _quiet_broken_pipe()
         except (typer.Exit, typer.Abort, typer.TyperException):
@@ -87,6 +91,15 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             )
 
     return wrapper
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the command unwinds like Ctrl-C: outputs
+    are written to a temporary file and renamed, so nothing half-written is left."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _fail(message: str, status: int) -> None:
@@ -700,6 +713,8 @@ def plot(
 def run(argv: list[str] | None = None) -> int:
     """Run gmm with these arguments; return the exit status (never raises, never exits)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     DEBUG["on"] = "--debug" in args
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
@@ -713,9 +728,12 @@ def run(argv: list[str] | None = None) -> int:
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"gmm: error: {error.format_message()}{where}", file=sys.stderr)
         return getattr(error, "exit_code", 2) or 2
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("gmm: error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("gmm: error: terminated", file=sys.stderr)
+        return 143
     except typer.Exit as done:
         return done.exit_code
     return status if isinstance(status, int) else 0
