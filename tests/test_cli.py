@@ -426,3 +426,17 @@ def test_float32_fit_and_its_options(capsys):
     assert single["log_likelihood"] == pytest.approx(double["log_likelihood"], rel=1e-4)
     assert_user_error(*gmm(capsys, "fit", BLOBS, "-k", "4", "--dtype", "float16"), "--dtype")
     assert_user_error(*gmm(capsys, "fit", BLOBS, "-k", "4", "--threads", "0"), "--threads")
+
+
+@pytest.mark.parametrize(("shape", "k"), [((5, 10), 1), ((5, 10), 2), ((3, 2), 3), ((4, 1), 4)])
+def test_too_few_rows_for_the_model_warn_and_still_write_a_finite_model(shape, k, tmp_path, capsys):
+    """d > n and n = k: the fit completes, says the result is degenerate, and writes no NaN."""
+    data = tmp_path / "few.csv"
+    values = np.random.default_rng(1).normal(size=shape)
+    pd.DataFrame(values, columns=[f"c{j}" for j in range(shape[1])]).to_csv(data, index=False)
+    status, out, err = gmm(capsys, "fit", data, "-k", str(k))
+    assert status == 0
+    assert "warning" in err and "degenerate" in err
+    model = json.loads(out)  # json.loads accepts NaN, so check it explicitly
+    assert "NaN" not in out and "Infinity" not in out
+    assert model["fit"]["collapsed"]

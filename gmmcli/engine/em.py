@@ -56,9 +56,13 @@ class Collapse:
     def describe(self, names: list[str]) -> str:
         """One line for people, e.g. "component 2 has no spread in column 'x' (variance 0)"."""
         who = f"component {self.component}"
+        if self.reason == "few-points" and self.value < 1.5:
+            return f"{who} holds only {self.value:.3g} effective row (collapsed onto a point)"
         if self.reason == "few-points":
-            rows = "row" if f"{self.value:.3g}" == "1" else "rows"
-            return f"{who} holds only {self.value:.3g} effective {rows} (collapsed onto a point)"
+            return (
+                f"{who} holds only {self.value:.3g} effective rows, too few to estimate "
+                "its covariance"
+            )
         if self.reason == "zero-variance" and self.column is not None:
             return (
                 f"{who} collapsed onto a single value in column '{names[self.column]}' "
