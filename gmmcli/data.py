@@ -28,6 +28,8 @@ _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LISTED_NAMES = 10
+# Squares of the data must stay finite in float64 (max ~1.8e308), with room for sums.
+MAX_MAGNITUDE = 1e150
 _HAS_CONTENT = re.compile(r"\S")
 
 
@@ -73,7 +75,7 @@ def read_table(
         except GmmError:
             pass  # the exact reader below finds the same problem and names its line
     frame = _parse(body, text, name, delimiter, header)
-    frame = frame[~frame.isna().all(axis=1)]  # blank lines are not data; keep index for lines
+    frame = _drop_blank_lines(frame, text, header)
     if frame.empty:
         raise GmmError(f"{name}: no data rows" + (" (only a header)" if header else ""))
     return _select(name, text, frame, *options)
@@ -114,6 +116,9 @@ def _select(
         raise GmmError(f"{name}: no rows left after dropping {n_dropped} with missing values")
     if n_dropped:
         values, frame = values[keep], frame[keep]
+    huge = np.abs(values) > MAX_MAGNITUDE
+    if huge.any():
+        raise GmmError(reader.too_large_message(values, huge, selected))
     return Table(
         values=np.ascontiguousarray(values, dtype=np.float64),
         names=selected,
@@ -218,6 +223,21 @@ def _parse(body: bytes, text: str, name: str, delimiter: str, header: bool) -> p
     else:
         frame.columns = [str(i) for i in range(1, frame.shape[1] + 1)]
     return frame
+
+
+def _drop_blank_lines(frame: pd.DataFrame, text: str, header: bool) -> pd.DataFrame:
+    """Drop the rows that come from blank lines (they are not data), keeping the index, so
+    row i is still line i + 1 + header. A line of missing cells ("NA,NA") is data with
+    missing values, not a blank line: it stays, for the missing-value policy to judge."""
+    empty = frame.isna().all(axis=1).to_numpy()
+    if not empty.any():
+        return frame
+    lines = set((np.flatnonzero(empty) + int(header)).tolist())  # 0-based line numbers
+    blank = {
+        number for number, line in enumerate(_lines(text)) if number in lines and not line.strip()
+    }
+    drop = np.array([(i + int(header)) in blank for i in range(len(frame))])
+    return frame[~(empty & drop)]
 
 
 def _parse_fast(body: bytes, text: str, delimiter: str, header: bool) -> pd.DataFrame | None:
@@ -429,6 +449,13 @@ class _Cells:
             shown = cell if isinstance(cell, str) else str(value)
             what = f"value is not finite ({_q(shown)}) (use --missing drop to skip such rows)"
         return f"{self._where(line, names[col])}: {what}"
+
+    def too_large_message(self, values: np.ndarray, huge: np.ndarray, names: list[str]) -> str:
+        row, col = self._first(huge)
+        return (
+            f"{self._where(self._line(row), names[col])}: {values[row, col]:.6g} is too large "
+            f"to square in float64 (gmm needs |x| < {MAX_MAGNITUDE:.0e}); rescale the column"
+        )
 
     def check_count(
         self, needed: int, selected: list[str], skipped: list[str], explicit: bool

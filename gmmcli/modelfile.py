@@ -505,7 +505,8 @@ def _check_covariances(cov: np.ndarray, cov_type: str, source: str) -> None:
 def _check_symmetric(matrix: np.ndarray, name: str, source: str) -> None:
     """|C_ab - C_ba| <= rtol * max(|C_ab|, |C_ba|, sqrt(|C_aa C_bb|)) for every a < b."""
     diag = np.abs(np.diag(matrix))
-    scale = np.maximum(np.maximum(np.abs(matrix), np.abs(matrix.T)), np.sqrt(np.outer(diag, diag)))
+    root = np.sqrt(diag)  # √C_aa √C_bb, which cannot overflow where C_aa C_bb would
+    scale = np.maximum(np.maximum(np.abs(matrix), np.abs(matrix.T)), np.outer(root, root))
     bad = np.triu(np.abs(matrix - matrix.T) > SYMMETRY_RTOL * scale, 1)
     if bad.any():
         a, b = (int(i) for i in np.argwhere(bad)[0])

@@ -434,8 +434,31 @@ def test_header_only(tmp_path: Path, content: str) -> None:
 
 
 def test_only_empty_fields_without_header(tmp_path: Path) -> None:
+    """A line of empty cells is a row of missing values, not a blank line."""
     path = write(tmp_path, ",\n,\n")
-    assert error(path, header=False) == f"{path}: no data rows"
+    assert error(path, header=False) == (
+        f"{path}: line 1, column 1: missing value (use --missing drop to skip such rows)"
+    )
+    assert error(path, header=False, missing="drop") == (
+        f"{path}: no rows left after dropping 2 with missing values"
+    )
+
+
+def test_a_row_of_missing_cells_is_not_a_blank_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y\n1,2\n\nNA,NA\n3,4\n")
+    assert error(path) == (
+        f"{path}: line 4, column 'x' (1): missing value (use --missing drop to skip such rows)"
+    )
+    table = read_table(path, missing="drop")
+    assert table.n_dropped == 1 and table.values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_values_whose_square_overflows_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y\n1,2\n3,-4e200\n")
+    assert error(path) == (
+        f"{path}: line 3, column 'y' (2): -4e+200 is too large to square in float64 "
+        "(gmm needs |x| < 1e+150); rescale the column"
+    )
 
 
 def test_not_utf8(tmp_path: Path) -> None:
