@@ -38,11 +38,14 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.nda
 class Chunk:
     """``features[:d, i] = x_i − shift`` for the chunk's rows, derived rows below them."""
 
-    def __init__(self, features: np.ndarray, n_features: int, offset: int = 0) -> None:
+    def __init__(
+        self, features: np.ndarray, n_features: int, offset: int = 0, x: np.ndarray | None = None
+    ) -> None:
         self.features = features
         self.zt = features[:n_features]
         self.extra = features[n_features:]
         self.offset = offset
+        self.x = x  # the chunk's rows as read (c, d), in float64, unshifted
 
     @property
     def n_rows(self) -> int:
@@ -95,4 +98,4 @@ class Rows:
             features[:d] = self.cached[:, rows]
         else:
             self._shift_into(rows, features[:d])
-        return Chunk(features, d, rows.start)
+        return Chunk(features, d, rows.start, self.x[rows])

@@ -248,7 +248,6 @@ def _reseed(
     params: MixtureParams,
     collapses: list[Collapse],
     stats: SuffStats,
-    x: np.ndarray,
     strategy: CovarianceStrategy,
     summary: DataSummary,
     reg_covar: float,
@@ -260,7 +259,7 @@ def _reseed(
     weights = params.weights.copy()
     cov = params.covariances
     data_cov = summary.covariance + reg_covar * np.eye(summary.covariance.shape[0])
-    rows = [x[r] for r in stats.worst_rows]
+    rows = list(stats.worst_points)
     distinct: list[np.ndarray] = []
     for row in rows:
         if not any(np.array_equal(row, seen) for seen in distinct):
@@ -333,7 +332,7 @@ def run_restart(
         if movable and can_reseed:
             todo = movable[:budget]
             params, new_means = _reseed(
-                params, todo, stats, x, strategy, summary, options.reg_covar
+                params, todo, stats, strategy, summary, options.reg_covar
             )
             budget -= len(todo)
             for collapse, mean in zip(todo, new_means, strict=True):

@@ -56,7 +56,8 @@ class Model:
 @dataclass
 class SuffStats:
     """Sums over rows: N_k = Σ r_ik, S1_k = Σ r_ik z_i, S2 (type-shaped), the log-likelihood,
-    the row count, and the ``n_worst`` rows with the lowest log density (for re-seeding)."""
+    the row count, and the ``n_worst`` rows with the lowest log density (for re-seeding): their
+    positions, log densities and values, so that whoever re-seeds needs no access to the data."""
 
     counts: np.ndarray
     first: np.ndarray
@@ -65,10 +66,12 @@ class SuffStats:
     n_rows: int
     worst_rows: np.ndarray
     worst_values: np.ndarray
+    worst_points: np.ndarray
 
     def __add__(self, other: SuffStats) -> SuffStats:
         rows = np.concatenate([self.worst_rows, other.worst_rows])
         values = np.concatenate([self.worst_values, other.worst_values])
+        points = np.concatenate([self.worst_points, other.worst_points])
         keep = _lowest(values, max(len(self.worst_rows), len(other.worst_rows)))
         return SuffStats(
             self.counts + other.counts,
@@ -78,6 +81,7 @@ class SuffStats:
             self.n_rows + other.n_rows,
             rows[keep],
             values[keep],
+            points[keep],
         )
 
 
@@ -132,16 +136,18 @@ def reduce_chunk(
 ) -> SuffStats:
     """Sufficient statistics of one chunk from its responsibilities resp (k, c): one product
     gives Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest)."""
+    d = chunk.zt.shape[0]
     if log_density is None or n_worst == 0:
         worst_rows = np.empty(0, dtype=np.int64)
         worst_values = np.empty(0)
+        worst_points = np.empty((0, d))
     else:
         keep = _lowest(log_density, n_worst)
         worst_rows = keep.astype(np.int64) + chunk.offset
         worst_values = log_density[keep].astype(np.float64)
+        worst_points = np.array(chunk.x[keep], dtype=np.float64)
     ll = float(log_density.sum(dtype=np.float64)) if log_density is not None else 0.0
     moments = (resp @ chunk.features.T).astype(np.float64, copy=False)
-    d = chunk.zt.shape[0]
     return SuffStats(
         resp.sum(axis=1, dtype=np.float64),
         moments[:, :d],
@@ -150,6 +156,7 @@ def reduce_chunk(
         chunk.n_rows,
         worst_rows,
         worst_values,
+        worst_points,
     )
 
 
