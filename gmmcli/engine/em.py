@@ -331,9 +331,7 @@ def run_restart(
         movable = [c for c in collapses if strategy.name != "tied" or c.reason == "few-points"]
         if movable and can_reseed:
             todo = movable[:budget]
-            params, new_means = _reseed(
-                params, todo, stats, strategy, summary, options.reg_covar
-            )
+            params, new_means = _reseed(params, todo, stats, strategy, summary, options.reg_covar)
             budget -= len(todo)
             for collapse, mean in zip(todo, new_means, strict=True):
                 event = ReseedEvent(restart, iteration, collapse, mean)
