@@ -19,7 +19,7 @@ from .chunk import Rows
 from .covariance import CovarianceStrategy
 from .covariance import strategy as get_strategy
 from .init import INITIALISERS, DataSummary, summarise
-from .params import MixtureParams
+from .params import MixtureParams, NumericalRangeError
 from .stats import (
     Model,
     SuffStats,
@@ -230,11 +230,22 @@ def _prepare_safely(
         block = cov if tied else cov[c]
         eye = np.eye(block.shape[0]) if block.ndim == 2 else 1.0
         jitter = max(reg_covar, 1e-10) * max(1.0, float(np.max(np.abs(block))))
+        if not np.all(np.isfinite(block)):
+            raise NumericalRangeError(
+                f"component {c}'s covariance is not finite: the data's spread overflows the "
+                "working precision"
+            )
         if _positive_definite(block):
             continue
-        while not _positive_definite(block):
+        for _ in range(40):  # jitter grows ×10 a step: from 1e-10 past any finite scale
+            if _positive_definite(block):
+                break
             block = block + jitter * eye
             jitter *= 10.0
+        else:
+            raise NumericalRangeError(
+                f"component {c}'s covariance cannot be made positive definite"
+            )
         if tied:
             cov = block
         else:

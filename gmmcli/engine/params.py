@@ -9,6 +9,11 @@ import numpy as np
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
+class NumericalRangeError(ValueError):
+    """The data or parameters lie outside what the working precision can represent (e.g. the
+    squares of float32 values overflow). The caller names the input at fault."""
+
+
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:
     """Shape of the covariances array: full (k, d, d), tied (d, d), diag (k, d), spherical (k,)."""
     k, d = n_components, n_features
