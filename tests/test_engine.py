@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy.linalg import solve_triangular
+from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmcli import GaussianMixture
+from gmmcli.engine.covariance import strategy as get_strategy
 from gmmcli.engine.em import EMOptions, RestartResult, better, fit
 from gmmcli.engine.mixture import n_parameters
 from gmmcli.engine.params import MixtureParams
+from gmmcli.engine.stats import prepare
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -77,6 +81,7 @@ def test_matches_scikit_learn_from_the_same_start(covariance_type, chunk_size):
         ).fit(x)
     ours = GaussianMixture(
         k,
+        reg_scale="absolute",  # as scikit-learn's reg_covar
         covariance_type=covariance_type,
         tol=0.0,
         max_iter=n_iter,
@@ -117,6 +122,7 @@ def test_converges_like_scikit_learn_with_tol(covariance_type):
     ).fit(x)
     ours = GaussianMixture(
         3,
+        reg_scale="absolute",  # as scikit-learn's reg_covar
         covariance_type=covariance_type,
         tol=1e-6,
         max_iter=500,
@@ -295,7 +301,8 @@ def test_one_component_and_one_column():
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(500, 1))
     model = GaussianMixture(1).fit(x)
     assert model.means_[0, 0] == pytest.approx(x.mean(), rel=1e-10)
-    assert model.covariances_[0, 0, 0] == pytest.approx(x.var() + 1e-6, rel=1e-10)
+    # reg_covar is relative to the column's variance by default
+    assert model.covariances_[0, 0, 0] == pytest.approx(x.var() * (1 + 1e-6), rel=1e-10)
     assert model.n_iter_ <= 2
 
 
@@ -332,9 +339,12 @@ def test_responsibilities_sum_to_one(data, k, covariance_type):
 def test_log_likelihood_never_decreases_except_after_a_reseed(data, k, covariance_type):
     x, seed = data
     k = min(k, x.shape[0])
-    model = GaussianMixture(k, covariance_type=covariance_type, tol=0, max_iter=40, seed=seed).fit(
-        x
-    )
+    # EM is monotone for the likelihood only while reg_covar is negligible against every
+    # component's spread; an absolute 1e-6 keeps it so on these data (a reg_covar relative to
+    # the column variances is larger here, and can cost a tight component ~1e-7 per step)
+    model = GaussianMixture(
+        k, covariance_type=covariance_type, tol=0, max_iter=40, seed=seed, reg_scale="absolute"
+    ).fit(x)
     for restart in model.result_.restarts:
         after_reseed = {e.iteration for e in restart.reseeds}
         history = restart.history
@@ -359,6 +369,22 @@ def test_clustering_is_invariant_to_a_shift_of_1e6(data, k, covariance_type):
     assert moved.lower_bound_ == pytest.approx(base.lower_bound_, rel=1e-6, abs=1e-6)
     for mean in moved.means_ - 1e6:  # every component has its unshifted twin
         assert np.min(np.abs(base.means_ - mean).max(axis=1)) < 1e-6
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixture_data(), st.integers(1, 4), st.sampled_from(TYPES), st.sampled_from([1e-6, 1e6]))
+def test_clustering_is_invariant_to_the_units(data, k, covariance_type, factor):
+    """reg_covar is relative to the column variances, so data in other units (× 1e-6 or
+    × 1e6) gets the same partition and the same parameters in those units."""
+    x, seed = data
+    k = min(k, x.shape[0])
+    base = GaussianMixture(k, covariance_type=covariance_type, seed=seed, max_iter=50).fit(x)
+    scaled = GaussianMixture(k, covariance_type=covariance_type, seed=seed, max_iter=50)
+    scaled.fit(x * factor)
+    assert adjusted_rand_score(base.predict(x), scaled.predict(x * factor)) == pytest.approx(1.0)
+    d = x.shape[1]
+    assert scaled.lower_bound_ == pytest.approx(base.lower_bound_ - d * np.log(factor), rel=1e-6)
+    np.testing.assert_allclose(scaled.means_, base.means_ * factor, rtol=1e-6, atol=1e-6 * factor)
 
 
 # -- the fast paths must not change the answer --------------------------------------------------
@@ -433,3 +459,122 @@ def test_float32_iterations_stay_within_1e4_of_float64(covariance_type):
     assert single.lower_bound_ == pytest.approx(double.lower_bound_, rel=1e-4)
     # the log-likelihood reported is computed in float64 for the parameters returned
     assert single.lower_bound_ == pytest.approx(single.score(x), rel=1e-12)
+
+
+def direct_em(x, weights, means, full_covariances, covariance_type, n_iter, reg=1e-6):
+    """A plain reference EM: densities from x − μ_k and triangular solves, covariances from
+    x − μ_k (two passes), nothing expanded. Slow and exact; returns the log-likelihood
+    history (mean per row) and the final weights, means and full covariances."""
+    n, d = x.shape
+    history = []
+    for _ in range(n_iter + 1):
+        parts = np.empty((n, len(weights)))
+        for c, (w, mu, cov) in enumerate(zip(weights, means, full_covariances, strict=True)):
+            lower = np.linalg.cholesky(cov)
+            z = solve_triangular(lower, (x - mu).T, lower=True)
+            log_det = 2.0 * np.log(np.diag(lower)).sum()
+            parts[:, c] = np.log(w) - 0.5 * (d * np.log(2 * np.pi) + log_det + (z * z).sum(0))
+        log_density = logsumexp(parts, axis=1)
+        history.append(log_density.mean())
+        resp = np.exp(parts - log_density[:, None])
+        counts = resp.sum(axis=0) + 10 * np.finfo(float).eps
+        means = (resp.T @ x) / counts[:, None]
+        scatter = np.stack(
+            [(resp[:, c, None] * (x - means[c])).T @ (x - means[c]) for c in range(len(counts))]
+        )
+        full = scatter / counts[:, None, None]
+        if covariance_type == "tied":
+            full = np.broadcast_to(scatter.sum(axis=0) / n, full.shape)
+        elif covariance_type == "diag":
+            full = np.stack([np.diag(np.diag(f)) for f in full])
+        elif covariance_type == "spherical":
+            full = np.stack([np.trace(f) / d * np.eye(d) for f in full])
+        full_covariances = full + reg * np.eye(d)
+        weights = counts / counts.sum()
+    return history, weights, means, full_covariances
+
+
+def far_cluster_data():
+    """Three clusters of unit spread, the third moved 1e9 away: expanded about the data
+    mean, its quadratic form and covariance would lose every digit (eps × 1e18 ≫ 1)."""
+    x, labels = blobs(1)
+    x[labels == 2] += 1e9
+    means = np.stack([x[labels == c][0] for c in range(3)])  # one start in each cluster
+    return x, means
+
+
+def type_covariances(full: np.ndarray, covariance_type: str) -> np.ndarray:
+    """(k, d, d) covariances in the shape of a covariance type (tied: the first)."""
+    return {
+        "full": lambda: full,
+        "tied": lambda: full[0],
+        "diag": lambda: np.stack([np.diag(f) for f in full]),
+        "spherical": lambda: np.array([np.trace(f) / f.shape[0] for f in full]),
+    }[covariance_type]()
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_clusters_1e9_apart_match_a_direct_reference(covariance_type):
+    """Far components are computed about their own means. The reference is a plain EM
+    that subtracts each mean from the rows (scikit-learn expands about the origin, and
+    loses digits here too)."""
+    x, means = far_cluster_data()
+    k, d, n_iter = 3, x.shape[1], 10
+    weights = np.array([0.3, 0.3, 0.4])
+    full = np.stack([np.eye(d)] * k)
+    ours = GaussianMixture(
+        k,
+        reg_scale="absolute",  # as scikit-learn's reg_covar
+        covariance_type=covariance_type,
+        tol=0.0,
+        max_iter=n_iter,
+        weights_init=weights,
+        means_init=means,
+        covariances_init=type_covariances(full, covariance_type),
+    ).fit(x)
+    history, ref_weights, ref_means, ref_full = direct_em(
+        x, weights, means, full, covariance_type, n_iter
+    )
+    model = prepare(ours.params_, get_strategy(covariance_type), x.mean(axis=0))
+    assert model.far.size >= 1  # the far path really ran
+    assert relative_error(ours.log_likelihood_history_, history) < 1e-8
+    assert relative_error(ours.weights_, ref_weights) < 1e-8
+    assert relative_error(ours.means_, ref_means) < 1e-8
+    assert relative_error(ours.params_.full_covariances(), ref_full) < 1e-6
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+def test_a_cluster_found_far_away_is_summed_again_about_its_mean(covariance_type):
+    """From broad starts (1e8 wide) no component is far, so the first M-step sums about the
+    data mean, and the far cluster's covariance would be rounding noise: ``recentred`` sees
+    it and sums again about the new mean. Reference: the same M-step in long double."""
+    x, means = far_cluster_data()
+    k, d = 3, x.shape[1]
+    weights = np.array([0.3, 0.3, 0.4])
+    broad = 1e16
+    ours = GaussianMixture(
+        k,
+        covariance_type=covariance_type,
+        tol=0.0,
+        max_iter=1,
+        reg_covar=0.0,
+        weights_init=weights,
+        means_init=means,
+        covariances_init=type_covariances(np.stack([broad * np.eye(d)] * k), covariance_type),
+    ).fit(x)
+    xl = x.astype(np.longdouble)
+    parts = np.log(weights) - 0.5 * ((xl[:, None, :] - means[None]) ** 2).sum(axis=2) / broad
+    resp = np.exp(parts - parts.max(axis=1, keepdims=True))
+    resp /= resp.sum(axis=1, keepdims=True)
+    counts = resp.sum(axis=0)
+    ref_means = (resp.T @ xl) / counts[:, None]
+    scatter = np.stack(
+        [(resp[:, c, None] * (xl - ref_means[c])).T @ (xl - ref_means[c]) for c in range(k)]
+    )
+    full = scatter / counts[:, None, None]
+    if covariance_type == "tied":
+        full = np.broadcast_to(scatter.sum(axis=0) / x.shape[0], full.shape)
+    expected = type_covariances(np.asarray(full, dtype=np.float64), covariance_type)
+    assert np.all(np.sqrt(np.diagonal(ours.params_.full_covariances(), axis1=1, axis2=2)) < 10)
+    assert relative_error(ours.means_, np.asarray(ref_means, dtype=np.float64)) < 1e-12
+    assert relative_error(ours.covariances_, expected) < 1e-8

@@ -39,13 +39,19 @@ class Chunk:
     """``features[:d, i] = x_i − shift`` for the chunk's rows, derived rows below them."""
 
     def __init__(
-        self, features: np.ndarray, n_features: int, offset: int = 0, x: np.ndarray | None = None
+        self,
+        features: np.ndarray,
+        n_features: int,
+        offset: int = 0,
+        x: np.ndarray | None = None,
+        shift: np.ndarray | None = None,
     ) -> None:
         self.features = features
         self.zt = features[:n_features]
         self.extra = features[n_features:]
         self.offset = offset
         self.x = x  # the chunk's rows as read (c, d), in float64, unshifted
+        self.shift = shift
 
     @property
     def n_rows(self) -> int:
@@ -98,4 +104,4 @@ class Rows:
             features[:d] = self.cached[:, rows]
         else:
             self._shift_into(rows, features[:d])
-        return Chunk(features, d, rows.start, self.x[rows])
+        return Chunk(features, d, rows.start, self.x[rows], self.shift)

@@ -55,9 +55,18 @@ class CovarianceStrategy:
         """
         raise NotImplementedError
 
-    def regularise(self, raw: np.ndarray, reg_covar: float) -> np.ndarray:
-        """Add reg_covar to the diagonal."""
+    def regularise(self, raw: np.ndarray, reg_covar: float | np.ndarray) -> np.ndarray:
+        """Add reg_covar (a number, or one per column) to the diagonal."""
         raise NotImplementedError
+
+    def reach(self, m: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """(k,) ‖P_kᵀ m_k‖²: how far each shifted mean lies from the shift, in the component's
+        own standard deviations, squared (inf where that overflows)."""
+        raise NotImplementedError
+
+    def select(self, prec_chol: np.ndarray, components: np.ndarray) -> np.ndarray:
+        """The precision factors of some components, in the shape ``coefficients`` takes."""
+        return prec_chol[components]
 
     def precision_cholesky(self, cov: np.ndarray) -> np.ndarray:
         """P with P Pᵀ = Σ⁻¹ (upper-triangular for full and tied, as in scikit-learn)."""
@@ -160,6 +169,9 @@ class Full(CovarianceStrategy):
     def precision_cholesky(self, cov):
         return np.stack([_cholesky_precision(c) for c in cov])
 
+    def reach(self, m, prec_chol):
+        return (np.einsum("kab,ka->kb", prec_chol, m) ** 2).sum(axis=1)
+
     def log_det_precision_chol(self, prec_chol, d):
         return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
 
@@ -199,6 +211,12 @@ class Tied(CovarianceStrategy):
 
     def precision_cholesky(self, cov):
         return _cholesky_precision(cov)
+
+    def reach(self, m, prec_chol):
+        return ((m @ prec_chol) ** 2).sum(axis=1)
+
+    def select(self, prec_chol, components):
+        return prec_chol  # shared by every component
 
     def log_det_precision_chol(self, prec_chol, d):
         return np.log(np.diag(prec_chol)).sum()
@@ -242,6 +260,9 @@ class Diag(CovarianceStrategy):
     def precision_cholesky(self, cov):
         return _inverse_sqrt(cov)
 
+    def reach(self, m, prec_chol):
+        return ((m * prec_chol) ** 2).sum(axis=1)
+
     def log_det_precision_chol(self, prec_chol, d):
         return np.log(prec_chol).sum(axis=1)
 
@@ -277,10 +298,13 @@ class Spherical(CovarianceStrategy):
         return np.maximum(total / m.shape[1], 0.0)
 
     def regularise(self, raw, reg_covar):
-        return raw + reg_covar
+        return raw + np.mean(reg_covar)  # one variance: the mean over the columns
 
     def precision_cholesky(self, cov):
         return _inverse_sqrt(cov)
+
+    def reach(self, m, prec_chol):
+        return prec_chol**2 * (m * m).sum(axis=1)
 
     def log_det_precision_chol(self, prec_chol, d):
         return d * np.log(prec_chol)

@@ -10,7 +10,7 @@ import numpy as np
 from .chunk import Rows
 from .covariance import strategy as get_strategy
 from .em import Collapse, EMOptions, Event, FitResult, fit
-from .params import MixtureParams, covariance_shape
+from .params import MixtureParams, NumericalRangeError, covariance_shape
 from .stats import (
     default_chunk_size,
     default_threads,
@@ -45,6 +45,7 @@ class GaussianMixture:
         covariance_type: str = "full",
         tol: float = 1e-3,
         reg_covar: float = 1e-6,
+        reg_scale: str = "data",
         max_iter: int = 100,
         n_init: int = 1,
         init: str = "kmeans++",
@@ -63,6 +64,7 @@ class GaussianMixture:
         self.covariance_type = covariance_type
         self.tol = tol
         self.reg_covar = reg_covar
+        self.reg_scale = reg_scale
         self.max_iter = max_iter
         self.n_init = n_init
         self.init = init
@@ -85,6 +87,7 @@ class GaussianMixture:
             covariance_type=self.covariance_type,
             tol=self.tol,
             reg_covar=self.reg_covar,
+            reg_scale=self.reg_scale,
             max_iter=self.max_iter,
             n_init=self.n_init,
             init=self.init,
@@ -169,8 +172,8 @@ class GaussianMixture:
             )
         for j in result.flat_columns:
             out.append(
-                f"column '{feature_names[j]}' varies less than reg_covar ({self.reg_covar:g}): "
-                "it is (nearly) constant, or needs rescaling"
+                f"column '{feature_names[j]}' is constant: reg_covar ({self.reg_covar:g}) is "
+                "its only variance"
             )
         if self.collapsed_:
             lead = (
@@ -217,6 +220,7 @@ class GaussianMixture:
                 "covariance_type": self.covariance_type,
                 "tol": float(self.tol),
                 "reg_covar": float(self.reg_covar),
+                "reg_scale": self.reg_scale,
                 "max_iter": int(self.max_iter),
                 "n_init": int(self.n_init),
                 "init": self.init if self._start(len(feature_names)) is None else "warm-start",
@@ -281,11 +285,20 @@ class GaussianMixture:
     # -- using the model -----------------------------------------------------------------
     def _log_parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Responsibilities and log densities of every row, chunk by chunk (in the data's
-        units, whatever the scaling the model was fitted in)."""
-        params = self._fitted().in_data_units()
+        units, whatever the scaling the model was fitted in).
+
+        A standardized model scores (x − center) / scale with its own parameters, less
+        Σ log scale (the Jacobian): converting the model to the data's units instead would
+        round its means to the precision of the centre, which can exceed the spread.
+        """
+        params = self._fitted()
         x = _as_2d(X)
         if x.shape[1] != params.n_features:
             raise ValueError(f"X has {x.shape[1]} columns; the model has {params.n_features}")
+        jacobian = 0.0
+        if params.center is not None and params.scale is not None:
+            x = (x - params.center) / params.scale
+            jacobian = float(np.log(params.scale).sum())
         shift = params.weights @ params.means
         model = prepare(params, get_strategy(params.covariance_type), shift)
         resp = np.empty((x.shape[0], params.n_components))
@@ -303,6 +316,14 @@ class GaussianMixture:
         with single_threaded_blas():
             for _ in map_chunks(part, x.shape[0], size, self.threads or default_threads()):
                 pass
+        if jacobian:
+            log_density -= jacobian
+        lost = np.flatnonzero(~np.isfinite(log_density))
+        if lost.size:
+            raise NumericalRangeError(
+                f"row {lost[0] + 1} lies too far from every component for its log density to "
+                "be represented in float64"
+            )
         return resp, log_density
 
     def sample(self, n_samples: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

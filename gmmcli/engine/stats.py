@@ -10,6 +10,7 @@ a BLAS product or a pass over contiguous memory. Statistics are always summed in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import operator
@@ -30,27 +31,67 @@ T = TypeVar("T")
 
 EPS = float(np.finfo(np.float64).eps)
 EXP_FLOOR = {np.float64: -700.0, np.float32: -80.0}  # e^floor is still a normal number
+# A component whose mean lies more than √FAR_REACH of its own standard deviations from the
+# shift is "far": expanded about the shift, its quadratic form would lose about eps·reach to
+# cancellation (2e-10 here), so it is computed about its own mean instead (see ``Model``).
+FAR_REACH = 1e6
 
 
 @dataclass(frozen=True)
 class Model:
-    """Parameters prepared for the E-step: log π_k N(x|μ_k,Σ_k) = coef_k · features + const_k."""
+    """Parameters prepared for the E-step: log π_k N(x|μ_k,Σ_k) = coef_k · features + const_k.
+
+    The features are expanded about the fit's shift, which is exact enough for every
+    component whose mean lies within √FAR_REACH standard deviations of it — the usual case,
+    done in one product. A *far* component (two clusters 1e9 apart, or a spike of variance
+    1e-6 at 1e4) gets features of its own, x − μ_k, and its statistics are summed about μ_k
+    too (``origins``), so neither its density nor its covariance loses digits; it costs one
+    extra pass over the chunk per far component.
+    """
 
     params: MixtureParams
     strategy: CovarianceStrategy
     shift: np.ndarray
     prec_chol: np.ndarray
-    coefficients: np.ndarray  # (k, q)
+    coefficients: np.ndarray  # (k, q), zero for far components
     constants: np.ndarray  # (k,)
+    origins: np.ndarray  # (k, d): the shift, or a far component's own mean
+    far: np.ndarray  # indices of the far components
+    far_coefficients: np.ndarray  # (len(far), q), about their own means
+    far_constants: np.ndarray  # (len(far),)
+    # (k, d) where each component's statistics are summed about: ``origins`` unless
+    # ``recentred`` moved them (see there)
+    moment_origins: np.ndarray
+
+    def with_moment_origins(self, moment_origins: np.ndarray) -> Model:
+        """The same model, summing the statistics about other points."""
+        return dataclasses.replace(self, moment_origins=moment_origins)
 
     def log_joint(self, chunk: Chunk) -> np.ndarray:
         """(k, c) log π_k + log N(x_i | μ_k, Σ_k) of one chunk: one product (into a per-thread
-        buffer, valid until the thread's next chunk)."""
+        buffer, valid until the thread's next chunk), then one more per far component."""
         dtype = chunk.features.dtype
         out = scratch("log_joint", (self.coefficients.shape[0], chunk.n_rows), dtype)
         np.matmul(self.coefficients.astype(dtype, copy=False), chunk.features, out=out)
         out += self.constants.astype(dtype, copy=False)[:, None]
+        for i, c in enumerate(self.far):
+            local = local_features(chunk, self.origins[c], self.strategy)
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.matmul(self.far_coefficients[i].astype(dtype, copy=False), local, out=out[c])
+            out[c] += dtype.type(self.far_constants[i])
         return out
+
+
+def local_features(chunk: Chunk, origin: np.ndarray, strategy: CovarianceStrategy) -> np.ndarray:
+    """The chunk's features about ``origin`` instead of the shift (from the rows as read, in
+    float64, before any rounding to the working precision)."""
+    dtype = chunk.features.dtype
+    d = chunk.zt.shape[0]
+    features = scratch("local", chunk.features.shape, dtype)
+    np.subtract(chunk.x.T, origin[:, None], out=features[:d], dtype=np.float64, casting="same_kind")
+    with np.errstate(over="ignore"):
+        strategy.fill_features(Chunk(features, d))
+    return features
 
 
 @dataclass
@@ -67,8 +108,11 @@ class SuffStats:
     worst_rows: np.ndarray
     worst_values: np.ndarray
     worst_points: np.ndarray
+    origins: np.ndarray  # (k, d): S1_k and S2_k are sums of x_i − origin_k (see ``Model``)
 
     def __add__(self, other: SuffStats) -> SuffStats:
+        if not np.array_equal(self.origins, other.origins):
+            raise ValueError("statistics summed about different origins cannot be added")
         rows = np.concatenate([self.worst_rows, other.worst_rows])
         values = np.concatenate([self.worst_values, other.worst_values])
         points = np.concatenate([self.worst_points, other.worst_points])
@@ -82,6 +126,7 @@ class SuffStats:
             rows[keep],
             values[keep],
             points[keep],
+            self.origins,
         )
 
 
@@ -97,13 +142,35 @@ def _lowest(values: np.ndarray, m: int) -> np.ndarray:
 def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarray) -> Model:
     """Precision Cholesky factors and the strategy's coefficients (about the shift)."""
     prec_chol = strategy.precision_cholesky(params.covariances)
-    d = params.n_features
+    k, d = params.n_components, params.n_features
     with np.errstate(divide="ignore"):
         log_weights = np.log(params.weights)
     log_det = strategy.log_det_precision_chol(prec_chol, d)
     log_const = log_weights + log_det - 0.5 * d * LOG_2PI
-    coefficients, constants = strategy.coefficients(params.means - shift, prec_chol, log_const)
-    return Model(params, strategy, shift, prec_chol, coefficients, constants)
+    m = params.means - shift
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = np.flatnonzero(~(strategy.reach(m, prec_chol) <= FAR_REACH))
+        coefficients, constants = strategy.coefficients(m, prec_chol, log_const)
+        far_coefficients, far_constants = strategy.coefficients(
+            np.zeros((far.size, d)), strategy.select(prec_chol, far), log_const[far]
+        )
+    coefficients[far] = 0.0
+    constants[far] = 0.0
+    origins = np.broadcast_to(shift, (k, d)).copy()
+    origins[far] = params.means[far]
+    return Model(
+        params,
+        strategy,
+        shift,
+        prec_chol,
+        coefficients,
+        constants,
+        origins,
+        far,
+        far_coefficients,
+        far_constants,
+        origins,
+    )
 
 
 def make_chunk(rows: Rows, span: slice, strategy: CovarianceStrategy) -> Chunk:
@@ -133,9 +200,13 @@ def reduce_chunk(
     resp: np.ndarray,
     log_density: np.ndarray | None = None,
     n_worst: int = 0,
+    strategy: CovarianceStrategy | None = None,
+    origins: np.ndarray | None = None,
 ) -> SuffStats:
     """Sufficient statistics of one chunk from its responsibilities resp (k, c): one product
-    gives Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest)."""
+    gives Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest). A
+    component whose row of ``origins`` (k, d) is not the shift is summed about that point
+    instead (one more product each, with the strategy's features)."""
     d = chunk.zt.shape[0]
     if log_density is None or n_worst == 0:
         worst_rows = np.empty(0, dtype=np.int64)
@@ -148,6 +219,13 @@ def reduce_chunk(
         worst_points = np.array(chunk.x[keep], dtype=np.float64)
     ll = float(log_density.sum(dtype=np.float64)) if log_density is not None else 0.0
     moments = (resp @ chunk.features.T).astype(np.float64, copy=False)
+    if origins is None:
+        origins = np.broadcast_to(chunk.shift, (resp.shape[0], d)).copy()
+    for c in np.flatnonzero(np.any(origins != chunk.shift, axis=1)):
+        assert strategy is not None, "summing about other origins needs the strategy"
+        local = local_features(chunk, origins[c], strategy)
+        with np.errstate(over="ignore", invalid="ignore"):
+            moments[c] = local @ resp[c]
     return SuffStats(
         resp.sum(axis=1, dtype=np.float64),
         moments[:, :d],
@@ -157,6 +235,7 @@ def reduce_chunk(
         worst_rows,
         worst_values,
         worst_points,
+        origins,
     )
 
 
@@ -169,18 +248,23 @@ def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
     (scipy.special.logsumexp, which allocates several temporaries, measured 2× slower here).
     """
     resp = model.log_joint(chunk)
-    top = resp.max(axis=0)
+    # A NaN can only come from an overflowing expansion (inf − inf), i.e. a row unimaginably
+    # far from that component: fmax treats it as −inf, as the true value is below −1e300.
+    top = np.fmax.reduce(resp, axis=0)
+    nowhere = top == -np.inf  # a row too far from every component for float64
     top[~np.isfinite(top)] = 0.0
     resp -= top
     # exp() of arguments below about −708 (−87 in float32) returns subnormals through a path
     # ~50× slower; terms under e^−700 ≈ 1e−304 (e^−80 in float32) change no sum, so they are
     # raised to it.
-    np.maximum(resp, EXP_FLOOR[resp.dtype.type], out=resp)
+    np.fmax(resp, EXP_FLOOR[resp.dtype.type], out=resp)
     np.exp(resp, out=resp)
     norm = resp.sum(axis=0)
     resp /= norm
     log_density = np.log(norm)
     log_density += top
+    if nowhere.any():
+        log_density[nowhere] = -np.inf
     return resp, log_density
 
 
@@ -239,9 +323,37 @@ def em_pass(
     def part(span: slice) -> SuffStats:
         chunk = make_chunk(rows, span, model.strategy)
         resp, log_density = estep_chunk(model, chunk)
-        return reduce_chunk(chunk, resp, log_density, n_worst)
+        return reduce_chunk(chunk, resp, log_density, n_worst, model.strategy, model.moment_origins)
 
     return total(map_chunks(part, rows.n_rows, chunk_size, threads))
+
+
+def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | None:
+    """New points to sum the statistics about, or None if those used were good enough.
+
+    Second moments about an origin lose about eps·‖μ_k − origin‖² to cancellation. When a
+    component's new mean lies more than √FAR_REACH of its new standard deviations from the
+    origin (e.g. the first M-step of a cluster 1e9 from the data mean, which the start did
+    not know was tight), its covariance is rounding noise: the caller repeats the pass with
+    the same model, summing that component about its new mean — the first moments, which do
+    not cancel, give it to full precision. Never needed on ordinary data.
+    """
+    n_k = stats.counts + 10 * EPS
+    m = stats.first / n_k[:, None]
+    k, d = m.shape
+    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second)
+    variances = strategy.component_variances(raw, k, d)
+    # a variance at or below 0 is rounding noise too (or a collapse, summed again once: it
+    # is far, and summed about its mean, from the next iteration on)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        terms = np.where(m == 0, 0.0, m * m / np.where(variances > 0, variances, 0.0))
+    reach = terms.sum(axis=1)
+    move = (stats.counts > 0.5) & ~(reach <= FAR_REACH)
+    if not move.any():
+        return None
+    origins = stats.origins.copy()
+    origins[move] += m[move]
+    return origins
 
 
 def stats_from_responsibilities(
@@ -250,13 +362,20 @@ def stats_from_responsibilities(
     strategy: CovarianceStrategy,
     chunk_size: int,
 ) -> SuffStats:
-    """Statistics of given responsibilities (k, c) per chunk, e.g. one-hot after k-means."""
+    """Statistics of given responsibilities (k, c) per chunk, e.g. one-hot after k-means;
+    summed about the shift, or again about the components' means where ``recentred`` says
+    (so ``responsibilities`` must give the same values when called twice)."""
 
-    def part(span: slice) -> SuffStats:
+    def part(span: slice, origins: np.ndarray | None) -> SuffStats:
         chunk = make_chunk(rows, span, strategy)
-        return reduce_chunk(chunk, responsibilities(span).astype(rows.dtype, copy=False))
+        resp = responsibilities(span).astype(rows.dtype, copy=False)
+        return reduce_chunk(chunk, resp, strategy=strategy, origins=origins)
 
-    return total(map(part, chunks(rows.n_rows, chunk_size)))
+    stats = total(part(span, None) for span in chunks(rows.n_rows, chunk_size))
+    origins = recentred(stats, strategy)
+    if origins is not None:
+        stats = total(part(span, origins) for span in chunks(rows.n_rows, chunk_size))
+    return stats
 
 
 @dataclass(frozen=True)
@@ -270,13 +389,14 @@ class MStep:
 def mstep(
     stats: SuffStats, strategy: CovarianceStrategy, shift: np.ndarray, reg_covar: float
 ) -> MStep:
-    """π_k = N_k / n, μ_k = shift + S1_k / N_k, Σ_k from S2 (see the strategy), + reg_covar.
+    """π_k = N_k / n, μ_k = origin_k + S1_k / N_k, Σ_k from S2 (see the strategy), + reg_covar.
 
-    N_k gets 10·eps added, as in scikit-learn, so an empty component gives finite numbers.
+    The origin is the shift, or a far component's previous mean (``Model``). N_k gets 10·eps
+    added, as in scikit-learn, so an empty component gives finite numbers.
     """
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
     raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second)
     cov = strategy.regularise(raw, reg_covar)
     weights = n_k / n_k.sum()
-    return MStep(MixtureParams(strategy.name, weights, m + shift, cov), raw)
+    return MStep(MixtureParams(strategy.name, weights, stats.origins + m, cov), raw)
