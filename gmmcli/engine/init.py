@@ -29,15 +29,21 @@ class DataSummary:
         return np.diag(self.covariance).copy()
 
 
+# Sums over rows here go in steps of this many rows, whatever the chunk size, so that the
+# chunk size changes no bit of the result (see stats.BlockSum for the iterations' sums).
+SUM_ROWS = 65536
+
+
 def summarise(x: np.ndarray, chunk_size: int) -> DataSummary:
-    """Column means, then the covariance about them (two chunked passes)."""
+    """Column means, then the covariance about them (two passes, in steps of SUM_ROWS rows;
+    ``chunk_size`` does not change the result)."""
     n, d = x.shape
     total = np.zeros(d)
-    for rows in chunks(n, chunk_size):
+    for rows in chunks(n, SUM_ROWS):
         total += x[rows].sum(axis=0)
     shift = total / n
     second = np.zeros((d, d))
-    for rows in chunks(n, chunk_size):
+    for rows in chunks(n, SUM_ROWS):
         z = x[rows] - shift
         second += z.T @ z
     cov = 0.5 * (second + second.T) / n
@@ -103,7 +109,7 @@ def kmeans_labels(
         far_dist = np.empty(n)
         sums = np.zeros_like(centers)
         counts = np.zeros(k)
-        for rows in chunks(n, chunk_size):
+        for rows in chunks(n, SUM_ROWS):  # not chunk_size: the sums must not depend on it
             z = x[rows] - shift
             d2 = _sq_distances(z, centers)
             lab = d2.argmin(axis=1)

@@ -181,18 +181,175 @@ def make_chunk(rows: Rows, span: slice, strategy: CovarianceStrategy) -> Chunk:
 
 
 def chunks(n_rows: int, chunk_size: int) -> Iterator[slice]:
-    """Consecutive row slices of at most chunk_size rows."""
-    for start in range(0, n_rows, chunk_size):
-        yield slice(start, min(start + chunk_size, n_rows))
+    """Consecutive row slices of about chunk_size rows, rounded up to whole blocks (BLOCK):
+    sums over rows are built from blocks, so a chunk must not split one."""
+    size = max(BLOCK, -(-chunk_size // BLOCK) * BLOCK)
+    for start in range(0, n_rows, size):
+        yield slice(start, min(start + size, n_rows))
 
 
 def default_chunk_size(n_components: int, n_features: int, covariance_type: str = "full") -> int:
     """Rows per chunk: the chunk's widest array — its q features, or the (k, c) log
-    densities — stays near 4 MiB, inside the caches."""
+    densities — stays near 4 MiB, inside the caches; a power of two times BLOCK, so that
+    chunks are whole subtrees of the sums' tree (see ``BlockSum``)."""
     from .covariance import strategy
 
     q = n_features + strategy(covariance_type).n_extra(n_features)
-    return int(np.clip(2**22 // (8 * max(q, n_components)), 512, 65536))
+    rows = float(np.clip(2**22 / (8 * max(q, n_components)), BLOCK, 65536))
+    return int(2 ** round(np.log2(rows)))
+
+
+# -- sums over rows that do not depend on how the rows are chunked --------------------------
+# Every sum over rows is built from blocks of BLOCK consecutive rows (block b holds rows
+# b·BLOCK …), each summed the same way whatever chunk it comes in (one product per block, as
+# a batch), and blocks are added in one fixed binary tree over block numbers. So chunk size
+# and thread count change no bit of any result (any chunking into whole blocks, and any
+# split of the chunks among threads, give the same tree).
+BLOCK = 512
+
+
+def _dyadic(first: int, stop: int) -> list[tuple[int, int]]:
+    """[first, stop) as maximal aligned pieces (start, level): 2**level blocks from start,
+    start a multiple of 2**level — the subtrees of the tree that lie inside the range."""
+    pieces = []
+    while first < stop:
+        level = 0
+        while first % (2 << level) == 0 and first + (2 << level) <= stop:
+            level += 1
+        pieces.append((first, level))
+        first += 1 << level
+    return pieces
+
+
+def _tree_sum(parts: np.ndarray) -> np.ndarray:
+    """The sum over axis 0 (of length a power of two) as a binary tree: left + right."""
+    while parts.shape[0] > 1:
+        parts = parts[0::2] + parts[1::2]
+    return parts[0]
+
+
+class BlockSum:
+    """Statistics added in the fixed tree over block numbers, fed left to right.
+
+    A node is a subtree: (first block, level, statistics of its 2**level blocks). Pushing a
+    node merges it with its left sibling (left + right) as long as that is the last node
+    held, so at most ~log2(n) nodes are held; another BlockSum's nodes (a later run of
+    chunks, summed on another thread) can be pushed after ours with the same result as
+    one sequence. ``result`` adds what is left, right to left: fixed by the row count.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[tuple[int, int, SuffStats]] = []
+
+    def push(self, first: int, level: int, stats: SuffStats) -> None:
+        while self.nodes:
+            left_first, left_level, left = self.nodes[-1]
+            sibling = (
+                left_level == level
+                and left_first % (2 << level) == 0
+                and left_first + (1 << level) == first
+            )
+            if not sibling:
+                break
+            self.nodes.pop()
+            first, level, stats = left_first, level + 1, left + stats
+        self.nodes.append((first, level, stats))
+
+    def extend(self, other: BlockSum) -> None:
+        for node in other.nodes:
+            self.push(*node)
+
+    def result(self) -> SuffStats:
+        stats = self.nodes[-1][2]
+        for _, _, left in reversed(self.nodes[:-1]):
+            stats = left + stats
+        return stats
+
+
+def _per_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(blocks, m, q): a (m, c) times bᵀ (c, q) for each block of BLOCK columns (the last
+    may be short), as one batched product (as fast as one product, measured)."""
+    c = a.shape[1]
+    full = c // BLOCK
+    parts = []
+    if full:
+        n = full * BLOCK
+        blocks_a = a[:, :n].reshape(a.shape[0], full, BLOCK).transpose(1, 0, 2)
+        blocks_b = b[:, :n].reshape(b.shape[0], full, BLOCK).transpose(1, 2, 0)
+        parts.append(np.matmul(blocks_a, blocks_b).astype(np.float64, copy=False))
+    if c > full * BLOCK:
+        tail = a[:, full * BLOCK :] @ b[:, full * BLOCK :].T
+        parts.append(tail[None].astype(np.float64, copy=False))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _block_sums(values: np.ndarray) -> np.ndarray:
+    """(..., c) → (blocks, ...): sums over each block of BLOCK columns, in float64."""
+    c = values.shape[-1]
+    full = c // BLOCK
+    parts = []
+    if full:
+        head = values[..., : full * BLOCK].reshape(*values.shape[:-1], full, BLOCK)
+        parts.append(np.moveaxis(head.sum(axis=-1, dtype=np.float64), -1, 0))
+    if c > full * BLOCK:
+        parts.append(values[..., full * BLOCK :].sum(axis=-1, dtype=np.float64)[None])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def reduce_chunk_blocks(
+    chunk: Chunk,
+    resp: np.ndarray,
+    log_density: np.ndarray | None = None,
+    n_worst: int = 0,
+    strategy: CovarianceStrategy | None = None,
+    origins: np.ndarray | None = None,
+) -> BlockSum:
+    """Sufficient statistics of one chunk from its responsibilities resp (k, c), as the
+    subtrees of the blocks' tree that the chunk holds. One product per block gives
+    Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest). A component
+    whose row of ``origins`` (k, d) is not the shift is summed about that point instead (one
+    more product each, with the strategy's features)."""
+    d = chunk.zt.shape[0]
+    if chunk.offset % BLOCK:
+        raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
+    moments = _per_block(resp, chunk.features)  # (blocks, k, q)
+    if origins is None:
+        origins = np.broadcast_to(chunk.shift, (resp.shape[0], d)).copy()
+    for c in np.flatnonzero(np.any(origins != chunk.shift, axis=1)):
+        assert strategy is not None, "summing about other origins needs the strategy"
+        local = local_features(chunk, origins[c], strategy)
+        with np.errstate(over="ignore", invalid="ignore"):
+            moments[:, c] = _per_block(resp[c : c + 1], local)[:, 0]
+    counts = _block_sums(resp)  # (blocks, k)
+    lls = np.zeros(moments.shape[0]) if log_density is None else _block_sums(log_density)
+    rows = np.minimum(BLOCK, chunk.n_rows - BLOCK * np.arange(moments.shape[0]))
+    if log_density is None or n_worst == 0:
+        worst_rows = np.empty(0, dtype=np.int64)
+        worst_values = np.empty(0)
+        worst_points = np.empty((0, d))
+    else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
+        keep = _lowest(log_density, n_worst)
+        worst_rows = keep.astype(np.int64) + chunk.offset
+        worst_values = log_density[keep].astype(np.float64)
+        worst_points = np.array(chunk.x[keep], dtype=np.float64)
+    nothing = (np.empty(0, dtype=np.int64), np.empty(0), np.empty((0, d)))
+    first_block = chunk.offset // BLOCK
+    out = BlockSum()
+    for i, (first, level) in enumerate(_dyadic(first_block, first_block + len(rows))):
+        span = slice(first - first_block, first - first_block + (1 << level))
+        worst = (worst_rows, worst_values, worst_points) if i == 0 else nothing
+        m = _tree_sum(moments[span])
+        stats = SuffStats(
+            _tree_sum(counts[span]),
+            m[:, :d],
+            m[:, d:],
+            float(_tree_sum(lls[span])),
+            int(rows[span].sum()),
+            *worst,
+            origins,
+        )
+        out.nodes.append((first, level, stats))
+    return out
 
 
 def reduce_chunk(
@@ -203,40 +360,8 @@ def reduce_chunk(
     strategy: CovarianceStrategy | None = None,
     origins: np.ndarray | None = None,
 ) -> SuffStats:
-    """Sufficient statistics of one chunk from its responsibilities resp (k, c): one product
-    gives Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest). A
-    component whose row of ``origins`` (k, d) is not the shift is summed about that point
-    instead (one more product each, with the strategy's features)."""
-    d = chunk.zt.shape[0]
-    if log_density is None or n_worst == 0:
-        worst_rows = np.empty(0, dtype=np.int64)
-        worst_values = np.empty(0)
-        worst_points = np.empty((0, d))
-    else:
-        keep = _lowest(log_density, n_worst)
-        worst_rows = keep.astype(np.int64) + chunk.offset
-        worst_values = log_density[keep].astype(np.float64)
-        worst_points = np.array(chunk.x[keep], dtype=np.float64)
-    ll = float(log_density.sum(dtype=np.float64)) if log_density is not None else 0.0
-    moments = (resp @ chunk.features.T).astype(np.float64, copy=False)
-    if origins is None:
-        origins = np.broadcast_to(chunk.shift, (resp.shape[0], d)).copy()
-    for c in np.flatnonzero(np.any(origins != chunk.shift, axis=1)):
-        assert strategy is not None, "summing about other origins needs the strategy"
-        local = local_features(chunk, origins[c], strategy)
-        with np.errstate(over="ignore", invalid="ignore"):
-            moments[c] = local @ resp[c]
-    return SuffStats(
-        resp.sum(axis=1, dtype=np.float64),
-        moments[:, :d],
-        moments[:, d:],
-        ll,
-        chunk.n_rows,
-        worst_rows,
-        worst_values,
-        worst_points,
-        origins,
-    )
+    """The chunk's statistics summed (``reduce_chunk_blocks``, added up)."""
+    return reduce_chunk_blocks(chunk, resp, log_density, n_worst, strategy, origins).result()
 
 
 def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
@@ -320,12 +445,37 @@ def em_pass(
     """One E-step over all rows, reduced to sufficient statistics chunk by chunk (in the
     precision of ``rows``; statistics are summed in float64 either way)."""
 
-    def part(span: slice) -> SuffStats:
+    def part(span: slice) -> BlockSum:
         chunk = make_chunk(rows, span, model.strategy)
         resp, log_density = estep_chunk(model, chunk)
-        return reduce_chunk(chunk, resp, log_density, n_worst, model.strategy, model.moment_origins)
+        origins = model.moment_origins
+        return reduce_chunk_blocks(chunk, resp, log_density, n_worst, model.strategy, origins)
 
-    return total(map_chunks(part, rows.n_rows, chunk_size, threads))
+    return fold_chunks(part, rows.n_rows, chunk_size, threads)
+
+
+def fold_chunks(
+    work: Callable[[slice], BlockSum], n_rows: int, chunk_size: int, threads: int = 1
+) -> SuffStats:
+    """The statistics of all chunks, added in the blocks' fixed tree: each thread folds its
+    own run of chunks as it goes (so only ~log2(n) subtrees are held), then the runs are
+    joined in order."""
+
+    def run(spans: list[slice]) -> BlockSum:
+        acc = BlockSum()
+        for span in spans:
+            acc.extend(work(span))
+        return acc
+
+    slices = list(chunks(n_rows, chunk_size))
+    if threads <= 1 or len(slices) == 1:
+        return run(slices).result()
+    bounds = np.linspace(0, len(slices), min(threads, len(slices)) + 1).astype(int)
+    runs = [slices[a:b] for a, b in itertools.pairwise(bounds)]
+    acc = BlockSum()
+    for done in _executor(threads).map(run, runs):
+        acc.extend(done)
+    return acc.result()
 
 
 def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | None:
@@ -366,15 +516,15 @@ def stats_from_responsibilities(
     summed about the shift, or again about the components' means where ``recentred`` says
     (so ``responsibilities`` must give the same values when called twice)."""
 
-    def part(span: slice, origins: np.ndarray | None) -> SuffStats:
+    def part(span: slice, origins: np.ndarray | None) -> BlockSum:
         chunk = make_chunk(rows, span, strategy)
         resp = responsibilities(span).astype(rows.dtype, copy=False)
-        return reduce_chunk(chunk, resp, strategy=strategy, origins=origins)
+        return reduce_chunk_blocks(chunk, resp, strategy=strategy, origins=origins)
 
-    stats = total(part(span, None) for span in chunks(rows.n_rows, chunk_size))
+    stats = fold_chunks(lambda span: part(span, None), rows.n_rows, chunk_size)
     origins = recentred(stats, strategy)
     if origins is not None:
-        stats = total(part(span, origins) for span in chunks(rows.n_rows, chunk_size))
+        stats = fold_chunks(lambda span: part(span, origins), rows.n_rows, chunk_size)
     return stats
 
 
