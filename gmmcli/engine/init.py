@@ -161,12 +161,16 @@ def from_random_responsibilities(
     rng: np.random.Generator,
     chunk_size: int,
 ) -> MixtureParams:
-    """Uniform random responsibilities, normalised per row, then the M-step."""
+    """Uniform random responsibilities, normalised per row, then the M-step.
+
+    They are drawn once (n × k), so that a second pass over them (``recentred``) sees the
+    same values.
+    """
+    drawn = rng.random((x.shape[0], k))
+    drawn /= drawn.sum(axis=1, keepdims=True)
 
     def uniform(span: slice) -> np.ndarray:
-        resp = rng.random((span.stop - span.start, k))
-        resp /= resp.sum(axis=1, keepdims=True)
-        return resp.T
+        return drawn[span].T
 
     rows = Rows(x, summary.shift)
     stats = stats_from_responsibilities(rows, uniform, strategy, chunk_size)
