@@ -224,7 +224,7 @@ def tutorial_collapse_data(seed: int) -> np.ndarray:
     return np.concatenate([rng.normal(0, 1, 40), rng.normal(8, 1, 40), [40.0]])[:, None]
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(50))
 def test_tutorial_collapse_is_reseeded_and_reported(seed):
     x = tutorial_collapse_data(seed)
     events = []
