@@ -9,25 +9,26 @@ gives the log-likelihood of the parameters returned.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chunk import Rows
 from .covariance import CovarianceStrategy
 from .covariance import strategy as get_strategy
-from .init import INITIALISERS, DataSummary, summarise
+from .init import INITIALISERS, DataSummary
 from .params import MixtureParams, NumericalRangeError
+from .sources import ArraySource, Source
 from .stats import (
     Model,
     SuffStats,
     default_chunk_size,
     default_threads,
-    em_pass,
     mstep,
     prepare,
+    recentred,
     single_threaded_blas,
 )
 
@@ -135,6 +136,9 @@ class EMOptions:
     covariance_type: str = "full"
     tol: float = 1e-3
     reg_covar: float = 1e-6
+    # "data": reg_covar is relative to each column's variance in the data (so a fit does not
+    # change when a column is rescaled); "absolute": added as it is (as scikit-learn does)
+    reg_scale: str = "data"
     max_iter: int = 100
     n_init: int = 1
     init: str = "kmeans++"
@@ -149,6 +153,7 @@ class EMOptions:
             (self.n_components >= 1, "n_components must be at least 1"),
             (self.tol >= 0, "tol must be >= 0"),
             (self.reg_covar >= 0, "reg_covar must be >= 0"),
+            (self.reg_scale in ("data", "absolute"), "reg_scale must be data or absolute"),
             (self.max_iter >= 0, "max_iter must be >= 0"),
             (self.n_init >= 1, "n_init must be at least 1"),
             (self.init in INITIALISERS, f"unknown init {self.init!r}"),
@@ -159,6 +164,21 @@ class EMOptions:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def regularisation(options: EMOptions, summary: DataSummary) -> np.ndarray:
+    """(d,) what the M-step adds to each column's variance: reg_covar times the column's
+    variance in the data (a constant column: times 1), or reg_covar as it is.
+
+    Relative to the data, the same data in other units (× 1e-6 or × 1e6) gets the same fit,
+    and a covariance stays well conditioned (its smallest eigenvalue at least reg_covar
+    times the data's scale), whatever the units.
+    """
+    d = summary.variances.shape[0]
+    if options.reg_scale == "absolute":
+        return np.full(d, float(options.reg_covar))
+    scale = np.where(summary.variances > 0, summary.variances, 1.0)
+    return options.reg_covar * scale
 
 
 def find_collapses(
@@ -197,10 +217,10 @@ def find_collapses(
             continue
         # A direction with no spread; checked only where the data itself spreads in every
         # direction beyond reg_covar (collinear columns are the data's property).
-        if strategy.name in ("full", "tied") and summary.min_eigenvalue > reg_covar:
+        if strategy.name in ("full", "tied") and summary.min_eigenvalue > np.max(reg_covar):
             matrix = raw[c] if strategy.name == "full" else raw
             smallest = float(np.linalg.eigvalsh(matrix)[0])
-            if smallest < min(reg_covar, RELATIVE_FLOOR * summary.min_eigenvalue):
+            if smallest < min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue):
                 found.append(Collapse(c, None, "subspace", smallest))
                 if strategy.name == "tied":
                     break
@@ -208,8 +228,14 @@ def find_collapses(
 
 
 def _positive_definite(block: np.ndarray) -> bool:
+    """Whether the E-step can factor this covariance: positive eigenvalues are not enough
+    when the condition number passes 1/eps (Cholesky then fails), so factor it here too."""
     if block.ndim == 2:
-        return bool(np.linalg.eigvalsh(block)[0] > 0)
+        try:
+            factor = get_strategy("tied").precision_cholesky(block)
+        except np.linalg.LinAlgError:
+            return False
+        return bool(np.all(np.isfinite(factor)) and np.all(np.diag(factor) > 0))
     return bool(np.all(block > 0))
 
 
@@ -229,7 +255,7 @@ def _prepare_safely(
     for c in [0] if tied else range(params.n_components):
         block = cov if tied else cov[c]
         eye = np.eye(block.shape[0]) if block.ndim == 2 else 1.0
-        jitter = max(reg_covar, 1e-10) * max(1.0, float(np.max(np.abs(block))))
+        jitter = max(float(np.max(reg_covar)), 1e-10) * max(1.0, float(np.max(np.abs(block))))
         if not np.all(np.isfinite(block)):
             raise NumericalRangeError(
                 f"component {c}'s covariance is not finite: the data's spread overflows the "
@@ -287,34 +313,23 @@ def _reseed(
     return MixtureParams(params.covariance_type, weights, means, cov), new_means
 
 
-def _rows(x: np.ndarray, shift: np.ndarray, options: EMOptions) -> Rows:
-    """The data as the iterations visit it: in the working precision, the shifted transposed
-    copy kept for the whole fit when it fits the memory budget."""
-    n, d = x.shape
-    cache = Rows.fits_budget(n, d, options.n_components, options.dtype)
-    return Rows(x, shift, options.dtype, cache=cache)
-
-
 def run_restart(
-    x: np.ndarray,
+    source: Source,
     start: MixtureParams,
     options: EMOptions,
     summary: DataSummary,
     restart: int,
-    chunk_size: int,
+    n_rows: int,
     on_event: Callable[[Event], None],
-    rows: Rows | None = None,
 ) -> RestartResult:
     """EM from one starting point until convergence or max_iter M-steps.
 
-    ``rows`` is the data as the iterations visit it (made once per fit; see ``_rows``).
+    ``source`` holds the rows, bound to the fit's shift (``Source.bind``); ``n_rows`` is
+    their number.
     """
     strategy = get_strategy(options.covariance_type)
-    n = x.shape[0]
+    n = n_rows
     k = start.n_components
-    threads = options.threads or default_threads()
-    rows = rows if rows is not None else _rows(x, summary.shift, options)
-    exact = rows if rows.dtype == np.float64 else Rows(x, summary.shift)
     budget = max(3, 2 * k)
     params = start
     model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
@@ -326,7 +341,10 @@ def run_restart(
     collapses: list[Collapse] = []
     for iteration in range(1, options.max_iter + 1):
         t0 = time.perf_counter()
-        stats = em_pass(model, rows, chunk_size, n_worst=k, threads=threads)
+        stats = source.em_pass(model, n_worst=k)
+        origins = recentred(stats, strategy)
+        if origins is not None:  # a component's new mean lies far from where it was summed
+            stats = source.em_pass(model.with_moment_origins(origins), n_worst=k)
         current = stats.log_likelihood / n
         history.append(current)
         change = current - previous
@@ -363,7 +381,7 @@ def run_restart(
             break
     t0 = time.perf_counter()
     # The log-likelihood reported is always computed in float64, whatever the iterations used.
-    final = em_pass(model, exact, chunk_size, threads=threads)
+    final = source.em_pass(model, n_worst=0, exact=True)
     final_mean = final.log_likelihood / n
     change = final_mean - history[-1] if history else np.nan
     history.append(final_mean)
@@ -397,25 +415,31 @@ def fit(
     With ``start`` (a warm start), every restart begins there (so one restart suffices).
     """
     options.validate()
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    source = ArraySource(x, options.threads or default_threads())
     with single_threaded_blas():
-        return _fit(np.ascontiguousarray(x, dtype=np.float64), options, start, on_event)
+        return fit_source(source, options, start, on_event)
 
 
-def _fit(
-    x: np.ndarray,
+def fit_source(
+    source: Source,
     options: EMOptions,
-    start: MixtureParams | None,
-    on_event: Callable[[Event], None] | None,
+    start: MixtureParams | None = None,
+    on_event: Callable[[Event], None] | None = None,
 ) -> FitResult:
-    n, d = x.shape
-    if n < options.n_components:
-        raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
+    """``fit`` over any source of rows (in memory, streamed from a file, on Dask workers):
+    the same loop, checks and re-seeding; only the passes over the rows differ."""
+    options.validate()
+    d = source.n_features
     strategy = get_strategy(options.covariance_type)
     chunk_size = options.chunk_size or default_chunk_size(
         options.n_components, d, options.covariance_type
     )
-    summary = summarise(x, chunk_size)
-    rows = _rows(x, summary.shift, options)
+    n, summary = source.summarise(chunk_size)
+    if n < options.n_components:
+        raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
+    source.bind(summary.shift, options.dtype, options.n_components, chunk_size)
+    options = dataclasses.replace(options, reg_covar=regularisation(options, summary))
     seeds = np.random.SeedSequence(options.seed).spawn(options.n_init)
     emit = on_event or (lambda event: None)
     results: list[RestartResult] = []
@@ -425,14 +449,21 @@ def _fit(
         if start is not None:
             params = start
         else:
-            initialiser = INITIALISERS[options.init]
-            params = initialiser(
-                x, options.n_components, strategy, summary, options.reg_covar, rng, chunk_size
+            params = source.initialise(
+                options.init,
+                options.n_components,
+                strategy,
+                summary,
+                options.reg_covar,
+                rng,
+                chunk_size,
             )
-        result = run_restart(x, params, options, summary, restart, chunk_size, emit, rows)
+        result = run_restart(source, params, options, summary, restart, n, emit)
         results.append(result)
         if better(result, best):
             best = result
     assert best is not None
-    flat = [int(j) for j in np.flatnonzero(summary.variances < max(options.reg_covar, 1e-300))]
+    flat = [
+        int(j) for j in np.flatnonzero(summary.variances < np.maximum(options.reg_covar, 1e-300))
+    ]
     return FitResult(best, results, n, summary.shift, flat)

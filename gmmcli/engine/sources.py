@@ -1,0 +1,265 @@
+"""Where the rows of a fit live: in memory, in a file read block by block, or on Dask workers.
+
+The EM loop (``em``) sees data only through a ``Source``: one summary (shift, covariance),
+the starting parameters, and one E-step pass per iteration reduced to ``SuffStats``. So every
+engine runs the same loop, collapse checks and re-seeding (which needs only
+``SuffStats.worst_points``, never the data).
+
+Sources other than memory start from a *sample*: the rows with the smallest pseudo-random
+keys, a key being a hash of (seed, row number). The sample is the same however the rows are
+split into blocks or partitions, and holds every row, in order, when the data has no more
+rows than the sample size — then every initialiser gives what it gives in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .chunk import Rows
+from .covariance import CovarianceStrategy
+from .init import INITIALISERS, DataSummary, summarise
+from .params import MixtureParams
+from .stats import Model, SuffStats, em_pass, total
+
+# Rows the initialisers see when the data is not in memory (k-means++ on a sample).
+SAMPLE_SIZE = 100_000
+
+
+class Source(Protocol):
+    """The data of one fit as the EM loop visits it."""
+
+    n_features: int
+
+    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
+        """The number of rows and the data summary (column means, covariance)."""
+        ...
+
+    def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
+        """Make the rows ready for the iterations of one fit (shifted by ``shift``)."""
+        ...
+
+    def em_pass(self, model: Model, n_worst: int, exact: bool = False) -> SuffStats:
+        """One E-step over every row, reduced to statistics; ``exact``: in float64 whatever
+        the working precision (for the log-likelihood reported)."""
+        ...
+
+    def initialise(
+        self,
+        init: str,
+        k: int,
+        strategy: CovarianceStrategy,
+        summary: DataSummary,
+        reg_covar: float,
+        rng: np.random.Generator,
+        chunk_size: int,
+    ) -> MixtureParams:
+        """Starting parameters by one of ``init.INITIALISERS``."""
+        ...
+
+
+class ArraySource:
+    """Rows held in memory as one (n, d) array: the original engine, call for call."""
+
+    def __init__(self, x: np.ndarray, threads: int) -> None:
+        self.x = x
+        self.n_features = x.shape[1]
+        self.threads = threads
+        self.rows: Rows | None = None
+        self.exact: Rows | None = None
+        self.chunk_size = 0
+
+    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
+        return self.x.shape[0], summarise(self.x, chunk_size)
+
+    def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
+        """The shifted transposed copy is kept for the whole fit when it fits the budget."""
+        n, d = self.x.shape
+        cache = Rows.fits_budget(n, d, n_components, dtype)
+        self.rows = Rows(self.x, shift, dtype, cache=cache)
+        self.exact = self.rows if self.rows.dtype == np.float64 else Rows(self.x, shift)
+        self.chunk_size = chunk_size
+
+    def em_pass(self, model: Model, n_worst: int, exact: bool = False) -> SuffStats:
+        rows = self.exact if exact else self.rows
+        assert rows is not None, "bind() first"
+        return em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
+
+    def initialise(
+        self,
+        init: str,
+        k: int,
+        strategy: CovarianceStrategy,
+        summary: DataSummary,
+        reg_covar: float,
+        rng: np.random.Generator,
+        chunk_size: int,
+    ) -> MixtureParams:
+        return INITIALISERS[init](self.x, k, strategy, summary, reg_covar, rng, chunk_size)
+
+
+# -- summaries and samples of data seen in parts ---------------------------------------------
+@dataclass
+class PartSummary:
+    """Count, mean and centred second moments M2 = Σ (x − mean)(x − mean)ᵀ of some rows, and
+    the sample candidates among them (global row numbers, keys, values)."""
+
+    n_rows: int
+    mean: np.ndarray
+    m2: np.ndarray
+    sample_rows: np.ndarray
+    sample_keys: np.ndarray
+    sample_values: np.ndarray
+    sample_size: int
+
+    def __add__(self, other: PartSummary) -> PartSummary:
+        """Chan et al.'s pairwise update: M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n, δ = mean_b − mean_a
+        (stable: no sums of raw squares); the sample keeps the smallest keys of both."""
+        if other.n_rows == 0:
+            return self
+        if self.n_rows == 0:
+            return other
+        n = self.n_rows + other.n_rows
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n_rows / n)
+        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n_rows * other.n_rows / n)
+        size = max(self.sample_size, other.sample_size)
+        rows = np.concatenate([self.sample_rows, other.sample_rows])
+        keys = np.concatenate([self.sample_keys, other.sample_keys])
+        values = np.concatenate([self.sample_values, other.sample_values])
+        keep = _smallest(keys, size)
+        return PartSummary(n, mean, m2, rows[keep], keys[keep], values[keep], size)
+
+    def summary(self) -> DataSummary:
+        cov = 0.5 * (self.m2 + self.m2.T) / self.n_rows
+        return DataSummary(self.mean, cov, float(np.linalg.eigvalsh(cov)[0]))
+
+    def sample(self) -> np.ndarray:
+        """The sampled rows in the order of the data."""
+        return np.ascontiguousarray(self.sample_values[np.argsort(self.sample_rows)])
+
+
+def sample_key(seed: int) -> np.uint64:
+    """The 64-bit key that, with a row's number, decides whether the row is sampled."""
+    state = np.random.SeedSequence([seed, 0x67_6D_6D]).generate_state(1, np.uint64)
+    return np.uint64(state[0])
+
+
+def row_keys(key: np.uint64, start: int, stop: int) -> np.ndarray:
+    """splitmix64(key + row) for rows start..stop−1: well-mixed pseudo-random 64-bit keys
+    that depend only on the row's number, not on how the rows are split."""
+    with np.errstate(over="ignore"):
+        z = np.arange(start, stop, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + key
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _smallest(keys: np.ndarray, m: int) -> np.ndarray:
+    if m >= len(keys):
+        return np.arange(len(keys))
+    return np.argpartition(keys, m - 1)[:m]
+
+
+def summarise_part(
+    x: np.ndarray, offset: int, key: np.uint64, sample_size: int, chunk_size: int
+) -> PartSummary:
+    """The summary of rows offset..offset+n−1 of the data (two chunked passes, as in memory)
+    with their sample candidates."""
+    n, d = x.shape
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return PartSummary(
+            0,
+            np.zeros(d),
+            np.zeros((d, d)),
+            empty,
+            empty.astype(np.uint64),
+            np.empty((0, d)),
+            sample_size,
+        )
+    local = summarise(x, chunk_size)
+    keys = row_keys(key, offset, offset + n)
+    keep = np.sort(_smallest(keys, sample_size))
+    return PartSummary(
+        n,
+        local.shift,
+        local.covariance * n,
+        keep.astype(np.int64) + offset,
+        keys[keep],
+        x[keep].astype(np.float64, copy=True),
+        sample_size,
+    )
+
+
+class SampledInit:
+    """Initialisation for sources not held in memory: the in-memory initialisers run on the
+    sample, with the summary of all the data (see the module's docstring)."""
+
+    sample: np.ndarray
+
+    def initialise(
+        self,
+        init: str,
+        k: int,
+        strategy: CovarianceStrategy,
+        summary: DataSummary,
+        reg_covar: float,
+        rng: np.random.Generator,
+        chunk_size: int,
+    ) -> MixtureParams:
+        return INITIALISERS[init](self.sample, k, strategy, summary, reg_covar, rng, chunk_size)
+
+
+class BlockSource(SampledInit):
+    """Rows read block by block, one pass per iteration, in bounded memory: ``blocks()``
+    yields consecutive (b, d) float64 arrays each time it is called (e.g. a CSV file read
+    in blocks); nothing is kept between passes but the sample."""
+
+    def __init__(
+        self,
+        blocks: Callable[[], Iterable[np.ndarray]],
+        n_features: int,
+        threads: int,
+        seed: int = 0,
+        sample_size: int = SAMPLE_SIZE,
+    ) -> None:
+        self.blocks = blocks
+        self.n_features = n_features
+        self.threads = threads
+        self.seed = seed
+        self.sample_size = sample_size
+        self.shift: np.ndarray | None = None
+        self.dtype = "float64"
+        self.chunk_size = 0
+
+    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
+        key = sample_key(self.seed)
+        parts: list[PartSummary] = []
+        offset = 0
+        for x in self.blocks():
+            parts.append(summarise_part(x, offset, key, self.sample_size, chunk_size))
+            offset += x.shape[0]
+            if len(parts) > 1:  # merge as we go: memory stays one sample
+                parts = [parts[0] + parts[1]]
+        if not parts or parts[0].n_rows == 0:
+            raise ValueError("no rows")
+        self.sample = parts[0].sample()
+        return parts[0].n_rows, parts[0].summary()
+
+    def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
+        self.shift, self.dtype, self.chunk_size = shift, dtype, chunk_size
+
+    def em_pass(self, model: Model, n_worst: int, exact: bool = False) -> SuffStats:
+        assert self.shift is not None, "bind() first"
+        dtype = "float64" if exact else self.dtype
+
+        def parts() -> Iterator[SuffStats]:
+            for x in self.blocks():
+                rows = Rows(x, self.shift, dtype)
+                yield em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
+
+        return total(parts())
