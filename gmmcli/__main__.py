@@ -2,4 +2,6 @@
 
 from .cli import main
 
-main()
+# Guarded: Dask's worker processes (--engine dask) are spawned and import this module again.
+if __name__ == "__main__":
+    main()
