@@ -1,0 +1,230 @@
+"""--engine stream: one pass over a CSV per iteration, in bounded memory; the same fit as in
+memory from the same start, whatever the block size; predict/loglik in row order; errors."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gmmcli import dataset, scale
+from gmmcli.cli import run
+from gmmcli.engine.em import EMOptions, fit, fit_source
+from gmmcli.engine.params import MixtureParams
+from gmmcli.engine.sources import BlockSource
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def blobs(seed: int = 0, n_per: int = 700, d: int = 3, k: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.normal(size=(n_per, d)) @ (rng.normal(size=(d, d)) * 0.8 + np.eye(d) * 0.5)
+        + 6.0 * rng.normal(size=d)
+        for _ in range(k)
+    ]
+    x = np.concatenate(parts)
+    return x[rng.permutation(len(x))]
+
+
+def start_params(x: np.ndarray, k: int, covariance_type: str) -> MixtureParams:
+    rng = np.random.default_rng(3)
+    cov = np.cov(x.T, bias=True)
+    covariances = {
+        "full": np.stack([cov] * k),
+        "tied": cov,
+        "diag": np.stack([np.diag(cov)] * k),
+        "spherical": np.full(k, np.diag(cov).mean()),
+    }[covariance_type]
+    weights = rng.uniform(0.5, 1.5, k)
+    return MixtureParams(
+        covariance_type, weights / weights.sum(), x[rng.choice(len(x), k, replace=False)],
+        covariances,
+    )  # fmt: skip
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+def assert_same_fit(ours, reference) -> None:
+    a, b = ours.best, reference.best
+    assert a.n_iter == b.n_iter
+    assert relative_error(a.history, b.history) < 1e-8
+    for name in ["weights", "means", "covariances"]:
+        assert relative_error(getattr(a.params, name), getattr(b.params, name)) < 1e-8
+    assert ours.n_samples == reference.n_samples
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory):
+    """Rows written exactly (17 significant digits), with a text column to skip."""
+    root = tmp_path_factory.mktemp("stream")
+    x = blobs()
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame.insert(1, "name", [f"n{i}" for i in range(len(x))])
+    path = root / "data.csv"
+    frame.to_csv(path, index=False, float_format="%.17g")
+    return path, x
+
+
+def blocks_of(path, n_blocks: int, **kw) -> dataset.CsvBlocks:
+    inputs, layout = scale.open_input(
+        "stream", str(path), delimiter=",", header=True, columns=None, missing="error", **kw
+    )
+    size = path.stat().st_size // n_blocks + 64
+    return dataset.CsvBlocks(
+        inputs, layout, delimiter=",", header=True, missing="error", block_bytes=size
+    )
+
+
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("n_blocks", [1, 3, 7])
+def test_stream_fit_matches_memory_from_the_same_start(csv, covariance_type, n_blocks):
+    path, x = csv
+    blocks = blocks_of(path, n_blocks)
+    assert len(list(blocks())) >= n_blocks
+    assert np.array_equal(np.concatenate(list(blocks())), x)  # read exactly, in order
+    start = start_params(x, 3, covariance_type)
+    options = EMOptions(3, covariance_type=covariance_type, tol=0.0, max_iter=12)
+    reference = fit(x, options, start)
+    ours = fit_source(BlockSource(blocks, 3, threads=2), options, start)
+    assert_same_fit(ours, reference)
+    assert ours.best.history[-1] > ours.best.history[0]
+
+
+def test_the_sample_does_not_depend_on_the_blocks(csv):
+    path, x = csv
+    samples = []
+    for n_blocks in [1, 2, 5]:
+        source = BlockSource(blocks_of(path, n_blocks), 3, threads=1, seed=4, sample_size=150)
+        n, summary = source.summarise(512)
+        assert n == len(x)
+        np.testing.assert_allclose(summary.shift, x.mean(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(summary.covariance, np.cov(x.T, bias=True), rtol=1e-12)
+        samples.append(source.sample)
+    assert samples[0].shape == (150, 3)
+    for other in samples[1:]:
+        assert np.array_equal(other, samples[0])
+    # rows of the data, in the data's order
+    index = [int(np.flatnonzero((x == row).all(axis=1))[0]) for row in samples[0]]
+    assert index == sorted(index)
+    other_seed = BlockSource(blocks_of(path, 1), 3, threads=1, seed=5, sample_size=150)
+    other_seed.summarise(512)
+    assert not np.array_equal(other_seed.sample, samples[0])
+
+
+def test_memory_stays_bounded_by_the_block_not_the_file(tmp_path):
+    """numpy's allocations (tracemalloc sees them) stay far below the data's size."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(size=(100_000, 4)), rng.normal(size=(100_000, 4)) + 5])
+    path = tmp_path / "big.csv"
+    pd.DataFrame(x, columns=list("abcd")).to_csv(path, index=False, float_format="%.6f")
+    blocks = blocks_of(path, 40)
+    source = BlockSource(blocks, 4, threads=1, sample_size=2000)
+    options = EMOptions(2, max_iter=3, tol=0.0, chunk_size=4096)
+    tracemalloc.start()
+    try:
+        result = fit_source(source, options)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.n_samples == 200_000
+    assert peak < x.nbytes / 4, f"peak {peak / 2**20:.1f} MiB for {x.nbytes / 2**20:.1f} MiB"
+
+
+# -- the command line ------------------------------------------------------------------------
+def gmm(*args, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_stream_fit_predict_loglik_match_memory(csv, tmp_path, capsys):
+    path, _ = csv
+    memory, stream = tmp_path / "memory.json", tmp_path / "stream.json"
+    assert gmm("fit", path, "-k", 3, "--n-init", 2, "-o", memory, "-q", capsys=capsys)[0] == 0
+    status, out, err = gmm(
+        "fit", path, "-k", 3, "--n-init", 2, "--engine", "stream", "-o", stream, capsys=capsys
+    )
+    assert status == 0 and out == "", err
+    assert "read in blocks on every pass" in err and "ignoring non-numeric column(s) name" in err
+    ours, theirs = json.loads(stream.read_text()), json.loads(memory.read_text())
+    for key in ["weights", "means", "covariances"]:
+        assert relative_error(ours[key], theirs[key]) < 1e-8
+    assert ours["fit"]["n_iter"] == theirs["fit"]["n_iter"]
+
+    for command in (["predict"], ["loglik", "--per-sample"], ["loglik", "--json"]):
+        _, expected, _ = gmm(command[0], memory, path, *command[1:], capsys=capsys)
+        status, out, err = gmm(
+            command[0], memory, path, *command[1:], "--engine", "stream", capsys=capsys
+        )
+        assert status == 0, err
+        assert out == expected
+    target = tmp_path / "labels.csv"
+    assert gmm("predict", memory, path, "--engine", "stream", "-o", target, capsys=capsys)[0] == 0
+    _, expected, _ = gmm("predict", memory, path, capsys=capsys)
+    assert target.read_text() == expected
+
+
+def test_missing_values_are_dropped_and_counted(tmp_path, capsys):
+    rows = [f"{i % 5},{(i * 7) % 11}" for i in range(60)]
+    rows[10] = "3,"
+    rows[40] = "NA,2"
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b\n" + "\n".join(rows) + "\n")
+    status, _, err = gmm("fit", path, "-k", 2, "--engine", "stream", capsys=capsys)
+    assert status == 2
+    assert err.strip() == (
+        f"gmm: error: {path}: line 12, column 'b' (2): missing value "
+        "(use --missing drop to skip such rows)"
+    )
+    status, out, err = gmm(
+        "fit", path, "-k", 2, "--engine", "stream", "--missing", "drop", capsys=capsys
+    )
+    assert status == 0, err
+    assert "dropped 2 row(s)" in err
+    assert json.loads(out)["fit"]["n_samples"] == 58
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("a,b\n1,2\n3,x\n", [], "{path}: line 3, column 'b' (2): cannot read 'x' as a number"),
+        ("a,b\n1,2\n3,1e200\n", [], "{path}: line 3, column 'b' (2): 1e+200 is too large"),
+        ("a,b\n1,2\n3,4\n", ["--standardize"], "--standardize is not available"),
+        ("a,b\n1,2\n3,4\n", ["-k", "9"], "{path}: 2 rows are fewer than the 9 components"),
+        ("a\n", [], "{path}: no data rows (only a header)"),
+    ],
+)
+def test_stream_errors_are_one_line(tmp_path, capsys, content, args, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    argv = ["-k", "1", *args] if "-k" not in args else args
+    status, out, err = gmm("fit", path, *argv, "--engine", "stream", capsys=capsys)
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("gmm: error: " + message.format(path=path)), err
+
+
+def test_stream_refuses_stdin_parquet_and_folders(tmp_path, capsys):
+    path = tmp_path / "a.csv"
+    path.write_text("a,b\n1,2\n3,4\n5,5\n")
+    pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(tmp_path / "a.parquet")
+    model = tmp_path / "m.json"
+    assert gmm("fit", path, "-k", 1, "-o", model, "-q", capsys=capsys)[0] == 0
+    cases = [
+        (["fit", "-", "-k", "1"], "<stdin>: --engine dask and stream read files"),
+        (["fit", tmp_path / "a.parquet", "-k", "1"], "--engine stream reads CSV"),
+        (["predict", model, path, "-o", f"{tmp_path}/out/"], "a folder of part files needs"),
+        (["predict", model, path, "--keep-input"], "--keep-input is not available"),
+    ]
+    for argv, fragment in cases:
+        status, out, err = gmm(*argv, "--engine", "stream", capsys=capsys)
+        assert status == 2 and out == "", err
+        assert err.startswith("gmm: error: ") and fragment in err, err
