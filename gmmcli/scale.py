@@ -233,13 +233,10 @@ def fit(
     """Fit ``model`` (an unfitted ``GaussianMixture`` holding the options) over the input;
     returns the number of rows dropped. ``announce(n_rows)`` is called once the rows are
     counted (None: not known before the first pass)."""
-    from .engine.em import fit_source
     from .engine.stats import default_threads, single_threaded_blas
 
     if model.standardize or model.scaling is not None:
         raise GmmError(f"--standardize is not available with --engine {engine} yet")
-    options = model._options()
-    start = model._start(len(layout.names))
     if engine == "stream":
         from .engine.sources import BlockSource
 
@@ -247,15 +244,14 @@ def fit(
             inputs, layout, delimiter=delimiter, header=header, missing=missing
         )
         source = BlockSource(
-            blocks, len(layout.names), threads or default_threads(), seed=options.seed
+            blocks, len(layout.names), threads or default_threads(), seed=model.seed
         )
         announce(None)
         try:
             with single_threaded_blas():
-                result = fit_source(source, options, start, model.callback)
+                model.fit_source(source)
         except ValueError as error:
             raise GmmError(f"{inputs.display}: {error}") from None
-        model._set_result(result, None, None)
         return blocks.n_dropped
     from .engine.distributed import DaskSource
 
@@ -263,16 +259,15 @@ def fit(
         parts, n_rows, n_dropped = load_partitions(
             client, inputs, layout, delimiter=delimiter, header=header, missing=missing
         )
-        if n_rows < options.n_components:
+        if n_rows < model.n_components:
             raise GmmError(
                 f"{inputs.display}: {n_rows} rows are fewer than the "
-                f"{options.n_components} components"
+                f"{model.n_components} components"
             )
         announce(n_rows)
-        source = DaskSource(client, parts, len(layout.names), seed=options.seed)
-        result = fit_source(source, options, start, model.callback)
+        source = DaskSource(client, parts, len(layout.names), seed=model.seed)
+        model.fit_source(source)
         source.release()
-    model._set_result(result, None, None)
     return n_dropped
 
 

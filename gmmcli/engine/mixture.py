@@ -9,8 +9,9 @@ import numpy as np
 
 from .chunk import Rows
 from .covariance import strategy as get_strategy
-from .em import Collapse, EMOptions, Event, FitResult, fit
+from .em import Collapse, EMOptions, Event, FitResult, fit, fit_source
 from .params import MixtureParams, NumericalRangeError, covariance_shape
+from .sources import Source
 from .stats import (
     default_chunk_size,
     default_threads,
@@ -127,6 +128,17 @@ class GaussianMixture:
             x = (x - center) / scale
         result = fit(x, self._options(), self._start(x.shape[1]), self.callback)
         self._set_result(result, center, scale)
+        return self
+
+    def fit_source(self, source: Source) -> GaussianMixture:
+        """Estimate the parameters by EM over any source of rows (``engine.sources``: blocks
+        read from a file, Dask partitions), with the same restarts, checks and re-seeding as
+        ``fit``. Not with ``standardize`` (it needs the data's scaling before the first pass).
+        """
+        if self.standardize or self.scaling is not None:
+            raise ValueError("standardize is not available for a source of rows")
+        start = self._start(source.n_features)
+        self._set_result(fit_source(source, self._options(), start, self.callback), None, None)
         return self
 
     def _scaling(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
