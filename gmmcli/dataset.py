@@ -472,3 +472,84 @@ class OrderedWriter:
             os.replace(self.temp, self.output)
         else:
             os.unlink(self.temp)
+
+
+class SpilledBlocks:
+    """The feature rows of ``inner`` (a CsvBlocks), parsed once: the first pass reads the
+    CSV and writes each block's float64 values to a file in a temporary folder; later
+    passes read that file back in blocks of ``rows`` rows into one reused buffer. Memory
+    stays one block; the disk holds n × d × 8 bytes until ``close``.
+
+    Parsing the text is most of a pass's cost, so every pass after the first is several
+    times faster (bench/RESULTS.md). If the disk fills up while writing, the spill file is
+    removed and every pass reads the CSV again (``spill_failed`` says so).
+    """
+
+    def __init__(self, inner: CsvBlocks, n_features: int, rows: int = 65536) -> None:
+        self.inner = inner
+        self.n_features = n_features
+        self.rows = rows
+        self.folder: str | None = None
+        self.path: str | None = None
+        self.n_rows: int | None = None  # known once the first pass has ended
+        self.spill_failed = False
+
+    @property
+    def n_dropped(self) -> int:
+        return self.inner.n_dropped
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        if self.n_rows is not None and self.path is not None:
+            yield from self._read_back()
+        elif self.spill_failed:
+            yield from self.inner()
+        else:
+            yield from self._first_pass()
+
+    def _first_pass(self) -> Iterator[np.ndarray]:
+        self.folder = tempfile.mkdtemp(prefix="gmm-spill-")
+        self.path = os.path.join(self.folder, "rows.f64")
+        n = 0
+        out = open(self.path, "wb")  # noqa: SIM115 (closed below, also on failure)
+        try:
+            for x in self.inner():
+                if out is not None:
+                    try:
+                        out.write(np.ascontiguousarray(x, dtype=np.float64).tobytes())
+                    except OSError:  # no room: forget the spill, parse on every pass
+                        out.close()
+                        out = None
+                        self._remove()
+                        self.spill_failed = True
+                n += x.shape[0]
+                yield x
+        finally:
+            if out is not None:
+                out.close()
+        if not self.spill_failed:
+            self.n_rows = n
+
+    def _read_back(self) -> Iterator[np.ndarray]:
+        assert self.path is not None and self.n_rows is not None
+        d = self.n_features
+        buffer = np.empty((self.rows, d))
+        with open(self.path, "rb") as f:
+            done = 0
+            while done < self.n_rows:
+                m = min(self.rows, self.n_rows - done)
+                view = buffer[:m]
+                if f.readinto(memoryview(view).cast("B")) != view.nbytes:
+                    raise OSError(f"{self.path}: the spill file ended early")
+                done += m
+                yield view
+
+    def _remove(self) -> None:
+        import shutil
+
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = self.path = None
+
+    def close(self) -> None:
+        """Delete the spill file."""
+        self._remove()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -217,6 +218,10 @@ def _sizes(loaded: dataset.Loaded) -> tuple[int, int]:
 
 
 # -- fit -------------------------------------------------------------------------------------
+def _stderr_warning(message: str) -> None:
+    sys.stderr.write(f"gmm: warning: {message}\n")
+
+
 def fit(
     engine: str,
     model: Any,
@@ -229,9 +234,13 @@ def fit(
     scheduler: str | None,
     threads: int | None,
     announce: Callable[[int | None], None],
+    spill: bool = True,
+    warn: Callable[[str], None] | None = None,
 ) -> int:
     """Fit ``model`` (an unfitted ``GaussianMixture`` holding the options) over the input;
-    returns the number of rows dropped. ``announce(n_rows)`` is called once the rows are
+    returns the number of rows dropped. With ``spill`` the stream engine parses the CSV
+    once (``dataset.SpilledBlocks``); ``warn`` tells people when that was not possible.
+    ``announce(n_rows)`` is called once the rows are
     counted (None: not known before the first pass)."""
     from .engine.stats import default_threads, single_threaded_blas
 
@@ -240,9 +249,9 @@ def fit(
     if engine == "stream":
         from .engine.sources import BlockSource
 
-        blocks = dataset.CsvBlocks(
-            inputs, layout, delimiter=delimiter, header=header, missing=missing
-        )
+        csv = dataset.CsvBlocks(inputs, layout, delimiter=delimiter, header=header, missing=missing)
+        # parsed once, spilled to a temporary file (TMPDIR), read back on later passes
+        blocks = dataset.SpilledBlocks(csv, len(layout.names)) if spill else csv
         source = BlockSource(
             blocks, len(layout.names), threads or default_threads(), seed=model.seed
         )
@@ -252,7 +261,12 @@ def fit(
                 model.fit_source(source)
         except ValueError as error:
             raise GmmError(f"{inputs.display}: {error}") from None
-        return blocks.n_dropped
+        finally:
+            if isinstance(blocks, dataset.SpilledBlocks):
+                blocks.close()
+        if isinstance(blocks, dataset.SpilledBlocks) and blocks.spill_failed:
+            (warn or _stderr_warning)("no room to spill the parsed rows: every pass read the CSV")
+        return csv.n_dropped
     from .engine.distributed import DaskSource
 
     with dask_client(scheduler) as client, cluster_errors(inputs, layout, delimiter, header):

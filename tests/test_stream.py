@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -228,3 +229,44 @@ def test_stream_refuses_stdin_parquet_and_folders(tmp_path, capsys):
         status, out, err = gmm(*argv, "--engine", "stream", capsys=capsys)
         assert status == 2 and out == "", err
         assert err.startswith("gmm: error: ") and fragment in err, err
+
+
+# -- the parsed rows spilled to disk after the first pass -----------------------------------
+@pytest.mark.parametrize("rows_per_read", [500, 65536])
+def test_spilled_passes_give_the_same_rows_and_fit(csv, rows_per_read):
+    """Later passes read the spill file back: the same rows, in order, exactly; the fit from
+    the same start matches the in-memory one; the spill file is gone after close()."""
+    path, x = csv
+    spilled = dataset.SpilledBlocks(blocks_of(path, 3), 3, rows=rows_per_read)
+    first = np.concatenate([b.copy() for b in spilled()])
+    assert spilled.path is not None and spilled.n_rows == len(x)
+    assert Path(spilled.path).stat().st_size == x.nbytes
+    again = [b.copy() for b in spilled()]  # read back, not parsed
+    assert len(again) == -(-len(x) // rows_per_read)
+    assert np.array_equal(first, x) and np.array_equal(np.concatenate(again), x)
+    start = start_params(x, 3, "full")
+    options = EMOptions(3, tol=0.0, max_iter=8)
+    ours = fit_source(BlockSource(spilled, 3, threads=1), options, start)
+    assert_same_fit(ours, fit(x, options, start))
+    folder = Path(spilled.path).parent
+    spilled.close()
+    assert not folder.exists()
+
+
+def test_a_full_disk_falls_back_to_parsing_every_pass(csv, monkeypatch):
+    path, x = csv
+    spilled = dataset.SpilledBlocks(blocks_of(path, 3), 3)
+
+    class FullDisk:  # a spill file that takes no bytes
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dataset, "open", lambda *a, **kw: FullDisk(), raising=False)
+    first = np.concatenate([b.copy() for b in spilled()])
+    monkeypatch.undo()
+    assert spilled.spill_failed and spilled.path is None
+    assert np.array_equal(first, x)
+    assert np.array_equal(np.concatenate([b.copy() for b in spilled()]), x)  # parsed again
