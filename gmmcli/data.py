@@ -22,14 +22,13 @@ import pandas as pd
 
 from gmmcli import files
 from gmmcli.errors import GmmError
+from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE
 
 MISSING_POLICIES = ("error", "drop")
 _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LISTED_NAMES = 10
-# Squares of the data must stay finite in float64 (max ~1.8e308), with room for sums.
-MAX_MAGNITUDE = 1e150
 _HAS_CONTENT = re.compile(r"\S")
 
 
@@ -54,20 +53,24 @@ def read_table(
     missing: str = "error",
     required: list[str] | None = None,
     n_required: int | None = None,
+    float32: bool = False,
 ) -> Table:
     """Read a CSV table from a path or ``-`` (stdin) and select its numeric feature columns.
 
     ``columns`` selects names or 1-based positions; ``required`` selects exactly the model's
     feature names; with neither, every numeric column is used and columns with no numeric cell
     are skipped. ``n_required`` checks the number of selected columns. ``missing`` is "error"
-    or "drop" (drop rows with a missing or non-finite selected value).
+    or "drop" (drop rows with a missing or non-finite selected value). With ``float32`` (the
+    values will be worked on in float32), a value farther than ``FLOAT32_MAX_DEVIATION`` from
+    its column's mean is refused, since its square would overflow float32, and so is a column
+    whose standard deviation is not 0 but below ``FLOAT32_MIN_SPREAD``.
     """
     name = files.display_name(source)
     _check_options(name, delimiter, missing)
     body, text = _decode(files.read_bytes(source), name)
     if not _HAS_CONTENT.search(text):
         raise GmmError(f"{name}: the file is empty")
-    options = (delimiter, header, columns, missing, required, n_required)
+    options = (delimiter, header, columns, missing, required, n_required, float32)
     fast = _parse_fast(body, text, delimiter, header)
     if fast is not None:
         try:
@@ -91,6 +94,7 @@ def _select(
     missing: str,
     required: list[str] | None,
     n_required: int | None,
+    float32: bool = False,
 ) -> Table:
     """The selected numeric columns of a parsed table, checked and with missing rows handled."""
     reader = _Cells(name, text, frame, header, delimiter)
@@ -116,9 +120,18 @@ def _select(
         raise GmmError(f"{name}: no rows left after dropping {n_dropped} with missing values")
     if n_dropped:
         values, frame = values[keep], frame[keep]
+        reader.frame = frame  # rows below count the kept rows; their index is still the line
     huge = np.abs(values) > MAX_MAGNITUDE
     if huge.any():
         raise GmmError(reader.too_large_message(values, huge, selected))
+    if float32:
+        deviation = np.abs(values - values.mean(axis=0))
+        if (deviation >= FLOAT32_MAX_DEVIATION).any():
+            raise GmmError(reader.float32_message(values, deviation, selected))
+        spread = np.sqrt(np.mean(deviation**2, axis=0))
+        narrow = np.flatnonzero((spread > 0) & (spread < FLOAT32_MIN_SPREAD))
+        if narrow.size:
+            raise GmmError(reader.float32_narrow_message(spread, int(narrow[0]), selected))
     return Table(
         values=np.ascontiguousarray(values, dtype=np.float64),
         names=selected,
@@ -457,6 +470,24 @@ class _Cells:
             f"to square in float64 (gmm needs |x| < {MAX_MAGNITUDE:.0e}); rescale the column"
         )
 
+    def float32_narrow_message(self, spread: np.ndarray, col: int, names: list[str]) -> str:
+        return (
+            f"{self._where_column(names[col])}: varies by only {spread[col]:.3g} (standard "
+            "deviation), too little for --dtype float32, where the inverse of such variances "
+            f"overflows (gmm needs at least {FLOAT32_MIN_SPREAD:.0e}); use --dtype float64 or "
+            "--standardize"
+        )
+
+    def float32_message(self, values: np.ndarray, deviation: np.ndarray, names: list[str]) -> str:
+        """About the value farthest from its column's mean."""
+        row, col = self._first(deviation == deviation.max())
+        return (
+            f"{self._where(self._line(row), names[col])}: {values[row, col]:.6g} lies "
+            f"{deviation[row, col]:.3g} from the column's mean ({values[:, col].mean():.6g}), "
+            f"too far to square in --dtype float32 (gmm needs |x - mean| < "
+            f"{FLOAT32_MAX_DEVIATION:.0e}); use --dtype float64 or --standardize"
+        )
+
     def check_count(
         self, needed: int, selected: list[str], skipped: list[str], explicit: bool
     ) -> None:
@@ -512,6 +543,12 @@ class _Cells:
 
     def _line(self, row: int) -> int:
         return int(self.frame.index[row]) + 1 + int(self.header)
+
+    def _where_column(self, column: str) -> str:
+        if not self.header:
+            return f"{self.name}: column {column}"
+        position = self.frame.columns.get_loc(column) + 1
+        return f"{self.name}: column {_q(column)} ({position})"
 
     def _where(self, line: int, column: str) -> str:
         if not self.header:

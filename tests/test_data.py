@@ -461,6 +461,41 @@ def test_values_whose_square_overflows_are_refused(tmp_path: Path) -> None:
     )
 
 
+def test_float32_refuses_values_whose_squares_overflow_it(tmp_path: Path) -> None:
+    # the line is that of the value farthest from its column's mean, after dropped rows
+    path = write(tmp_path, "x,y\n1,2\n3,NA\n5,-2e19\n0,0\n")
+    assert error(path, float32=True, missing="drop") == (
+        f"{path}: line 4, column 'y' (2): -2e+19 lies 1.33e+19 from the column's mean "
+        "(-6.66667e+18), too far to square in --dtype float32 (gmm needs |x - mean| < 1e+18); "
+        "use --dtype float64 or --standardize"
+    )
+    assert read_table(path, missing="drop").values[1, 1] == -2e19  # fine in float64
+    no_header = write(tmp_path, "0\n0\n3e18\n", "plain.csv")
+    assert error(no_header, float32=True, header=False).startswith(
+        f"{no_header}: line 3, column 1: 3e+18 lies 2e+18 from the column's mean (1e+18)"
+    )
+
+
+def test_cell_errors_after_dropped_rows_name_their_own_line(tmp_path: Path) -> None:
+    # the rows dropped before the check used to shift the line named (line 3 here)
+    path = write(tmp_path, "x,y\n1,2\n3,NA\n5,-4e200\n")
+    assert error(path, missing="drop") == (
+        f"{path}: line 4, column 'y' (2): -4e+200 is too large to square in float64 "
+        "(gmm needs |x| < 1e+150); rescale the column"
+    )
+
+
+def test_float32_refuses_columns_that_vary_too_little(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y,z\n1,5,0\n2,5,1e-20\n")
+    assert error(path, float32=True) == (
+        f"{path}: column 'z' (3): varies by only 5e-21 (standard deviation), too little for "
+        "--dtype float32, where the inverse of such variances overflows (gmm needs at least "
+        "1e-15); use --dtype float64 or --standardize"
+    )
+    # a constant column (y) does not vary at all, and is fine
+    assert read_table(path, float32=True, columns=["x", "y"]).values.shape == (2, 2)
+
+
 def test_not_utf8(tmp_path: Path) -> None:
     path = write(tmp_path, b"x,y\n1,2\n3,\xff\n")
     assert error(path) == f"{path}: not valid UTF-8 text (byte 0xff on line 3, offset 10)"
