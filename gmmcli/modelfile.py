@@ -19,6 +19,7 @@ import numpy as np
 from gmmcli import files
 from gmmcli.engine.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
 from gmmcli.errors import GmmError
+from gmmcli.limits import MAX_MAGNITUDE, MAX_VARIANCE, ROUNDING_SLACK
 
 FORMAT_NAME = "gmmcli-model"
 FORMAT_VERSION = 1
@@ -270,7 +271,84 @@ def model_from_dict(doc: object, source: str) -> tuple[MixtureParams, list[str],
         center=center,
         scale=scale,
     )
+    check_range(params, source)
     return params, feature_names, fit
+
+
+def check_range(params: MixtureParams, source: str) -> None:
+    """Refuse parameters that gmm cannot use in float64 (``source`` starts the message).
+
+    In the data's units (means × scale + center, variances × scale²) no mean lies beyond
+    ±MAX_MAGNITUDE, where no data gmm reads can be, and no variance exceeds MAX_VARIANCE, the
+    largest that such data can have; ``standardize`` holds numbers in the same range. In the
+    model's own units (the units it scores in) every precision (inverse covariance) is finite.
+    Tiny variances are allowed where their precision is finite.
+    """
+    _check_within(params.means, MAX_MAGNITUDE, "means", "", source)
+    standardized = params.center is not None and params.scale is not None
+    if standardized:
+        _check_within(params.center, MAX_MAGNITUDE, "standardize.center", "", source)
+        _check_within(params.scale, MAX_MAGNITUDE, "standardize.scale", "", source)
+        with np.errstate(all="ignore"):
+            means = params.means * params.scale + params.center
+        units = " in the data's units (times standardize.scale, plus standardize.center)"
+        _check_within(means, MAX_MAGNITUDE, "means", units, source)
+    _check_precisions(params.covariances, params.covariance_type, source)
+    with np.errstate(all="ignore"):
+        scale = params.scale if standardized else np.ones(params.n_features)
+        variances = np.diagonal(params.full_covariances(), axis1=1, axis2=2) * scale**2
+    too_large = np.argwhere(~(variances <= MAX_VARIANCE * ROUNDING_SLACK))
+    if too_large.size:
+        i, j = (int(v) for v in too_large[0])
+        index = {"full": (i, j, j), "tied": (j, j), "diag": (i, j), "spherical": (i,)}
+        where = _where("covariances", index[params.covariance_type])
+        units = f" times standardize.scale[{j}] squared" if standardized else ""
+        raise _error(
+            source,
+            f"{where}{units} should be at most {MAX_VARIANCE:.0e} (the largest variance of "
+            f"data gmm reads), found {_num(float(variances[i, j]))}",
+        )
+
+
+def _check_within(values: np.ndarray, limit: float, key: str, units: str, source: str) -> None:
+    bad = np.argwhere(~(np.abs(values) <= limit * ROUNDING_SLACK))
+    if bad.size:
+        idx = tuple(int(v) for v in bad[0])
+        raise _error(
+            source,
+            f"{_where(key, idx)}{units} should be within ±{limit:.0e} (the range of data gmm "
+            f"reads), found {_num(float(values[idx]))}",
+        )
+
+
+def _check_precisions(cov: np.ndarray, cov_type: str, source: str) -> None:
+    """Every covariance (positive definite by now) has a finite inverse."""
+    if cov_type in ("diag", "spherical"):
+        with np.errstate(all="ignore"):
+            bad = np.argwhere(~np.isfinite(1.0 / cov))
+        if bad.size:
+            idx = tuple(int(v) for v in bad[0])
+            raise _error(
+                source,
+                f"{_where('covariances', idx)} is too small: its inverse (the precision) "
+                f"overflows float64, found {_num(float(cov[idx]))}",
+            )
+        return
+    matrices = cov[None] if cov_type == "tied" else cov
+    identity = np.eye(cov.shape[-1])
+    for j, matrix in enumerate(matrices):
+        with np.errstate(all="ignore"):
+            try:
+                inverse = np.linalg.solve(np.linalg.cholesky(matrix), identity)
+                finite = bool(np.isfinite(inverse.T @ inverse).all())
+            except np.linalg.LinAlgError:
+                finite = False
+        if not finite:
+            name = "'covariances'" if cov_type == "tied" else f"covariances[{j}]"
+            raise _error(
+                source,
+                f"{name} is too close to singular: its inverse (the precision) overflows float64",
+            )
 
 
 def _standardize(doc: dict, d: int, source: str) -> tuple[np.ndarray | None, np.ndarray | None]:

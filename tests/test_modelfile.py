@@ -497,6 +497,82 @@ def test_model_from_dict_rejects_non_finite_python_values():
         model_from_dict(doc, "m.json")
 
 
+def _standardized(center: list, scale: list, **changes: object):
+    def change(doc: dict) -> None:
+        doc["standardize"] = {"center": center, "scale": scale}
+        doc.update(changes)
+
+    return change
+
+
+RANGE_ERRORS = [
+    # parameters outside the range gmm works in (data beyond ±1e150 are refused too)
+    ("full", lambda d: d["means"][1].__setitem__(0, 1e160), "means[1][0] should be within ±1e+150"),
+    ("diag", lambda d: d["means"][0].__setitem__(1, -1e308), "means[0][1] should be within"),
+    ("full", _standardized([1e200, 0.0], [1.0, 1.0]), "standardize.center[0] should be within"),
+    ("full", _standardized([0.0, 0.0], [1.0, 1e151]), "standardize.scale[1] should be within"),
+    (
+        "tied",
+        _standardized([0.0, 0.0], [1e149, 1.0], means=[[0.0, 0.0], [20.0, 0.0], [0.0, 0.0]]),
+        "means[1][0] in the data's units (times standardize.scale, plus standardize.center) "
+        "should be within ±1e+150 (the range of data gmm reads), found 2e+150",
+    ),
+    (
+        "full",
+        lambda d: d["covariances"].__setitem__(2, [[1e301, 0.0], [0.0, 1.0]]),
+        "covariances[2][0][0] should be at most 1e+300 (the largest variance of data gmm reads)",
+    ),
+    (
+        "spherical",
+        _standardized([0.0, 0.0], [1.0, 1e150], means=[[0.0] * 2] * 3, covariances=[0.5, 2.0, 0.5]),
+        "covariances[1] times standardize.scale[1] squared should be at most 1e+300",
+    ),
+    (
+        "diag",
+        lambda d: d["covariances"][1].__setitem__(0, 1e-310),
+        "covariances[1][0] is too small: its inverse (the precision) overflows float64",
+    ),
+    (
+        "tied",
+        _set("covariances", [[1.0, 0.0], [0.0, 1e-310]]),
+        "'covariances' is too close to singular",
+    ),
+    (
+        "full",
+        lambda d: d["covariances"].__setitem__(0, [[1e-309, 1e-310], [1e-310, 1.0]]),
+        "covariances[0] is too close to singular: its inverse (the precision) overflows",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("cov_type", "change", "expected"), RANGE_ERRORS, ids=[e[2][:50] for e in RANGE_ERRORS]
+)
+def test_parameters_out_of_range_are_reported(cov_type, change, expected):
+    doc = valid_doc(cov_type)
+    change(doc)
+    with pytest.raises(GmmError) as info:
+        model_from_dict(doc, "m.json")
+    assert info.value.message.startswith("m.json: ")
+    assert expected in info.value.message
+
+
+def test_parameters_at_the_edge_of_the_range_load():
+    """The limits themselves, tiny variances whose precision is finite, and tiny scales
+    (fit --standardize writes the standard deviation of data as small as 1e-300) load."""
+    doc = valid_doc("full")
+    doc["means"][0] = [1e150, -1e150]
+    doc["covariances"][0] = [[1e300, 0.0], [0.0, 1e-200]]
+    params, _, _ = model_from_dict(doc, "m.json")
+    assert params.means[0, 0] == 1e150 and params.covariances[0, 1, 1] == 1e-200
+    doc = valid_doc("diag")
+    doc["standardize"] = {"center": [-1e150, 0.0], "scale": [1e-300, 1e150]}
+    doc["means"] = [[0.5, 0.0], [-0.5, 0.0], [0.0, 1.0]]
+    doc["covariances"] = [[1.0, 1.0]] * 3
+    params, _, _ = model_from_dict(doc, "m.json")
+    assert params.scale.tolist() == [1e-300, 1e150]
+
+
 def test_the_first_problem_is_reported():
     doc = valid_doc()
     doc["weights"] = [0.1, 0.1, 0.1]
