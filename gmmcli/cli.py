@@ -6,17 +6,19 @@ pandas, the engine) happen inside the commands, so `gmm --help` starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
 
 from .errors import GmmError
+from .limits import MAX_VARIANCE
 
 app = typer.Typer(
     name="gmm",
@@ -62,6 +64,24 @@ Standardize = Annotated[
 Output = Annotated[
     str, typer.Option("-o", "--output", help="Write the result here ('-' for stdout).")
 ]
+ENGINES = ("memory", "dask", "stream")
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="memory (default); dask: on a Dask cluster, DATA a glob of CSV files or Parquet "
+        "file(s) or folder (needs pip install 'gmmcli[dask]'); stream: a CSV file read in "
+        "blocks on every pass, in bounded memory.",
+    ),
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="With --engine dask: an existing scheduler's address (tcp://host:8786); "
+        "default: a local cluster of one worker process per core, closed at the end.",
+    ),
+]
 
 
 def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,8 +89,12 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _HELD.clear()
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            for report in _HELD:  # notes held back (see _reporter): the command succeeded
+                report.release()
+            return result
         except GmmError as error:
             _fail(error.message, error.status)
         except KeyboardInterrupt:
@@ -89,8 +113,15 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 "(run again with --debug for the traceback)",
                 1,
             )
+        finally:
+            _HELD.clear()
 
     return wrapper
+
+
+# Reporters whose notes (rows dropped, columns ignored) wait until the command's work starts
+# or it succeeds: a command that fails prints its error line alone.
+_HELD: list[Any] = []
 
 
 class Terminated(BaseException):
@@ -130,6 +161,15 @@ def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
     if value not in choices:
         raise GmmError(f"{option} {value!r}: use one of {', '.join(choices)}")
     return value
+
+
+def _same_output(first: str, second: str) -> bool:
+    """Whether two outputs are the same place (both stdout, or one file)."""
+    if first == "-" or second == "-":
+        return first == second
+    if os.path.exists(first) and os.path.exists(second):
+        return os.path.samefile(first, second)
+    return os.path.realpath(first) == os.path.realpath(second)
 
 
 def _check_not_input(output: str, inputs: list[str]) -> None:
@@ -187,6 +227,8 @@ def fit(
     no_header: NoHeader = False,
     missing: Missing = "error",
     quiet: Quiet = False,
+    engine: Engine = "memory",
+    scheduler: Scheduler = None,
 ) -> None:
     """Fit a Gaussian mixture to DATA by EM and write the model as JSON."""
     from . import modelfile
@@ -198,6 +240,8 @@ def fit(
         raise GmmError(f"--threads {threads}: must be >= 1")
     missing = _choice(missing, ("error", "drop"), "--missing")
     _check_fit_options(components, n_init, max_iter, tol, reg_covar)
+    _check_seed(seed)
+    engine = _check_engine(engine, scheduler)
     start = None
     if init not in INIT_CHOICES:
         if not os.path.exists(init):
@@ -207,28 +251,58 @@ def fit(
             )
         start, start_names, _ = modelfile.load_model(init)
         components, covariance = _warm_start_options(init, start, components, covariance)
+        if standardize and start.scale is None:
+            raise GmmError(
+                f"{init}: --standardize needs a standardized model to start from (this one "
+                "is in the data's units); fit it with --standardize, or leave the option out"
+            )
     if components is None:
         raise GmmError("missing option -k/--components (the number of components)")
     _check_not_input(output, [data, init])
     modelfile.check_output_path(output)
 
     required = start_names if start is not None and not no_header and columns is None else None
-    table = read_table(
-        data,
-        delimiter=delimiter,
-        header=not no_header,
-        columns=_split(columns),
-        missing=missing,
-        required=required,
-        n_required=start.n_features if start is not None and required is None else None,
-    )
-    report = _reporter(quiet, table.names)
-    _report_table(report, table)
-    if table.values.shape[0] < components:
-        raise GmmError(
-            f"{table.source}: {table.values.shape[0]} rows are fewer than the "
-            f"{components} components"
+    n_required = start.n_features if start is not None and required is None else None
+    if engine != "memory":
+        from . import scale
+
+        inputs, layout = scale.open_input(
+            engine,
+            data,
+            delimiter=delimiter,
+            header=not no_header,
+            columns=_split(columns),
+            missing=missing,
+            required=required,
+            n_required=n_required,
         )
+        names = layout.names
+        report = _reporter(quiet, names)
+        if layout.skipped:
+            report.info(
+                f"{inputs.display}: ignoring non-numeric column(s) {', '.join(layout.skipped)} "
+                "(choose columns with --columns)"
+            )
+    else:
+        table = read_table(
+            data,
+            delimiter=delimiter,
+            header=not no_header,
+            columns=_split(columns),
+            missing=missing,
+            required=required,
+            n_required=n_required,
+            float32=dtype == "float32" and not standardize and _scaling_of(start) is None,
+        )
+        names = table.names
+        report = _reporter(quiet, names)
+        _report_table(report, table)
+        if table.values.shape[0] < components:
+            raise GmmError(
+                f"{table.source}: {table.values.shape[0]} rows are fewer than the "
+                f"{components} components"
+            )
+        _check_regularisation(table, reg_covar)
     if start is not None and n_init > 1:
         report.warning("a warm start (--init MODEL) needs one restart; using --n-init 1")
         n_init = 1
@@ -253,15 +327,124 @@ def fit(
         scaling=_scaling_of(start),
         callback=report.on_event,
     )
-    report.start_fit(*table.values.shape, components, covariance, n_init)
-    model.fit(table.values)
-    info = model.fit_info(table.names)
-    info["n_dropped"] = table.n_dropped
+    if engine != "memory":
+
+        def announce(n_rows: int | None) -> None:
+            if n_rows is not None:
+                report.start_fit(n_rows, len(names), components, covariance, n_init)
+            else:
+                report.info(
+                    f"fitting {components} components ({covariance} covariance) to {data}, "
+                    f"{len(names)} columns read in blocks on every pass, {n_init} restart"
+                    + ("s" if n_init != 1 else "")
+                )
+
+        n_dropped = scale.fit(
+            engine,
+            model,
+            inputs,
+            layout,
+            delimiter=delimiter,
+            header=not no_header,
+            missing=missing,
+            scheduler=scheduler,
+            threads=threads,
+            announce=announce,
+        )
+        if n_dropped:
+            report.warning(
+                f"{inputs.display}: dropped {n_dropped} row(s) with missing or non-finite values"
+            )
+    else:
+        report.start_fit(*table.values.shape, components, covariance, n_init)
+        with _numerical_range(table.source, dtype, standardize):
+            model.fit(table.values)
+        n_dropped = table.n_dropped
+    info = model.fit_info(names)
+    info["n_dropped"] = n_dropped
     if start is not None:
         info["options"]["init"] = f"model file {init}"
     info["tool"] = _tool()
-    modelfile.save_model(output, model.params_, table.names, info)
+    _check_fitted(model.params_, data)
+    modelfile.save_model(output, model.params_, names, info)
     report.fit_summary(info, output)
+
+
+def _check_engine(engine: str, scheduler: str | None) -> str:
+    engine = _choice(engine, ENGINES, "--engine")
+    if scheduler is not None and engine != "dask":
+        raise GmmError("--scheduler needs --engine dask")
+    if engine == "dask":
+        try:
+            import dask.dataframe  # noqa: F401
+            import distributed  # noqa: F401
+        except ImportError:
+            raise GmmError("--engine dask needs Dask: pip install 'gmmcli[dask]'") from None
+    return engine
+
+
+@contextlib.contextmanager
+def _numerical_range(source: str, dtype: str, standardize: bool) -> Iterator[None]:
+    """The engine's NumericalRangeError (values beyond what the working precision holds) as a
+    user error about the data."""
+    from .engine.params import NumericalRangeError
+
+    try:
+        yield
+    except NumericalRangeError as error:
+        hints = (["--dtype float64"] if dtype == "float32" else []) + (
+            [] if standardize else ["--standardize"]
+        )
+        hint = f" (try {' or '.join(hints)})" if hints else ""
+        raise GmmError(f"{source}: {error}{hint}") from None
+
+
+@contextlib.contextmanager
+def _scoring_range(source: str, model: str) -> Iterator[None]:
+    """A row that the model cannot score in float64 (NumericalRangeError) as a user error."""
+    from .engine.params import NumericalRangeError
+    from .files import display_name
+
+    try:
+        yield
+    except NumericalRangeError as error:
+        raise GmmError(f"{source}: {error} (model {display_name(model)})") from None
+
+
+def _check_regularisation(table: Any, reg_covar: float) -> None:
+    """Before any work: --reg-covar is added to every variance times the column's variance in
+    the data (1 for a constant column), so a large one can push the variances past what a
+    model file holds (MAX_VARIANCE). In the data's units this is the same with --standardize
+    (reg_covar × 1, times scale²)."""
+    if reg_covar <= 1:  # then reg_covar × variance ≤ variance, which the data bound
+        return
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        variances = table.values.var(axis=0)
+        variances = np.where(variances > 0, variances, 1.0)
+        j = int(np.argmax(variances))
+        if not reg_covar * variances[j] > MAX_VARIANCE:
+            return
+    raise GmmError(
+        f"--reg-covar {reg_covar:g}: times the variance of column {table.names[j]!r} of "
+        f"{table.source} ({variances[j]:.3g}) it passes {MAX_VARIANCE:.0e}, the largest "
+        "variance a model holds"
+    )
+
+
+def _check_fitted(params: Any, data: str) -> None:
+    """A fitted model that a model file cannot hold (covariances pushed out of range by
+    --reg-covar, say) is an error about the data and options, not an internal one."""
+    from . import modelfile
+    from .files import display_name
+
+    try:
+        modelfile.check_range(params, "the fitted model")
+    except GmmError as error:
+        raise GmmError(
+            f"{display_name(data)}: {error.message} (check --reg-covar, or try --standardize)"
+        ) from None
 
 
 def _scaling_of(start: Any) -> tuple | None:
@@ -278,15 +461,29 @@ def _check_fit_options(
         (components is None or components >= 1, f"-k/--components {components}: must be >= 1"),
         (n_init >= 1, f"--n-init {n_init}: must be >= 1"),
         (max_iter >= 0, f"--max-iter {max_iter}: must be >= 0"),
-        (tol >= 0 and tol == tol, f"--tol {tol}: must be a number >= 0"),
-        (
-            reg_covar >= 0 and reg_covar == reg_covar and reg_covar != float("inf"),
-            f"--reg-covar {reg_covar}: must be a finite number >= 0",
-        ),
     ]
     for ok, message in checks:
         if not ok:
             raise GmmError(message)
+    _check_number(tol, "--tol")
+    _check_number(reg_covar, "--reg-covar")
+    if reg_covar > MAX_VARIANCE:
+        raise GmmError(
+            f"--reg-covar {reg_covar}: must be at most {MAX_VARIANCE:.0e} (a larger one "
+            "swamps any variance of the data gmm reads)"
+        )
+
+
+def _check_number(value: float, option: str) -> None:
+    """A float option must be a finite number >= 0 (the model file records only finite
+    numbers; 1e400 reads as infinity)."""
+    if not (0 <= value < float("inf")):
+        raise GmmError(f"{option} {value}: must be a finite number >= 0")
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise GmmError(f"--seed {seed}: must be >= 0")
 
 
 def _warm_start_options(
@@ -311,9 +508,14 @@ def _tool() -> dict:
 
 
 def _reporter(quiet: bool, names: list[str]) -> Any:
+    """A reporter that holds its messages back until the engine's first event, a summary, or
+    the command's success (see _handle_errors): never before an error line."""
     from .report import Reporter
 
-    return Reporter(quiet=quiet, feature_names=names)
+    report = Reporter(quiet=quiet, feature_names=names)
+    report.hold()
+    _HELD.append(report)
+    return report
 
 
 def _report_table(report: Any, table: Any) -> None:
@@ -390,8 +592,32 @@ def predict(
     no_header: NoHeader = False,
     missing: Missing = "error",
     quiet: Quiet = False,
+    engine: Engine = "memory",
+    scheduler: Scheduler = None,
 ) -> None:
-    """Label each row of DATA with its most probable component, and the probabilities."""
+    """Label each row of DATA with its most probable component, and the probabilities.
+
+    With --engine dask, -o FOLDER/ writes one part file per partition; otherwise the rows
+    come out in order (stdout or -o FILE).
+    """
+    engine = _check_engine(engine, scheduler)
+    if engine != "memory":
+        _score_scaled(
+            engine,
+            scheduler,
+            model,
+            data,
+            output,
+            "predict",
+            delimiter,
+            no_header,
+            columns,
+            missing,
+            quiet,
+            no_proba=no_proba,
+            keep_input=keep_input,
+        )
+        return
     params, table, _, _ = _model_and_table(
         model, data, output, delimiter, no_header, columns, missing, quiet
     )
@@ -400,7 +626,8 @@ def predict(
 
     from .engine.mixture import GaussianMixture
 
-    resp = GaussianMixture.from_params(params).predict_proba(table.values)
+    with _scoring_range(table.source, model):
+        resp = GaussianMixture.from_params(params).predict_proba(table.values)
     result = pd.DataFrame({"label": resp.argmax(axis=1)})
     if not no_proba:
         for c in range(resp.shape[1]):
@@ -435,29 +662,53 @@ def loglik(
     no_header: NoHeader = False,
     missing: Missing = "error",
     quiet: Quiet = False,
+    engine: Engine = "memory",
+    scheduler: Scheduler = None,
 ) -> None:
     """The log-likelihood of DATA under MODEL: total, mean per row, rows, BIC and AIC."""
     if as_json and per_sample:
         raise GmmError("--json and --per-sample cannot be used together")
-    params, table, _, _ = _model_and_table(
-        model, data, output, delimiter, no_header, columns, missing, quiet
-    )
+    engine = _check_engine(engine, scheduler)
 
     import numpy as np
 
     from .engine.mixture import GaussianMixture
 
-    mixture = GaussianMixture.from_params(params)
-    log_density = mixture.score_samples(table.values)
-    if per_sample:
-        import pandas as pd
+    if engine != "memory":
+        what = "loglik" if per_sample else "total"
+        params, totals = _score_scaled(
+            engine,
+            scheduler,
+            model,
+            data,
+            output,
+            what,
+            delimiter,
+            no_header,
+            columns,
+            missing,
+            quiet,
+        )
+        if totals is None:
+            return
+        total, n = totals
+        mixture = GaussianMixture.from_params(params)
+    else:
+        params, table, _, _ = _model_and_table(
+            model, data, output, delimiter, no_header, columns, missing, quiet
+        )
+        mixture = GaussianMixture.from_params(params)
+        with _scoring_range(table.source, model):
+            log_density = mixture.score_samples(table.values)
+        if per_sample:
+            import pandas as pd
 
-        from .data import write_csv
+            from .data import write_csv
 
-        write_csv(pd.DataFrame({"log_density": log_density}), output)
-        return
-    n = log_density.shape[0]
-    total = float(log_density.sum())
+            write_csv(pd.DataFrame({"log_density": log_density}), output)
+            return
+        n = log_density.shape[0]
+        total = float(log_density.sum())
     p = mixture.n_parameters()
     result = {
         "log_likelihood": total,
@@ -474,6 +725,67 @@ def loglik(
     else:
         text = "".join(f"{key}\t{value!r}\n" for key, value in result.items())
     _write_text(text, output)
+
+
+def _score_scaled(
+    engine: str,
+    scheduler: str | None,
+    model_path: str,
+    data: str,
+    output: str,
+    what: str,
+    delimiter: str,
+    no_header: bool,
+    columns: str | None,
+    missing: str,
+    quiet: bool,
+    no_proba: bool = False,
+    keep_input: bool = False,
+) -> tuple[Any, tuple[float, int] | None]:
+    """predict/loglik with --engine dask or stream: the model's parameters, and for "total"
+    the sum of the log densities and the number of rows (the rows are written otherwise)."""
+    from . import modelfile, scale
+    from .dataset import is_folder_output
+
+    if model_path == "-" and data == "-":
+        raise GmmError("MODEL and DATA cannot both be stdin ('-')")
+    missing = _choice(missing, ("error", "drop"), "--missing")
+    _check_not_input(output, [model_path, data])
+    if what == "total" or not is_folder_output(output):
+        modelfile.check_output_path(output)
+    params, names, _ = modelfile.load_model(model_path)
+    selected = _split(columns)
+    use_names = not no_header and selected is None
+    inputs, layout = scale.open_input(
+        engine,
+        data,
+        delimiter=delimiter,
+        header=not no_header,
+        columns=selected,
+        missing=missing,
+        required=names if use_names else None,
+        n_required=None if use_names else params.n_features,
+    )
+    if layout.skipped:
+        _reporter(quiet, layout.names).info(
+            f"{inputs.display}: ignoring non-numeric column(s) {', '.join(layout.skipped)} "
+            "(choose columns with --columns)"
+        )
+    totals = scale.score(
+        engine,
+        params,
+        inputs,
+        layout,
+        what=what,
+        output=output,
+        delimiter=delimiter,
+        header=not no_header,
+        missing=missing,
+        scheduler=scheduler,
+        no_proba=no_proba,
+        keep_input=keep_input,
+    )
+    return params, totals
 
 
 def _write_text(text: str, output: str) -> None:
@@ -535,12 +847,16 @@ def select(
     criterion = _choice(criterion, CRITERIA, "--criterion")
     missing = _choice(missing, ("error", "drop"), "--missing")
     _check_fit_options(min(ks), n_init, max_iter, tol, reg_covar)
+    _check_seed(seed)
     if jobs is not None and jobs < 1:
         raise GmmError(f"--jobs {jobs}: must be >= 1")
     for path in [output, table_path]:
         if path is not None:
             _check_not_input(path, [data])
             modelfile.check_output_path(path)
+    if table_path is not None and _same_output(output, table_path):
+        where = "stdout" if table_path == "-" else "that file"
+        raise GmmError(f"--table {table_path}: -o writes the model to {where} too")
     table = read_table(
         data, delimiter=delimiter, header=not no_header, columns=_split(columns), missing=missing
     )
@@ -549,6 +865,7 @@ def select(
     n = table.values.shape[0]
     if n < max(ks):
         raise GmmError(f"{table.source}: {n} rows are fewer than the {max(ks)} components asked")
+    _check_regularisation(table, reg_covar)
     settings = dict(
         tol=tol,
         reg_covar=reg_covar,
@@ -557,7 +874,8 @@ def select(
         seed=seed,
         standardize=standardize,
     )
-    with report.grid_progress(len(ks) * len(types)) as advance:
+    grid = report.grid_progress(len(ks) * len(types))
+    with _numerical_range(table.source, "float64", standardize), grid as advance:
         cells = run_grid(table.values, ks, types, settings, jobs=jobs, on_cell=advance)
     chosen = choose(cells, criterion)
     report.select_table(cells, chosen, criterion)
@@ -568,6 +886,7 @@ def select(
         "criterion": criterion,
         "grid": [_cell_row(cell) for cell in cells],
     }
+    _check_fitted(chosen.model.params_, data)
     modelfile.save_model(output, chosen.model.params_, table.names, info)
     if table_path is not None:
         import pandas as pd
@@ -604,6 +923,7 @@ def sample(
 
     if n_samples < 1:
         raise GmmError(f"-n/--n-samples {n_samples}: must be >= 1")
+    _check_seed(seed)
     _check_not_input(output, [model])
     modelfile.check_output_path(output)
     params, names, _ = modelfile.load_model(model)

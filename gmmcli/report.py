@@ -32,17 +32,34 @@ class Reporter:
         self._table: Table | None = None
         self._status = None
         self._n_init = 1
+        self._held: list[tuple[str, str | None]] | None = None
 
     # -- messages ------------------------------------------------------------------------
     def info(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(message, markup=False, soft_wrap=True)
+        self._say(message, None)
 
     def warning(self, message: str) -> None:
-        if not self.quiet:
-            self.console.print(
-                f"gmm: warning: {message}", style="yellow", markup=False, soft_wrap=True
-            )
+        self._say(f"gmm: warning: {message}", "yellow")
+
+    def _say(self, text: str, style: str | None) -> None:
+        if self.quiet:
+            return
+        if self._held is not None:
+            self._held.append((text, style))
+            return
+        self.console.print(text, style=style, markup=False, soft_wrap=True)
+
+    def hold(self) -> None:
+        """Keep messages back until ``release``, the first engine event or a summary, so that a
+        command which fails before any work is done prints its error line alone."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Print the messages held back, in order, and stop holding."""
+        held, self._held = self._held, None
+        for text, style in held or []:
+            self._say(text, style)
 
     # -- the convergence table ------------------------------------------------------------
     def start_fit(
@@ -71,6 +88,7 @@ class Reporter:
         """The callback given to the engine."""
         if self.quiet:
             return
+        self.release()
         if self._table is None:
             restart = getattr(event, "restart", 0)
             self._table = self._new_table(restart)
@@ -108,6 +126,7 @@ class Reporter:
     def fit_summary(self, info: dict, destination: str) -> None:
         if self.quiet:
             return
+        self.release()
         restart = info["best_restart"] + 1
         lines = [
             (
@@ -148,6 +167,7 @@ class Reporter:
         """The grid, one row per cell: the chosen cell highlighted, degenerate cells marked."""
         if self.quiet:
             return
+        self.release()
         table = Table(
             title=f"model selection by {criterion.upper()} (lower is better)",
             title_justify="left",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,6 +267,137 @@ def test_missing_and_unreadable_files(tmp_path, capsys):
 )
 def test_bad_arguments_for_fit(args, fragments, capsys):
     assert_user_error(*gmm(capsys, "fit", BLOBS, *args), *fragments)
+
+
+# Option abuse on every command: each case ends in exit 2 with one line naming the option.
+# MODEL is a model file fitted to BLOBS, DATA a copy of BLOBS, OUT a new file in tmp_path.
+OPTION_ABUSE = [
+    ("fit", ["-k", "2", "--tol", "inf"], ["--tol inf: must be a finite number >= 0"]),
+    ("fit", ["-k", "2", "--tol", "1e400"], ["--tol inf: must be a finite number >= 0"]),
+    ("fit", ["-k", "2", "--tol", "nan"], ["--tol nan: must be a finite number >= 0"]),
+    ("fit", ["-k", "2", "--reg-covar", "-inf"], ["--reg-covar -inf: must be a finite"]),
+    ("fit", ["-k", "2", "--reg-covar", "1e301"], ["--reg-covar 1e+301: must be at most 1e+300"]),
+    ("fit", ["-k", "2", "--reg-covar", "1e299"], ["--reg-covar 1e+299: times the variance of"]),
+    ("fit", ["-k", "2", "--seed", "-1"], ["--seed -1: must be >= 0"]),
+    ("fit", ["-k", "2", "--max-iter", "-1"], ["--max-iter -1: must be >= 0"]),
+    ("fit", ["-k", "2.5"], ["'-k'", "integer"]),
+    ("fit", ["-k", "1001"], ["DATA: 1000 rows are fewer than the 1001 components"]),
+    ("fit", ["-k", "2", "--threads", "-1"], ["--threads -1: must be >= 1"]),
+    ("fit", ["-k", "2", "--dtype", "float16"], ["--dtype 'float16'"]),
+    ("fit", ["--init", "MODEL", "-k", "3"], ["MODEL: the model has 4 components but -k is 3"]),
+    ("fit", ["--init", "MODEL", "--covariance", "diag"], ["full covariances but --covariance"]),
+    ("fit", ["--init", "MODEL", "--standardize"], ["MODEL: --standardize needs a standardized"]),
+    ("fit", ["--init", "MODEL", "-o", "MODEL"], ["MODEL: refusing to overwrite an input"]),
+    ("fit", ["-k", "2", "-o", "DATA"], ["DATA: refusing to overwrite an input"]),
+    ("select", ["-k", "0-2"], ["-k/--components '0-2'", "must be >= 1"]),
+    ("select", ["-k", "3-1"], ["-k/--components '3-1'", "empty range"]),
+    ("select", ["-k", "2.5"], ["-k/--components '2.5'"]),
+    ("select", ["-k", "1-1001"], ["DATA: 1000 rows are fewer than the 1001 components"]),
+    ("select", ["--covariance", "full,round"], ["--covariance 'round'"]),
+    ("select", ["--criterion", "cp"], ["--criterion 'cp': use one of bic, aic"]),
+    ("select", ["--jobs", "0"], ["--jobs 0: must be >= 1"]),
+    ("select", ["--n-init", "0"], ["--n-init 0: must be >= 1"]),
+    ("select", ["--tol", "-1"], ["--tol -1.0: must be a finite number >= 0"]),
+    ("select", ["--reg-covar", "inf"], ["--reg-covar inf: must be a finite number >= 0"]),
+    ("select", ["--seed", "-3"], ["--seed -3: must be >= 0"]),
+    ("select", ["-o", "OUT", "--table", "OUT"], ["--table OUT: -o writes the model to that"]),
+    ("select", ["--table", "-"], ["--table -: -o writes the model to stdout too"]),
+    ("select", ["--table", "DATA"], ["DATA: refusing to overwrite an input"]),
+    ("sample", ["-n", "0"], ["-n/--n-samples 0: must be >= 1"]),
+    ("sample", ["-n", "2.5"], ["'-n' / '--n-samples'", "integer"]),
+    ("sample", ["--seed", "-1"], ["--seed -1: must be >= 0"]),
+    ("sample", ["-o", "MODEL"], ["MODEL: refusing to overwrite an input"]),
+    ("predict", ["-o", "DATA"], ["DATA: refusing to overwrite an input"]),
+    ("predict", ["-o", "MODEL"], ["MODEL: refusing to overwrite an input"]),
+    ("predict", ["--missing", "maybe"], ["--missing 'maybe'"]),
+    ("predict", ["-d", "ab"], ["DATA: the delimiter must be one character"]),
+    ("predict", ["--columns", "x,z"], ["DATA: no column 'z'"]),
+    ("loglik", ["--json", "--per-sample"], ["--json and --per-sample cannot be used together"]),
+    ("loglik", ["-o", "MODEL"], ["MODEL: refusing to overwrite an input"]),
+    ("loglik", ["-o", "DATA", "--per-sample"], ["DATA: refusing to overwrite an input"]),
+]
+
+
+@pytest.mark.parametrize(("command", "options", "fragments"), OPTION_ABUSE)
+def test_option_abuse_on_every_command(command, options, fragments, blobs_model, tmp_path, capsys):
+    places = {"DATA": tmp_path / "data.csv", "MODEL": tmp_path / "model.json"}
+    places["OUT"] = tmp_path / "out.json"
+    places["DATA"].write_bytes(BLOBS.read_bytes())
+    places["MODEL"].write_bytes(blobs_model.read_bytes())
+    positional = {"fit": ["DATA"], "select": ["DATA", "-k", "1-2"], "sample": ["MODEL"]}
+    args = [command, *positional.get(command, ["MODEL", "DATA"]), *options]
+    status, out, err = gmm(capsys, *[str(places.get(a, a)) for a in args])
+    for name, place in places.items():
+        fragments = [re.sub(rf"\b{name}\b", str(place), f) for f in fragments]
+    assert_user_error(status, out, err, *fragments)
+    assert places["DATA"].read_bytes() == BLOBS.read_bytes()
+    assert places["MODEL"].read_bytes() == blobs_model.read_bytes()
+    assert not places["OUT"].exists()
+
+
+def test_numerical_range_errors_are_user_errors_naming_the_data(capsys, tmp_path, monkeypatch):
+    """The engine's NumericalRangeError (values beyond the working precision) is exit 2 with
+    one line naming the data file (and the model, when scoring), never an internal error."""
+    from gmmcli.engine.mixture import GaussianMixture
+    from gmmcli.engine.params import NumericalRangeError
+
+    def overflow(self, x):
+        raise NumericalRangeError("component 0's covariance is not finite")
+
+    monkeypatch.setattr(GaussianMixture, "fit", overflow)
+    status, out, err = gmm(capsys, "fit", BLOBS, "-k", "2", "--dtype", "float32", "-q")
+    assert_user_error(status, out, err)
+    assert err == (
+        f"gmm: error: {BLOBS}: component 0's covariance is not finite "
+        "(try --dtype float64 or --standardize)\n"
+    )
+    status, out, err = gmm(capsys, "fit", BLOBS, "-k", "2", "--standardize", "-q")
+    assert err == f"gmm: error: {BLOBS}: component 0's covariance is not finite\n"
+    monkeypatch.undo()
+    # a row 1e5 from components of variance 1e-300: its log density is below -1e309
+    model = tmp_path / "tight.json"
+    doc = {
+        "format": "gmmcli-model",
+        "version": 1,
+        "covariance_type": "diag",
+        "n_components": 2,
+        "n_features": 2,
+        "feature_names": ["x", "y"],
+        "weights": [0.5, 0.5],
+        "means": [[0.0, 0.0], [1.0, 1.0]],
+        "covariances": [[1e-300, 1e-300], [1e-300, 1e-300]],
+    }
+    model.write_text(json.dumps(doc))
+    points = tmp_path / "points.csv"
+    points.write_text("x,y\n0,0\n100000,0\n")
+    for command in (["predict"], ["loglik", "--per-sample"]):
+        status, out, err = gmm(capsys, command[0], model, points, *command[1:])
+        assert_user_error(
+            status,
+            out,
+            err,
+            f"{points}: row 2 lies too far from every component for its log density to be "
+            f"represented in float64 (model {model})",
+        )
+
+
+def test_max_iter_0_writes_the_starting_model_with_its_log_likelihood(capsys, tmp_path):
+    """--max-iter 0 is allowed: no EM step, the initial model (k-means++ start), marked not
+    converged, and its recorded log-likelihood is that of the parameters written."""
+    status, out, err = gmm(capsys, "fit", BLOBS, "-k", "4", "--max-iter", "0", "-q")
+    assert status == 0, err
+    model = json.loads(out)
+    fit = model["fit"]
+    assert fit["n_iter"] == 0 and fit["converged"] is False
+    assert len(fit["log_likelihood_history"]) == 1
+    path = tmp_path / "start.json"
+    path.write_text(out)
+    status, out, err = gmm(capsys, "loglik", path, BLOBS, "--json")
+    assert status == 0, err
+    assert json.loads(out)["log_likelihood"] == pytest.approx(fit["log_likelihood"], rel=1e-9)
+    # one EM step from the same start moves away from it and raises the log-likelihood
+    _, out, _ = gmm(capsys, "fit", BLOBS, "-k", "4", "--max-iter", "1", "-q")
+    assert json.loads(out)["fit"]["log_likelihood"] > fit["log_likelihood"]
 
 
 def test_output_in_a_missing_folder_fails_before_fitting(tmp_path, capsys):
