@@ -357,7 +357,7 @@ def fit(
             )
     else:
         report.start_fit(*table.values.shape, components, covariance, n_init)
-        with _numerical_range(table.source, dtype, standardize):
+        with _numerical_range(table.source, dtype, standardize, table.names):
             model.fit(table.values)
         n_dropped = table.n_dropped
     info = model.fit_info(names)
@@ -384,9 +384,11 @@ def _check_engine(engine: str, scheduler: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _numerical_range(source: str, dtype: str, standardize: bool) -> Iterator[None]:
+def _numerical_range(
+    source: str, dtype: str, standardize: bool, names: list[str] | None = None
+) -> Iterator[None]:
     """The engine's NumericalRangeError (values beyond what the working precision holds) as a
-    user error about the data."""
+    user error about the data (and the column, where the engine names one)."""
     from .engine.params import NumericalRangeError
 
     try:
@@ -396,7 +398,10 @@ def _numerical_range(source: str, dtype: str, standardize: bool) -> Iterator[Non
             [] if standardize else ["--standardize"]
         )
         hint = f" (try {' or '.join(hints)})" if hints else ""
-        raise GmmError(f"{source}: {error}{hint}") from None
+        where = ""
+        if error.column is not None and names is not None:
+            where = f"column '{names[error.column]}' ({error.column + 1}): "
+        raise GmmError(f"{source}: {where}{error}{hint}") from None
 
 
 @contextlib.contextmanager
@@ -875,7 +880,7 @@ def select(
         standardize=standardize,
     )
     grid = report.grid_progress(len(ks) * len(types))
-    with _numerical_range(table.source, "float64", standardize), grid as advance:
+    with _numerical_range(table.source, "float64", standardize, table.names), grid as advance:
         cells = run_grid(table.values, ks, types, settings, jobs=jobs, on_cell=advance)
     chosen = choose(cells, criterion)
     report.select_table(cells, chosen, criterion)

@@ -280,8 +280,12 @@ def fit(
             )
         announce(n_rows)
         source = DaskSource(client, parts, len(layout.names), seed=model.seed)
-        model.fit_source(source)
-        source.release()
+        try:
+            model.fit_source(source)
+        except ValueError as error:  # e.g. NumericalRangeError: the data, not the cluster
+            raise GmmError(f"{inputs.display}: {error}") from None
+        finally:
+            source.release()
     return n_dropped
 
 

@@ -310,24 +310,6 @@ def reference_log_parts(
     return log_density, resp
 
 
-def tiny_variance_column(x: np.ndarray) -> bool:
-    """A column whose variance is not 0 but below 1e-290 (0, 0, 1e-153: 2e-307), or rounding
-    noise of a constant column (three rows of 1e-141: 2e-314): reg_covar times it is
-    subnormal. See test_bug_constant_column_with_rounding_noise_variance and
-    test_bug_tiny_spread_column_is_an_internal_error."""
-    with np.errstate(all="ignore"):
-        variances = x.var(axis=0)
-    return bool(np.any((variances > 0) & (variances < 1e-290)))
-
-
-def tiny_scale(doc: dict) -> bool:
-    """A standardize.scale below 1e-150: every clean row then lies beyond 1e150 scaled units
-    from the model, and the engine warns while finding that no density is representable.
-    See test_bug_tiny_scale_model_scores_far_rows_with_warnings."""
-    params = model_params(doc)
-    return params is not None and bool(np.min(params["scale"]) < 1e-150)
-
-
 # -- the model used by predict and loglik --------------------------------------------------
 CLEAN_ROWS = [
     (-0.3, 0.2),
@@ -634,9 +616,6 @@ def scaled_rows(draw) -> list[tuple[float, float]]:
 def test_fit_on_extreme_scales(capsys, rows, k, covariance, n_init, init, dtype, standardize):
     assume(len(rows) >= k)
     x = np.array(rows)
-    # test_bug_constant_column_with_rounding_noise_variance and
-    # test_bug_tiny_spread_column_is_an_internal_error
-    assume(standardize or not tiny_variance_column(x))
     with tempfile.TemporaryDirectory() as folder:
         path = write_rows(folder, rows)
         args = ["fit", path, "-k", k, "--covariance", covariance, "--n-init", n_init]
@@ -826,9 +805,6 @@ def test_predict_and_loglik_with_malformed_models(capsys, model_dir, model_doc, 
         text = text[: data.draw(st.integers(0, len(text)))]
     encoding = data.draw(st.sampled_from(["utf-8"] * 5 + ["utf-8-sig", "utf-16", "latin-1"]))
     command = data.draw(st.sampled_from(["predict", "loglik", "fit", "sample", "describe"]))
-    # test_bug_tiny_scale_model_scores_far_rows_with_warnings (predict, loglik, fit) and
-    # test_bug_sample_of_a_tiny_scale_model_is_an_internal_error (sample)
-    assume(command == "describe" or not tiny_scale(doc))
     mode = data.draw(st.sampled_from(["text", "json", "per-sample"]))
     use_stdin = command != "fit" and data.draw(st.integers(0, 4)) == 0
     data_path = str(model_dir / "data.csv")
@@ -1129,14 +1105,16 @@ def test_float32_column_too_narrow_is_refused(capsys):
         check_status(status, out, err, path)
         assert status == 2, out
         assert f"{path}: column 'y' (2): varies by only 4.71e-151" in err, err
-        for fix in (["--dtype", "float64"], ["--standardize"]):
-            status, out, err = gmm(capsys, [*args, *fix])
-            assert status == 0, err
-            check_fit_output(out, 1, 3)
+        # float64 cannot hold it either (its variance, 2e-301, times reg_covar underflows)
+        status, out, err = gmm(capsys, [*args, "--dtype", "float64"])
+        check_status(status, out, err, path)
+        assert "column 'y' (2): varies too little for float64" in err, err
+        status, out, err = gmm(capsys, [*args, "--standardize"])
+        assert status == 0, err
+        check_fit_output(out, 1, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: RuntimeWarnings, then an infinite covariance")
-def test_bug_float32_warm_start_far_in_scaled_units(capsys):
+def test_float32_warm_start_far_in_scaled_units_is_refused(capsys):
     # --init from a standardized model keeps its scaling (scale 1e-10), so the up-front
     # float32 check (done in the data's units, and skipped with a scaling) cannot see that
     # the row at 1e10 lies 1e20 scaled units out: "RuntimeWarning: overflow encountered in
@@ -1263,8 +1241,7 @@ def test_tiny_variances_near_the_data_stay_usable(capsys, model_dir, model_doc):
     assert frame["label"].tolist() == [0] + [1] * (len(CLEAN_ROWS) - 1)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: RuntimeWarning leaks while scoring (exit 2 ok)")
-def test_bug_tiny_scale_model_scores_far_rows_with_warnings(capsys, model_dir, model_doc):
+def test_tiny_scale_model_refuses_far_rows_without_warnings(capsys, model_dir, model_doc):
     # standardize.scale 1e-300 is allowed (fit --standardize writes such scales for data of
     # that size), so every clean row lies ~1e300 scaled units out and the log density is not
     # representable: the error is right, but "RuntimeWarning: overflow encountered in
@@ -1279,8 +1256,7 @@ def test_bug_tiny_scale_model_scores_far_rows_with_warnings(capsys, model_dir, m
     assert status == 2 and "lies too far from every component" in err
 
 
-@pytest.mark.xfail(strict=True, reason="engine: LinAlgError, exit 1")
-def test_bug_sample_of_a_tiny_scale_model_is_an_internal_error(capsys):
+def test_sample_of_a_tiny_scale_model_draws_in_its_units(capsys):
     # fit --standardize writes scale 5e-161 for x; predict and loglik score in the model's
     # units, but sample converts the covariance to the data's units (x scale², subnormal,
     # rounded), which is no longer positive definite: "internal error: LinAlgError: Matrix
@@ -1343,8 +1319,7 @@ def _far_model(folder: str, model: str) -> str:
     return _write(folder, "far.json", json.dumps(doc))
 
 
-@pytest.mark.xfail(strict=True, reason="engine: precision overflows, with RuntimeWarnings")
-def test_bug_constant_column_with_rounding_noise_variance(capsys):
+def test_constant_column_with_rounding_noise_variance_fits(capsys):
     # three equal rows (0, 1e-141): the column's mean is not exactly 1e-141, so its variance
     # comes out as 2e-314 instead of 0; reg_covar relative to it (1e-6 x 2e-314) is
     # subnormal, "RuntimeWarning: invalid value encountered in matmul" (engine/stats.py
@@ -1360,8 +1335,7 @@ def test_bug_constant_column_with_rounding_noise_variance(capsys):
     assert doc["means"] == [[0.0, 1e-141]]
 
 
-@pytest.mark.xfail(strict=True, reason="engine: -inf log-likelihood, exit 1")
-def test_bug_tiny_spread_column_is_an_internal_error(capsys):
+def test_tiny_spread_column_is_refused_in_one_line(capsys):
     # a column varying by 1e-153 has variance 2e-307; reg_covar relative to it (2e-313) is
     # subnormal, a component's precision overflows ("RuntimeWarning: invalid value
     # encountered in matmul", engine/stats.py log_joint), and with -k 2 the fit records a
@@ -1370,7 +1344,11 @@ def test_bug_tiny_spread_column_is_an_internal_error(capsys):
     with tempfile.TemporaryDirectory() as folder:
         path = _write(folder, "spread.csv", "x,y\n0,0\n0,0\n0,1e-153\n")
         status, out, err = gmm(capsys, ["fit", path, "-k", "2", "-q"])
-    check_status(status, out, err, path)
+        check_status(status, out, err, path)
+        assert status == 2 and "varies too little for float64" in err, err
+        status, out, err = gmm(capsys, ["fit", path, "-k", "2", "-q", "--standardize"])
+    assert status == 0, err
+    check_fit_output(out, 2, 3)
 
 
 def test_standardized_fit_of_tiny_values_is_usable(capsys):

@@ -14,7 +14,10 @@ import threading
 
 import numpy as np
 
+from .params import NumericalRangeError
+
 MiB = 1024 * 1024
+FLOAT32_REACH = 1e18  # |x − shift| beyond this: squares (and their sums) overflow float32
 _local = threading.local()
 
 
@@ -79,6 +82,12 @@ class Rows:
         self.dtype = np.dtype(dtype)
         self.n_rows, self.n_features = x.shape
         self.cached: np.ndarray | None = None
+        if self.dtype == np.float32 and self.n_rows:
+            far = float(np.max(np.abs(x - shift)))  # squares and products must stay finite
+            if not far < FLOAT32_REACH:
+                raise NumericalRangeError(
+                    f"a row lies {far:.3g} from the column means: too far for --dtype float32"
+                )
         if cache:
             self.cached = np.empty((self.n_features, self.n_rows), dtype=self.dtype)
             step = 65536

@@ -166,6 +166,10 @@ class EMOptions:
                 raise ValueError(message)
 
 
+# Below this a column's variance (times reg_covar, then inverted) leaves float64's range.
+MIN_VARIANCE = 1e-270
+
+
 def regularisation(options: EMOptions, summary: DataSummary) -> np.ndarray:
     """(d,) what the M-step adds to each column's variance: reg_covar times the column's
     variance in the data (a constant column: times 1), or reg_covar as it is.
@@ -174,11 +178,19 @@ def regularisation(options: EMOptions, summary: DataSummary) -> np.ndarray:
     and a covariance stays well conditioned (its smallest eigenvalue at least reg_covar
     times the data's scale), whatever the units.
     """
-    d = summary.variances.shape[0]
+    variances = summary.variances
     if options.reg_scale == "absolute":
-        return np.full(d, float(options.reg_covar))
-    scale = np.where(summary.variances > 0, summary.variances, 1.0)
-    return options.reg_covar * scale
+        return np.full(variances.shape[0], float(options.reg_covar))
+    # a constant column's variance comes out as rounding noise, up to (eps·|mean|)²
+    constant = variances <= (16 * np.finfo(float).eps * np.abs(summary.shift)) ** 2
+    tiny = np.flatnonzero(~constant & (variances < MIN_VARIANCE))
+    if tiny.size:
+        j = int(tiny[0])
+        raise NumericalRangeError(
+            f"varies too little for float64 (standard deviation {np.sqrt(variances[j]):.3g})",
+            column=j,
+        )
+    return options.reg_covar * np.where(constant, 1.0, variances)
 
 
 def find_collapses(

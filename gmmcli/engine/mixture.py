@@ -344,7 +344,7 @@ class GaussianMixture:
         Components are drawn with probabilities π_k, then x = μ_k + L_k z with L_k L_kᵀ = Σ_k
         and z standard normal; the same seed gives the same rows.
         """
-        params = self._fitted().in_data_units()
+        params = self._fitted()
         rng = np.random.default_rng(seed)
         labels = rng.choice(params.n_components, size=n_samples, p=params.weights)
         x = np.empty((n_samples, params.n_features))
@@ -354,6 +354,10 @@ class GaussianMixture:
             x[rows] = (
                 params.means[c] + rng.standard_normal((rows.size, params.n_features)) @ lower.T
             )
+        if params.center is not None and params.scale is not None:
+            # drawn in the model's own units, then scaled: the covariance in the data's
+            # units (× scale²) can underflow where the rows themselves do not
+            x = params.center + params.scale * x
         return x, labels
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

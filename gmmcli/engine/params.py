@@ -11,7 +11,12 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 class NumericalRangeError(ValueError):
     """The data or parameters lie outside what the working precision can represent (e.g. the
-    squares of float32 values overflow). The caller names the input at fault."""
+    squares of float32 values overflow). The caller names the input at fault, and the
+    column when ``column`` (0-based) is given."""
+
+    def __init__(self, message: str, column: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:

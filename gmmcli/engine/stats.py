@@ -176,7 +176,8 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
 def make_chunk(rows: Rows, span: slice, strategy: CovarianceStrategy) -> Chunk:
     """The chunk of these rows with the strategy's features filled in."""
     chunk = rows.chunk(span, strategy.n_extra(rows.n_features))
-    strategy.fill_features(chunk)
+    with np.errstate(over="ignore"):  # a square beyond the range: that row's density is 0
+        strategy.fill_features(chunk)
     return chunk
 
 
@@ -372,7 +373,8 @@ def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
     place on the (k, c) array: with k rows of contiguous memory this is a few fast passes
     (scipy.special.logsumexp, which allocates several temporaries, measured 2× slower here).
     """
-    resp = model.log_joint(chunk)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf − inf is handled just below
+        resp = model.log_joint(chunk)
     # A NaN can only come from an overflowing expansion (inf − inf), i.e. a row unimaginably
     # far from that component: fmax treats it as −inf, as the true value is below −1e300.
     top = np.fmax.reduce(resp, axis=0)
