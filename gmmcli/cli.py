@@ -53,6 +53,14 @@ Missing = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No tables, progress or warnings.")]
+RegScale = Annotated[
+    str,
+    typer.Option(
+        "--reg-scale",
+        help="data: --reg-covar times each column's variance (a fit then does not depend on "
+        "the data's units); absolute: added as it is, like scikit-learn.",
+    ),
+]
 Standardize = Annotated[
     bool,
     typer.Option(
@@ -221,6 +229,7 @@ def fit(
     threads: Annotated[
         int | None, typer.Option("--threads", help="Worker threads (default: one per core).")
     ] = None,
+    reg_scale: RegScale = "data",
     standardize: Standardize = False,
     columns: Columns = None,
     delimiter: Delimiter = ",",
@@ -239,6 +248,7 @@ def fit(
     if threads is not None and threads < 1:
         raise GmmError(f"--threads {threads}: must be >= 1")
     missing = _choice(missing, ("error", "drop"), "--missing")
+    reg_scale = _choice(reg_scale, ("data", "absolute"), "--reg-scale")
     _check_fit_options(components, n_init, max_iter, tol, reg_covar)
     _check_seed(seed)
     engine = _check_engine(engine, scheduler)
@@ -302,7 +312,7 @@ def fit(
                 f"{table.source}: {table.values.shape[0]} rows are fewer than the "
                 f"{components} components"
             )
-        _check_regularisation(table, reg_covar)
+        _check_regularisation(table, reg_covar, reg_scale)
     if start is not None and n_init > 1:
         report.warning("a warm start (--init MODEL) needs one restart; using --n-init 1")
         n_init = 1
@@ -314,6 +324,7 @@ def fit(
         covariance_type=covariance,
         tol=tol,
         reg_covar=reg_covar,
+        reg_scale=reg_scale,
         max_iter=max_iter,
         n_init=n_init,
         init=init if start is None else "kmeans++",
@@ -416,12 +427,12 @@ def _scoring_range(source: str, model: str) -> Iterator[None]:
         raise GmmError(f"{source}: {error} (model {display_name(model)})") from None
 
 
-def _check_regularisation(table: Any, reg_covar: float) -> None:
+def _check_regularisation(table: Any, reg_covar: float, reg_scale: str = "data") -> None:
     """Before any work: --reg-covar is added to every variance times the column's variance in
     the data (1 for a constant column), so a large one can push the variances past what a
     model file holds (MAX_VARIANCE). In the data's units this is the same with --standardize
     (reg_covar × 1, times scale²)."""
-    if reg_covar <= 1:  # then reg_covar × variance ≤ variance, which the data bound
+    if reg_covar <= 1 or reg_scale == "absolute":  # reg_covar × variance ≤ variance, bound
         return
     import numpy as np
 
@@ -830,6 +841,7 @@ def select(
     jobs: Annotated[
         int | None, typer.Option("--jobs", help="Worker processes (default: one per core).")
     ] = None,
+    reg_scale: RegScale = "data",
     standardize: Standardize = False,
     columns: Columns = None,
     delimiter: Delimiter = ",",
@@ -851,6 +863,7 @@ def select(
         _choice(kind, COVARIANCES, "--covariance")
     criterion = _choice(criterion, CRITERIA, "--criterion")
     missing = _choice(missing, ("error", "drop"), "--missing")
+    reg_scale = _choice(reg_scale, ("data", "absolute"), "--reg-scale")
     _check_fit_options(min(ks), n_init, max_iter, tol, reg_covar)
     _check_seed(seed)
     if jobs is not None and jobs < 1:
@@ -870,10 +883,11 @@ def select(
     n = table.values.shape[0]
     if n < max(ks):
         raise GmmError(f"{table.source}: {n} rows are fewer than the {max(ks)} components asked")
-    _check_regularisation(table, reg_covar)
+    _check_regularisation(table, reg_covar, reg_scale)
     settings = dict(
         tol=tol,
         reg_covar=reg_covar,
+        reg_scale=reg_scale,
         max_iter=max_iter,
         n_init=n_init,
         seed=seed,

@@ -572,3 +572,26 @@ def test_too_few_rows_for_the_model_warn_and_still_write_a_finite_model(shape, k
     model = json.loads(out)  # json.loads accepts NaN, so check it explicitly
     assert "NaN" not in out and "Infinity" not in out
     assert model["fit"]["collapsed"]
+
+
+@pytest.mark.parametrize("factor", [1e-6, 1e6])
+def test_data_in_other_units_gets_the_same_labels(tmp_path, capsys, factor):
+    """reg_covar is relative to each column's variance, so the sample blobs in other units
+    get the same labels; with --reg-scale absolute (scikit-learn's way) 1e-6 units do not
+    (every covariance then is mostly the 1e-6 added to it)."""
+    x = pd.read_csv(BLOBS)
+    scaled = tmp_path / "scaled.csv"
+    (x * factor).to_csv(scaled, index=False, float_format="%.17g")
+
+    def labels(path: Path, *extra: str) -> np.ndarray:
+        model = tmp_path / "model.json"
+        status, _, err = gmm(capsys, "fit", str(path), "-k", "4", "-q", "-o", str(model), *extra)
+        assert status == 0, err
+        status, out, err = gmm(capsys, "predict", str(model), str(path))
+        assert status == 0, err
+        return pd.read_csv(io.StringIO(out))["label"].to_numpy()
+
+    base = labels(BLOBS)
+    assert np.array_equal(labels(scaled), base)
+    if factor < 1:
+        assert not np.array_equal(labels(scaled, "--reg-scale", "absolute"), base)
