@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from .engine.em import Event, IterationEvent, ReseedEvent, RestartEvent
+from .engine.em import Event, IterationEvent, PassEvent, ReseedEvent, RestartEvent
 
 
 def _number(value: float, digits: int = 6) -> str:
@@ -31,6 +32,7 @@ class Reporter:
         self.names = feature_names or []
         self._table: Table | None = None
         self._status = None
+        self._last_pass_update = 0.0
         self._n_init = 1
         self._held: list[tuple[str, str | None]] | None = None
 
@@ -107,6 +109,16 @@ class Reporter:
                 self._status.update(
                     f"restart {event.restart + 1}: iteration {event.iteration}, "
                     f"log-likelihood/row {event.mean_log_likelihood:.6g}"
+                )
+        elif isinstance(event, PassEvent):
+            now = time.monotonic()
+            if self._status is not None and now - self._last_pass_update > 0.2:
+                self._last_pass_update = now
+                share = min(event.rows_done / max(event.rows_total, 1), 1.0)
+                bar = "━" * round(20 * share) + "╺" * (20 - round(20 * share))
+                self._status.update(
+                    f"restart {event.restart + 1}: iteration {event.iteration} {bar} "
+                    f"{share:.0%} of {event.rows_total:,} rows"
                 )
         elif isinstance(event, ReseedEvent):
             text = event.collapse.describe(self.names) if self.names else str(event.collapse)

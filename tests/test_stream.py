@@ -270,3 +270,24 @@ def test_a_full_disk_falls_back_to_parsing_every_pass(csv, monkeypatch):
     assert spilled.spill_failed and spilled.path is None
     assert np.array_equal(first, x)
     assert np.array_equal(np.concatenate([b.copy() for b in spilled()]), x)  # parsed again
+
+
+def test_each_pass_reports_its_progress(csv):
+    """A source that reads as it goes tells the EM loop how far each pass has got (the
+    terminal shows it as a bar under the convergence table)."""
+    from gmmcli.engine.em import PassEvent
+
+    path, x = csv
+    events = []
+    options = EMOptions(3, tol=0.0, max_iter=3)
+    fit_source(BlockSource(blocks_of(path, 4), 3, threads=1), options, None, events.append)
+    passes = [e for e in events if isinstance(e, PassEvent)]
+    assert {e.iteration for e in passes} == {1, 2, 3}
+    for it in (1, 2, 3):
+        done = [e.rows_done for e in passes if e.iteration == it]
+        # each pass counts up to every row (an iteration may take a second pass: recentred)
+        ends = [i for i, v in enumerate(done) if v == len(x)]
+        assert ends and ends[-1] == len(done) - 1 and len(done) >= 4
+        for a, b in zip([-1, *ends[:-1]], ends, strict=True):
+            assert done[a + 1 : b + 1] == sorted(done[a + 1 : b + 1])
+        assert all(e.rows_total == len(x) for e in passes)

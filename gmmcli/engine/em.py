@@ -86,6 +86,16 @@ class IterationEvent:
 
 
 @dataclass(frozen=True)
+class PassEvent:
+    """Progress within a long pass over the rows (sources that read as they go)."""
+
+    restart: int
+    iteration: int  # the iteration whose pass this is (1 = the first M-step's)
+    rows_done: int
+    rows_total: int
+
+
+@dataclass(frozen=True)
 class ReseedEvent:
     restart: int
     iteration: int
@@ -102,7 +112,7 @@ class RestartEvent:
     collapsed: tuple[Collapse, ...]
 
 
-Event = IterationEvent | ReseedEvent | RestartEvent
+Event = IterationEvent | ReseedEvent | RestartEvent | PassEvent
 
 
 @dataclass
@@ -353,6 +363,8 @@ def run_restart(
     collapses: list[Collapse] = []
     for iteration in range(1, options.max_iter + 1):
         t0 = time.perf_counter()
+        if hasattr(source, "on_rows"):  # a source that reads as it goes reports its progress
+            source.on_rows = lambda done, it=iteration: on_event(PassEvent(restart, it, done, n))
         stats = source.em_pass(model, n_worst=k)
         origins = recentred(stats, strategy)
         if origins is not None:  # a component's new mean lies far from where it was summed

@@ -235,6 +235,8 @@ class BlockSource(SampledInit):
         self.shift: np.ndarray | None = None
         self.dtype = "float64"
         self.chunk_size = 0
+        # told the rows done so far after each block of a pass (set by the EM loop)
+        self.on_rows: Callable[[int], None] | None = None
 
     def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
         key = sample_key(self.seed)
@@ -258,8 +260,12 @@ class BlockSource(SampledInit):
         dtype = "float64" if exact else self.dtype
 
         def parts() -> Iterator[SuffStats]:
+            done = 0
             for x in self.blocks():
                 rows = Rows(x, self.shift, dtype)
                 yield em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
+                done += x.shape[0]
+                if self.on_rows is not None:
+                    self.on_rows(done)
 
         return total(parts())
