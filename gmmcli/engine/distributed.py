@@ -33,10 +33,6 @@ from .stats import (
     Model,
     SuffStats,
     em_pass,
-    estep_chunk,
-    make_chunk,
-    map_chunks,
-    prepare,
     single_threaded_blas,
 )
 
@@ -191,28 +187,7 @@ def score_partition(
     x: np.ndarray, params: MixtureParams, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Responsibilities (n, k) and log densities (n,) of one partition's rows, as
-    ``GaussianMixture`` computes them (shifted by the mixture's mean, in float64; a
-    standardized model scores (x − center) / scale and subtracts Σ log scale)."""
-    from .covariance import strategy as get_strategy
+    ``GaussianMixture`` computes them (``mixture.score_rows``, on one thread)."""
+    from .mixture import score_rows
 
-    jacobian = 0.0
-    if params.center is not None and params.scale is not None:
-        x = (x - params.center) / params.scale
-        jacobian = float(np.log(params.scale).sum())
-    shift = params.weights @ params.means
-    model = prepare(params, get_strategy(params.covariance_type), shift)
-    n = x.shape[0]
-    resp = np.empty((n, params.n_components))
-    log_density = np.empty(n)
-    rows = Rows(np.ascontiguousarray(x, dtype=np.float64), shift)
-
-    def part(span: slice) -> None:
-        chunk = make_chunk(rows, span, model.strategy)
-        chunk_resp, log_density[span] = estep_chunk(model, chunk)
-        resp[span] = chunk_resp.T
-
-    with single_threaded_blas():
-        map_chunks(part, n, chunk_size, 1)
-    if jacobian:
-        log_density -= jacobian
-    return resp, log_density
+    return score_rows(x, params, chunk_size, threads=1, numbered=False)

@@ -296,47 +296,12 @@ class GaussianMixture:
 
     # -- using the model -----------------------------------------------------------------
     def _log_parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Responsibilities and log densities of every row, chunk by chunk (in the data's
-        units, whatever the scaling the model was fitted in).
-
-        A standardized model scores (x − center) / scale with its own parameters, less
-        Σ log scale (the Jacobian): converting the model to the data's units instead would
-        round its means to the precision of the centre, which can exceed the spread.
-        """
+        """Responsibilities and log densities of every row (``score_rows``)."""
         params = self._fitted()
         x = _as_2d(X)
         if x.shape[1] != params.n_features:
             raise ValueError(f"X has {x.shape[1]} columns; the model has {params.n_features}")
-        jacobian = 0.0
-        if params.center is not None and params.scale is not None:
-            x = (x - params.center) / params.scale
-            jacobian = float(np.log(params.scale).sum())
-        shift = params.weights @ params.means
-        model = prepare(params, get_strategy(params.covariance_type), shift)
-        resp = np.empty((x.shape[0], params.n_components))
-        log_density = np.empty(x.shape[0])
-        size = self.chunk_size or default_chunk_size(
-            params.n_components, params.n_features, params.covariance_type
-        )
-        rows = Rows(x, shift)  # scores are always computed in float64
-
-        def part(span: slice) -> None:
-            chunk = make_chunk(rows, span, model.strategy)
-            chunk_resp, log_density[span] = estep_chunk(model, chunk)
-            resp[span] = chunk_resp.T
-
-        with single_threaded_blas():
-            for _ in map_chunks(part, x.shape[0], size, self.threads or default_threads()):
-                pass
-        if jacobian:
-            log_density -= jacobian
-        lost = np.flatnonzero(~np.isfinite(log_density))
-        if lost.size:
-            raise NumericalRangeError(
-                f"row {lost[0] + 1} lies too far from every component for its log density to "
-                "be represented in float64"
-            )
-        return resp, log_density
+        return score_rows(x, params, self.chunk_size, self.threads or default_threads())
 
     def sample(self, n_samples: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """n_samples rows drawn from the mixture, and the component each came from.
@@ -398,3 +363,50 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {x.shape}")
     return np.ascontiguousarray(x)
+
+
+def score_rows(
+    x: np.ndarray,
+    params: MixtureParams,
+    chunk_size: int | None = None,
+    threads: int = 1,
+    numbered: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) responsibilities and (n,) log densities of the rows of x, chunk by chunk, in
+    float64 and in the data's units, whatever the scaling the model was fitted in.
+
+    A standardized model scores (x − center) / scale with its own parameters, less
+    Σ log scale (the Jacobian): converting the model to the data's units instead would round
+    its means to the precision of the centre, which can exceed the spread. A row whose log
+    density has no float64 value is a NumericalRangeError (naming it when ``numbered``).
+    """
+    jacobian = 0.0
+    if params.center is not None and params.scale is not None:
+        x = (x - params.center) / params.scale
+        jacobian = float(np.log(params.scale).sum())
+    shift = params.weights @ params.means
+    model = prepare(params, get_strategy(params.covariance_type), shift)
+    resp = np.empty((x.shape[0], params.n_components))
+    log_density = np.empty(x.shape[0])
+    size = chunk_size or default_chunk_size(
+        params.n_components, params.n_features, params.covariance_type
+    )
+    rows = Rows(np.ascontiguousarray(x, dtype=np.float64), shift)
+
+    def part(span: slice) -> None:
+        chunk = make_chunk(rows, span, model.strategy)
+        chunk_resp, log_density[span] = estep_chunk(model, chunk)
+        resp[span] = chunk_resp.T
+
+    with single_threaded_blas():
+        map_chunks(part, x.shape[0], size, threads)
+    if jacobian:
+        log_density -= jacobian
+    lost = np.flatnonzero(~np.isfinite(log_density))
+    if lost.size:
+        which = f"row {lost[0] + 1}" if numbered else "a row"
+        raise NumericalRangeError(
+            f"{which} lies too far from every component for its log density to be "
+            "represented in float64"
+        )
+    return resp, log_density

@@ -353,18 +353,6 @@ def reduce_chunk_blocks(
     return out
 
 
-def reduce_chunk(
-    chunk: Chunk,
-    resp: np.ndarray,
-    log_density: np.ndarray | None = None,
-    n_worst: int = 0,
-    strategy: CovarianceStrategy | None = None,
-    origins: np.ndarray | None = None,
-) -> SuffStats:
-    """The chunk's statistics summed (``reduce_chunk_blocks``, added up)."""
-    return reduce_chunk_blocks(chunk, resp, log_density, n_worst, strategy, origins).result()
-
-
 def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
     """Responsibilities r_ki (k, c) and log densities log Σ_k π_k N(x_i|μ_k,Σ_k) (c,).
 
