@@ -18,6 +18,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
+from engine_checks import assert_same_fit, blobs, relative_error, start_params  # noqa: E402
+
 from gmmcli.cli import run  # noqa: E402
 from gmmcli.engine.distributed import DaskSource  # noqa: E402
 from gmmcli.engine.em import EMOptions, ReseedEvent, fit, fit_source  # noqa: E402
@@ -39,51 +41,6 @@ def client():
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
-
-
-def blobs(seed: int = 0, n_per: int = 700, d: int = 3, k: int = 3) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    parts = [
-        rng.normal(size=(n_per, d)) @ (rng.normal(size=(d, d)) * 0.8 + np.eye(d) * 0.5)
-        + 6.0 * rng.normal(size=d)
-        for _ in range(k)
-    ]
-    x = np.concatenate(parts)
-    return x[rng.permutation(len(x))]
-
-
-def start_params(x: np.ndarray, k: int, covariance_type: str) -> MixtureParams:
-    rng = np.random.default_rng(3)
-    d = x.shape[1]
-    cov = np.cov(x.T, bias=True)
-    covariances = {
-        "full": np.stack([cov] * k),
-        "tied": cov,
-        "diag": np.stack([np.diag(cov)] * k),
-        "spherical": np.full(k, np.diag(cov).mean()),
-    }[covariance_type]
-    weights = rng.uniform(0.5, 1.5, k)
-    return MixtureParams(
-        covariance_type,
-        weights / weights.sum(),
-        x[rng.choice(len(x), k, replace=False)].reshape(k, d),
-        covariances,
-    )
-
-
-def relative_error(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
-
-
-def assert_same_fit(ours, reference) -> None:
-    a, b = ours.best, reference.best
-    assert a.n_iter == b.n_iter
-    assert relative_error(a.history, b.history) < 1e-8
-    assert relative_error(a.params.weights, b.params.weights) < 1e-8
-    assert relative_error(a.params.means, b.params.means) < 1e-8
-    assert relative_error(a.params.covariances, b.params.covariances) < 1e-8
-    assert ours.n_samples == reference.n_samples
 
 
 def scattered(client, x: np.ndarray, n_parts: int) -> DaskSource:
