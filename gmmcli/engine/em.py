@@ -372,7 +372,7 @@ def run_restart(
         current = stats.log_likelihood / n
         history.append(current)
         change = current - previous
-        step = mstep(stats, strategy, summary.shift, options.reg_covar)
+        step = mstep(stats, strategy, options.reg_covar)
         params = step.params
         n_iter = iteration
         collapses = find_collapses(

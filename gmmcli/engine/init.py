@@ -149,7 +149,7 @@ def from_kmeans(
 
     rows = Rows(x, summary.shift)
     stats = stats_from_responsibilities(rows, one_hot, strategy, chunk_size)
-    return mstep(stats, strategy, summary.shift, reg_covar).params
+    return mstep(stats, strategy, reg_covar).params
 
 
 def from_random_responsibilities(
@@ -174,7 +174,7 @@ def from_random_responsibilities(
 
     rows = Rows(x, summary.shift)
     stats = stats_from_responsibilities(rows, uniform, strategy, chunk_size)
-    return mstep(stats, strategy, summary.shift, reg_covar).params
+    return mstep(stats, strategy, reg_covar).params
 
 
 def from_random_rows(

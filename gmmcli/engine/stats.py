@@ -529,9 +529,7 @@ class MStep:
     raw_covariances: np.ndarray
 
 
-def mstep(
-    stats: SuffStats, strategy: CovarianceStrategy, shift: np.ndarray, reg_covar: float
-) -> MStep:
+def mstep(stats: SuffStats, strategy: CovarianceStrategy, reg_covar: float | np.ndarray) -> MStep:
     """π_k = N_k / n, μ_k = origin_k + S1_k / N_k, Σ_k from S2 (see the strategy), + reg_covar.
 
     The origin is the shift, or a far component's previous mean (``Model``). N_k gets 10·eps
