@@ -341,11 +341,11 @@ def _score_part(
 
 
 def _scores(loaded: dataset.Loaded, params: Any) -> tuple[np.ndarray, np.ndarray]:
-    from .engine.distributed import score_partition
-    from .engine.stats import default_chunk_size
+    """One partition's or block's scores, as GaussianMixture computes them (one thread: a
+    worker process has one core's share; rows counted within the part, so unnumbered)."""
+    from .engine.mixture import score_rows
 
-    size = default_chunk_size(params.n_components, params.n_features, params.covariance_type)
-    return score_partition(loaded.x, params, size)
+    return score_rows(loaded.x, params, threads=1, numbered=False)
 
 
 def score(

@@ -27,7 +27,6 @@ import numpy as np
 
 from .chunk import Rows
 from .init import DataSummary
-from .params import MixtureParams
 from .sources import SAMPLE_SIZE, PartSummary, SampledInit, sample_key, summarise_part
 from .stats import (
     Model,
@@ -180,14 +179,3 @@ def _n_workers(client: Any) -> int:
         return len(client.scheduler_info().get("workers", {}))
     except Exception:
         return 0
-
-
-# -- scoring partition by partition ----------------------------------------------------------
-def score_partition(
-    x: np.ndarray, params: MixtureParams, chunk_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities (n, k) and log densities (n,) of one partition's rows, as
-    ``GaussianMixture`` computes them (``mixture.score_rows``, on one thread)."""
-    from .mixture import score_rows
-
-    return score_rows(x, params, chunk_size, threads=1, numbered=False)
