@@ -435,7 +435,7 @@ def prepare_folder(output: str) -> str:
 
 def write_part(frame: pd.DataFrame, folder: str, index: int) -> int:
     """One part file, written atomically (runs on a worker); returns its rows."""
-    files.write_atomic(os.path.join(folder, PART_NAME.format(index)), data._csv_bytes(frame))
+    files.write_output(os.path.join(folder, PART_NAME.format(index)), data._csv_bytes(frame))
     return len(frame)
 
 
@@ -443,35 +443,6 @@ def csv_piece(frame: pd.DataFrame, with_header: bool) -> bytes:
     """The frame as CSV bytes, with or without the header line."""
     text = data._csv_bytes(frame)
     return text if with_header else text[text.index(b"\n") + 1 :]
-
-
-class OrderedWriter:
-    """CSV pieces written in order to stdout, or to a file atomically (temporary file in the
-    same folder, renamed at the end)."""
-
-    def __init__(self, output: str) -> None:
-        self.output = output
-        self.handle = None
-        if output != files.STDIO:
-            folder = os.path.dirname(os.path.abspath(output))
-            fd, self.temp = tempfile.mkstemp(dir=folder, prefix=".gmm-", suffix=".part")
-            self.handle = os.fdopen(fd, "wb")
-            files._set_mode(self.handle.fileno(), output)
-
-    def write(self, piece: bytes) -> None:
-        if self.handle is None:
-            files.write_stdout(piece)
-        else:
-            self.handle.write(piece)
-
-    def close(self, ok: bool) -> None:
-        if self.handle is None:
-            return
-        self.handle.close()
-        if ok:
-            os.replace(self.temp, self.output)
-        else:
-            os.unlink(self.temp)
 
 
 class SpilledBlocks:

@@ -1,12 +1,16 @@
 """Reading an input and writing an output the same way for every file type: '-' is
-stdin/stdout, errors name the file, and outputs are replaced atomically."""
+stdin/stdout, errors name the file, regular files are replaced atomically, and devices and
+pipes are written into, never replaced."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import sys
 import tempfile
+from typing import BinaryIO
 
 from .errors import GmmError
 
@@ -39,61 +43,140 @@ def read_bytes(path: str) -> bytes:
 
 def write_stdout(data: bytes) -> None:
     """Data to stdout, flushed (BrokenPipeError propagates: the CLI ends quietly)."""
+    if sys.stdout is None:
+        raise GmmError("cannot write to standard output: it is closed (use -o FILE)")
     buffer = getattr(sys.stdout, "buffer", None)
-    sys.stdout.flush()
-    if buffer is None:
-        sys.stdout.write(data.decode("utf-8"))
+    try:
         sys.stdout.flush()
-        return
-    buffer.write(data)
-    buffer.flush()
+        if buffer is None:
+            sys.stdout.write(data.decode("utf-8"))
+            sys.stdout.flush()
+            return
+        buffer.write(data)
+        buffer.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise GmmError(f"cannot write to standard output: {error.strerror or error}") from None
 
 
 def write_output(path: str, data: bytes) -> None:
-    """Write ``data`` to stdout ('-') or atomically to ``path``."""
-    if path == STDIO:
-        write_stdout(data)
-    else:
-        write_atomic(path, data)
+    """Write ``data`` to ``path`` through :class:`Output` ('-' is stdout)."""
+    with Output(path) as out:
+        out.write(data)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``.
+class Output:
+    """The one way gmm writes a result, whatever the destination.
 
-    A half-written file is never left behind, and on failure (or Ctrl-C) an existing file at
-    ``path`` is untouched and the temporary file removed. A symlink's target is replaced.
+    - ``-``: standard output.
+    - A device, a named pipe, a socket, or a name for one of this process's descriptors
+      (``/dev/stdout``, ``/dev/fd/N``, ``/proc/self/fd/N``): written into directly, as
+      ``cat > path`` would. Renaming a file over them would replace the device node (as root,
+      ``-o /dev/null`` would turn /dev/null into a regular file) or leave a pipe's reader
+      waiting for ever.
+    - A regular file or a new path: written to a temporary file in the same folder and renamed
+      over the path by :meth:`commit`, so an interrupted, failed or discarded write leaves no
+      half-written file and an existing file untouched. A symlink's target is replaced.
+
+    Use as a context manager (commit on success, discard on an exception), or call
+    :meth:`write` and then :meth:`close` with ``ok``.
     """
-    target = _resolve(path)
-    if os.path.isdir(target):
-        raise GmmError(f"{path}: cannot write: it is a directory")
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(
-            dir=_folder_of(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp"
-        )
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._temp: str | None = None
+        self._handle: BinaryIO | None = None
+        self._target = path
+        if path == STDIO:
+            return
+        direct = _direct_target(path)
         try:
-            handle = os.fdopen(fd, "wb")
+            if direct is not None:
+                self._target = direct
+                fd = os.open(direct, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOCTTY", 0))
+            else:
+                self._target = _resolve(path)
+                if os.path.isdir(self._target):
+                    raise GmmError(f"{path}: cannot write: it is a directory")
+                fd, self._temp = tempfile.mkstemp(
+                    dir=_folder_of(self._target),
+                    prefix=f".{os.path.basename(self._target)}.",
+                    suffix=".tmp",
+                )
+            try:
+                self._handle = os.fdopen(fd, "wb")
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._temp is not None:
+                _set_mode(self._handle.fileno(), self._target)
+        except OSError as exc:
+            self.close(False)
+            raise _write_error(path, self._target, exc) from exc
         except BaseException:
-            os.close(fd)
+            self.close(False)
             raise
-        with handle:
-            _set_mode(handle.fileno(), target)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        tmp = None
-    except OSError as exc:
-        raise _write_error(path, target, exc) from exc
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+
+    @property
+    def is_atomic(self) -> bool:
+        """Whether the output lands by a rename (a regular file or a new path)."""
+        return self._temp is not None
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` to the output."""
+        if self._handle is None:
+            write_stdout(data)
+            return
+        try:
+            self._handle.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _write_error(self.path, self._target, exc) from exc
+
+    def close(self, ok: bool) -> None:
+        """Finish: with ``ok``, flush and (for a regular file) rename into place; without it,
+        remove the temporary file and leave the path as it was."""
+        handle, self._handle = self._handle, None
+        temp, self._temp = self._temp, None
+        try:
+            if handle is not None:
+                try:
+                    if ok:
+                        handle.flush()
+                        if temp is not None:
+                            os.fsync(handle.fileno())
+                finally:
+                    with contextlib.suppress(OSError):
+                        handle.close()
+            if ok and temp is not None:
+                os.replace(temp, self._target)
+                temp = None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _write_error(self.path, self._target, exc) from exc
+        finally:
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, kind: object, value: object, trace: object) -> None:
+        self.close(kind is None)
 
 
 def check_output_path(path: str) -> None:
     """Fail early, before a long computation, if ``path`` could not be written."""
     if path == STDIO:
+        return
+    direct = _direct_target(path)
+    if direct is not None:  # never opened here: a pipe would wait for its reader
+        if not os.access(direct, os.W_OK):
+            raise GmmError(f"{path}: cannot write: permission denied")
         return
     target = _resolve(path)
     if os.path.isdir(target):
@@ -104,6 +187,31 @@ def check_output_path(path: str) -> None:
         os.unlink(tmp)
     except OSError as exc:
         raise _write_error(path, target, exc) from exc
+
+
+_OWN_DESCRIPTOR = re.compile(r"^/(dev/fd|proc/(self|thread-self|\d+)(/task/\d+)?/fd)/\d+$")
+_OWN_STREAMS = ("/dev/stdout", "/dev/stderr", "/dev/stdin")
+
+
+def _direct_target(path: str) -> str | None:
+    """The path to open in place if ``path`` is not a regular file (or new): a device, FIFO
+    or socket, or a name for one of this process's descriptors; else None."""
+    name = path
+    for _ in range(40):  # the symlink chain, one link at a time
+        absolute = os.path.abspath(name)
+        if absolute in _OWN_STREAMS or _OWN_DESCRIPTOR.match(absolute):
+            return path
+        if not os.path.islink(name):
+            break
+        link = os.readlink(name)
+        name = link if os.path.isabs(link) else os.path.join(os.path.dirname(name), link)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return path
 
 
 def _resolve(path: str) -> str:

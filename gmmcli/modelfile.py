@@ -161,7 +161,7 @@ def dumps_model(params: MixtureParams, feature_names: list[str], fit: dict | Non
 def save_model(
     path: str, params: MixtureParams, feature_names: list[str], fit: dict | None = None
 ) -> None:
-    """Write the model to ``path`` ("-" is stdout) atomically (see ``files.write_atomic``)."""
+    """Write the model to ``path`` ("-" is stdout) (see ``files.Output``)."""
     files.write_output(path, dumps_model(params, feature_names, fit).encode("utf-8"))
 
 

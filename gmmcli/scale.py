@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from gmmcli import dataset
+from gmmcli import dataset, files
 from gmmcli.errors import GmmError
 
 ENGINES = ("memory", "dask", "stream")
@@ -409,7 +409,7 @@ def score(
             for future in futures:
                 wait_result(client, future)
             return None
-        writer = dataset.OrderedWriter(output)
+        writer = files.Output(output)
         ok = False
         try:
             for future in futures:
@@ -442,7 +442,7 @@ def _score_stream(
         if n == 0:
             raise GmmError(f"{inputs.display}: no data rows")
         return total, n
-    writer = dataset.OrderedWriter(output)
+    writer = files.Output(output)
     ok = False
     try:
         first = True

@@ -723,6 +723,12 @@ def test_failure_while_writing_leaves_existing_file_untouched(tmp_path, monkeypa
             def __exit__(self, *exc):
                 self.handle.close()
 
+            def close(self):
+                self.handle.close()
+
+            def flush(self):
+                self.handle.flush()
+
             def fileno(self):
                 return self.handle.fileno()
 
