@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +16,12 @@ from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmcli import GaussianMixture
 from gmmcli.engine.covariance import strategy as get_strategy
-from gmmcli.engine.em import EMOptions, RestartResult, better, fit
+from gmmcli.engine.em import EMOptions, ReseedEvent, RestartResult, better, fit
 from gmmcli.engine.mixture import n_parameters
 from gmmcli.engine.params import MixtureParams
 from gmmcli.engine.stats import prepare
 
+ROOT = Path(__file__).resolve().parent.parent
 TYPES = ["full", "tied", "diag", "spherical"]
 
 
@@ -226,20 +228,31 @@ def tutorial_collapse_data(seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(50))
 def test_tutorial_collapse_is_reseeded_and_reported(seed):
+    """The point at 40 lies 32 sd from the nearest cluster: from any start, a component ends on
+    it. Every restart re-seeds that component, still ends collapsed, and the model says so."""
     x = tutorial_collapse_data(seed)
     events = []
     model = GaussianMixture(
         3, n_init=2, seed=seed, init="random-from-data", callback=events.append
     ).fit(x)
     assert np.all(np.isfinite(model.means_))
-    reseeds = [r for r in model.result_.restarts for _ in r.reseeds]
-    if model.collapsed_:  # then every restart collapsed, and the warning names it
-        assert model.result_.all_collapsed
-        text = " ".join(model.warnings(["x"]))
-        assert "collapsed" in text and f"component {model.collapsed_[0].component}" in text
-    else:
-        assert all(np.isfinite(model.log_likelihood_history_))
-    assert reseeds or not any(r.collapsed for r in model.result_.restarts) or model.collapsed_
+    assert np.all(np.isfinite(model.log_likelihood_history_))
+    restarts = model.result_.restarts
+    assert len(restarts) == 2
+    assert all(r.reseeds for r in restarts), [len(r.reseeds) for r in restarts]
+    assert [e for e in events if isinstance(e, ReseedEvent)] == [
+        e for r in restarts for e in r.reseeds
+    ]  # each re-seed was reported as it happened
+    assert all(r.collapsed for r in restarts) and model.result_.all_collapsed
+    (collapse,) = model.collapsed_
+    assert collapse.reason == "few-points" and collapse.value == pytest.approx(1.0)
+    # the collapsed component is the isolated point: mean 40, one row of the 81
+    component = collapse.component
+    assert model.means_[component, 0] == pytest.approx(40.0, abs=1e-9)
+    assert model.weights_[component] == pytest.approx(1 / x.shape[0], rel=1e-9)
+    text = " ".join(model.warnings(["x"]))
+    assert "every restart ended with a collapsed component" in text
+    assert f"component {component} holds only 1 effective row (collapsed onto a point)" in text
 
 
 def test_a_spike_on_a_repeated_value_is_detected():
@@ -267,17 +280,23 @@ def test_a_restart_without_collapse_beats_a_higher_likelihood_with_one():
 
 
 def test_the_best_non_collapsed_restart_is_chosen():
-    """Rounded data where some starts collapse onto a repeated value: the kept restart has
-    no collapse whenever any restart had none."""
-    rng = np.random.default_rng(1)
-    x = np.column_stack([np.round(rng.normal(0, 2, 300)), rng.normal(0, 1, 300)])
-    result = fit(
-        x, EMOptions(n_components=4, n_init=6, covariance_type="full", seed=3, max_iter=30)
+    """Rounded, zero-inflated data (sample_data/zero_inflated.csv) from random rows as means:
+    some restarts collapse onto the repeated 0 of `dose`, with a far higher likelihood than
+    the others; the kept restart is the best of those that did not collapse."""
+    x = np.loadtxt(ROOT / "sample_data" / "zero_inflated.csv", delimiter=",", skiprows=1)
+    options = EMOptions(
+        n_components=2, n_init=8, covariance_type="full", seed=0, init="random-from-data"
     )
-    if any(not r.collapsed for r in result.restarts):
-        assert not result.best.collapsed
-        ok = [r.log_likelihood for r in result.restarts if not r.collapsed]
-        assert result.best.log_likelihood == max(ok)
+    result = fit(x, options)
+    collapsed = [r for r in result.restarts if r.collapsed]
+    honest = [r for r in result.restarts if not r.collapsed]
+    assert len(collapsed) >= 2 and len(honest) >= 2  # the case this test is about
+    assert {(c.reason, c.column) for r in collapsed for c in r.collapsed} == {("zero-variance", 1)}
+    best_honest = max(honest, key=lambda r: r.log_likelihood)
+    assert min(r.log_likelihood for r in collapsed) > best_honest.log_likelihood + 1000
+    assert not result.best.collapsed
+    assert result.best.restart == best_honest.restart
+    assert result.best.log_likelihood == best_honest.log_likelihood
 
 
 def test_constant_column_and_duplicates_do_not_crash():

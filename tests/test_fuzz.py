@@ -13,11 +13,10 @@ the environment variable, e.g.::
 
     GMM_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py -q
 
-Known bugs found by this file are recorded as small deterministic regression tests marked
-``xfail(strict=True)`` at the end (``test_bug_*``); the properties skip exactly those
-inputs (``assume``, with a comment naming the test), so that the suite passes while the bugs
-stay visible. When a bug is fixed its test XPASSes, which fails the suite: remove the mark
-and the matching ``assume``.
+Every bug this file found has a small deterministic regression test at the end, with a
+comment saying what went wrong; a bug not yet fixed is marked ``xfail(strict=True)`` there,
+and a property keeps away from its inputs only where its comment names that test. When the
+bug is fixed the test XPASSes, which fails the suite: remove the mark (and the exclusion).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import json
 import math
 import os
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from scipy.linalg import solve_triangular
@@ -116,7 +116,7 @@ def gmm(
 
 def check_status(status: int, out: str, err: str, *names: str) -> None:
     """The contract's common part: 0, or 2 with one error line naming one of ``names``."""
-    with contextlib.suppress(InvalidArgument):  # outside a property (the test_bug_* tests)
+    with contextlib.suppress(InvalidArgument):  # outside a property (the regression tests)
         event(f"exit status {status}")
     assert status in (0, 2), f"exit status {status}; stderr:\n{err}"
     assert "Traceback" not in err, err
@@ -366,7 +366,7 @@ LONG = ["1" * 100_000, "x" * 100_000, "0." + "1" * 100_000]
 SPECIAL = NA_LIKE + NON_FINITE + HUGE + TINY + TEXT + QUOTED + SPLITTING + LONG
 HEADER_NAMES = ["x", "y", "", "1", "2", "label", "prob_0", "é", "a b", '"q"', "x,y", "X", " x"]
 
-# ordinary values stay within ±1000: see spread_too_large_for_full (a known bug)
+# ordinary values stay within ±1000 (extreme ones: test_fit_on_extreme_scales and below)
 ordinary_cells = st.one_of(
     st.integers(-1000, 1000).map(str),
     st.floats(-1000, 1000, allow_nan=False).map(repr),
@@ -526,6 +526,37 @@ def test_fit_on_malformed_tables(capsys, data, table):
 
 
 @FUZZ
+@given(data=st.data())
+def test_fit_on_clean_tables(capsys, data):
+    """The accepting side of the property above, where most tables are refused: a clean table
+    (a header, numbers on a grid of 0.001, at least as many rows as components) in any
+    delimiter, line ending or encoding, from a file or stdin, is fitted, and the model records
+    the log-likelihood a direct computation gives its rows."""
+    n_cols, k = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    n_rows = data.draw(st.integers(k, 9))
+    cell = st.integers(-(10**6), 10**6).map(lambda i: i / 1000)
+    x = np.array([[data.draw(cell) for _ in range(n_cols)] for _ in range(n_rows)])
+    delimiter = data.draw(st.sampled_from([",", ";", "\t"]))
+    eol = data.draw(st.sampled_from(["\n", "\r\n"]))
+    names = ["x", "y", "z"][:n_cols]
+    lines = [delimiter.join(names)] + [delimiter.join(map(repr, row)) for row in x.tolist()]
+    encoding = data.draw(st.sampled_from(["utf-8", "utf-8-sig"]))
+    raw = (eol.join(lines) + eol).encode(encoding)
+    covariance = data.draw(st.sampled_from(["full", "tied", "diag", "spherical"]))
+    with tempfile.TemporaryDirectory() as folder:
+        arg, name, stdin = write_input(folder, raw, data.draw(inputs()))
+        args = ["fit", arg, "-k", k, "--covariance", covariance, "-d", delimiter, "-q"]
+        status, out, err = gmm(capsys, args, stdin)
+    check_status(status, out, err, name)
+    assert status == 0, err
+    doc = check_fit_output(out, k, n_rows)
+    assert doc["feature_names"] == names
+    reference = reference_log_parts(doc, x)
+    assert reference is not None
+    assert doc["fit"]["log_likelihood"] == pytest.approx(reference[0].sum(), rel=1e-6, abs=1e-6)
+
+
+@FUZZ
 @given(data=st.data(), table=tables())
 def test_predict_and_loglik_on_malformed_tables(capsys, model_dir, data, table):
     options, header = data.draw(table_options(table))
@@ -567,55 +598,108 @@ def write_rows(folder: str, rows: list[tuple[float, ...]]) -> str:
 @FUZZ
 @given(rows=st.lists(st.tuples(extreme_floats, extreme_floats), min_size=1, max_size=8))
 def test_predict_and_loglik_on_extreme_numbers(capsys, model_dir, model_doc, rows):
+    """Rows within ±1e150 are scored exactly as a direct computation does (the model's
+    variances are O(1), so every log density is finite); a row beyond is refused."""
     x = np.array(rows, dtype=np.float64)
+    refused = bool(np.any(np.abs(x) > 1e150))
+    event("beyond ±1e150: refused" if refused else "within ±1e150: scored")
     model = str(model_dir / "model.json")
     reference = reference_log_parts(model_doc, x)
     assert reference is not None
     ref_density, ref_resp = reference
     with tempfile.TemporaryDirectory() as folder:
         path = write_rows(folder, rows)
-        status, out, err = gmm(capsys, ["predict", model, path])
+        runs = {
+            command: gmm(capsys, [command, model, path, *extra])
+            for command, extra in (("predict", []), ("loglik", ["--per-sample"]))
+        }
+    for status, out, err in runs.values():
         check_status(status, out, err, path)
-        if status == 0:
-            frame = check_predict_output(out, 2, len(rows))
-            if np.isfinite(ref_resp).all():
-                got = frame[["prob_0", "prob_1"]].to_numpy()
-                np.testing.assert_allclose(got, ref_resp, rtol=0, atol=1e-6)
+        assert status == (2 if refused else 0), err
+        assert ("is too large to square in float64" in err) == refused, err
+    if refused:
+        return
+    assert np.isfinite(ref_density).all() and np.isfinite(ref_resp).all()
+    frame = check_predict_output(runs["predict"][1], 2, len(rows))
+    got = frame[["prob_0", "prob_1"]].to_numpy()
+    np.testing.assert_allclose(got, ref_resp, rtol=0, atol=1e-6)
+    got = check_loglik_output(runs["loglik"][1], "per-sample", len(rows))
+    np.testing.assert_allclose(got, ref_density, rtol=1e-6, atol=1e-6)
 
-        status, out, err = gmm(capsys, ["loglik", model, path, "--per-sample"])
-        check_status(status, out, err, path)
-        if status == 0:
-            got = check_loglik_output(out, "per-sample", len(rows))
-            if np.isfinite(ref_density).all():
-                np.testing.assert_allclose(got, ref_density, rtol=1e-6, atol=1e-6)
+
+# Rows of two columns at a common, possibly extreme, magnitude, spread and offset. The cells
+# lie on a grid of 0.01 within ±10, so a column that varies at all has a standard deviation
+# of at least 0.0027 × its scale: what gmm must accept or refuse follows from the scales.
+SCALES = [1e-300, 1e-150, 1e-20, 1e-6, 1.0, 1e3, 1e6, 1e20, 1e60, 1e100, 1e140]
+RATIOS = [1.0, 1.0, 1e-3, 1e3, 1e-9, 1e9]
+OFFSETS = [0.0, 0.0, 1e8, -1e15, 1e60]
+GRID_CELLS = st.integers(-1000, 1000).map(lambda i: i / 100)
+MIN_GRID_SPREAD = 0.0027  # 0.01 × √(1/12 × 11/12): one cell of twelve off by one step
+
+
+def within_limits(scale: float, ratio: float, offset: float, dtype: str, standardize: bool):
+    """Whether rows at this scale stay, with a margin, inside the README's limits ("Errors
+    and exit codes"): |x| < 1e150; without --standardize a varying column's standard
+    deviation above float64's floor (1e-135, engine/em.py MIN_VARIANCE); with --dtype float32
+    (and no scaling), |x - mean| < 1e18 and a varying column's spread at least 1e-15.
+
+    With float32 the offset 1e60 is left out: the column mean's rounding error alone (~1e44)
+    counts as a deviation (see test_float32_constant_column_far_from_zero_fits)."""
+    largest, smallest = scale * max(ratio, 1.0), scale * min(ratio, 1.0)
+    if abs(offset) + 10 * largest > 1e148:
+        return False
+    if standardize:
+        return True
+    if dtype == "float64":
+        return MIN_GRID_SPREAD * smallest > 1e-130
+    return 20 * largest < 1e17 and MIN_GRID_SPREAD * smallest > 1e-13 and abs(offset) < 1e30
 
 
 @st.composite
-def scaled_rows(draw) -> list[tuple[float, float]]:
-    """Rows of two columns at a common, possibly extreme, magnitude, spread and offset."""
-    scale = draw(
-        st.sampled_from([1e-300, 1e-150, 1e-20, 1e-6, 1.0, 1e3, 1e6, 1e20, 1e60, 1e100, 1e140])
+def fittable_rows(draw) -> tuple[list[tuple[float, float]], str, bool]:
+    """(rows, dtype, standardize) that gmm must fit: scales within the limits."""
+    dtype = draw(st.sampled_from(["float64", "float32"]))
+    standardize = draw(st.booleans())
+    combinations = itertools.product(SCALES, RATIOS, OFFSETS)
+    scale, ratio, offset = draw(
+        st.sampled_from([c for c in combinations if within_limits(*c, dtype, standardize)])
     )
-    ratio = draw(st.sampled_from([1.0, 1.0, 1e-3, 1e3, 1e-9, 1e9]))
-    offset = draw(st.sampled_from([0.0, 0.0, 1e8, -1e15, 1e60]))
-    cells = st.floats(-10, 10, allow_nan=False, allow_subnormal=False)
-    pairs = draw(st.lists(st.tuples(cells, cells), min_size=3, max_size=12))
-    return [(offset + a * scale, offset + b * scale * ratio) for a, b in pairs]
+    event(f"scale {scale:g}, ratio {ratio:g}, {dtype}{', standardized' if standardize else ''}")
+    pairs = draw(st.lists(st.tuples(GRID_CELLS, GRID_CELLS), min_size=3, max_size=12))
+    rows = [(offset + a * scale, offset + b * scale * ratio) for a, b in pairs]
+    return rows, dtype, standardize
+
+
+def fittable(x: np.ndarray, dtype: str, standardize: bool) -> bool:
+    """The same limits, checked on the rows themselves (a check of the generator)."""
+    spread = x.std(axis=0)
+    constant = spread <= 16 * EPS * np.abs(x.mean(axis=0))  # engine/em.py's rounding noise
+    if np.abs(x).max() >= 1e149:
+        return False
+    if standardize:
+        return True
+    if np.any(~constant & (spread < 1e-130)):
+        return False
+    if dtype == "float32":
+        return np.abs(x - x.mean(axis=0)).max() < 1e17 and not np.any(
+            (spread > 0) & (spread < 1e-13)
+        )
+    return True
 
 
 @FUZZ
 @given(
-    rows=scaled_rows(),
+    case=fittable_rows(),
     k=st.integers(1, 3),
     covariance=st.sampled_from(["full", "tied", "diag", "spherical"]),
     n_init=st.sampled_from(["1", "2"]),
     init=st.sampled_from(["kmeans++", "random", "random-from-data"]),
-    dtype=st.sampled_from(["float64", "float32"]),
-    standardize=st.booleans(),
 )
-def test_fit_on_extreme_scales(capsys, rows, k, covariance, n_init, init, dtype, standardize):
-    assume(len(rows) >= k)
+def test_fit_on_extreme_scales(capsys, case, k, covariance, n_init, init):
+    """Every such fit succeeds, and its model scores the rows as a direct computation does."""
+    rows, dtype, standardize = case
     x = np.array(rows)
+    assert fittable(x, dtype, standardize), (rows, dtype, standardize)
     with tempfile.TemporaryDirectory() as folder:
         path = write_rows(folder, rows)
         args = ["fit", path, "-k", k, "--covariance", covariance, "--n-init", n_init]
@@ -623,8 +707,7 @@ def test_fit_on_extreme_scales(capsys, rows, k, covariance, n_init, init, dtype,
         args += ["--standardize"] if standardize else []
         status, out, err = gmm(capsys, args)
         check_status(status, out, err, path)
-        if status != 0:
-            return
+        assert status == 0, err
         doc = check_fit_output(out, k, len(rows))
 
         # the model just written must be usable on the data it was fitted to
@@ -633,7 +716,7 @@ def test_fit_on_extreme_scales(capsys, rows, k, covariance, n_init, init, dtype,
         status, out, err = gmm(capsys, ["predict", model, path])
         check_status(status, out, err, path, model)
         assert status == 0, err
-        check_predict_output(out, k, len(rows))
+        frame = check_predict_output(out, k, len(rows))
         status, out, err = gmm(capsys, ["loglik", model, path, "--per-sample"])
         check_status(status, out, err, path, model)
         assert status == 0, err
@@ -644,6 +727,70 @@ def test_fit_on_extreme_scales(capsys, rows, k, covariance, n_init, init, dtype,
     np.testing.assert_allclose(got, reference[0], rtol=1e-6, atol=1e-6)
     recorded = doc["fit"]["log_likelihood"]
     assert recorded == pytest.approx(reference[0].sum(), rel=1e-6, abs=1e-6)
+    probs = frame[[f"prob_{c}" for c in range(k)]].to_numpy()
+    np.testing.assert_allclose(probs, reference[1], rtol=0, atol=1e-6)
+
+
+REFUSALS = ["too large", "float32 far", "float32 narrow", "float64 narrow"]
+
+
+@st.composite
+def refused_rows(draw) -> tuple[list[tuple[float, float]], list[str], list[str]]:
+    """(rows, options, what the error says): rows just beyond one of the README's limits."""
+    kind = draw(st.sampled_from(REFUSALS))
+    event(kind)
+    n = draw(st.integers(3, 12))
+    columns = [draw(st.lists(GRID_CELLS, min_size=n, max_size=n)) for _ in range(2)]
+    i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, 1))
+    where = f"line {i + 2}, column '{'xy'[j]}' ({j + 1}): "
+    sign = draw(st.sampled_from([1.0, -1.0]))
+    if kind == "too large":  # any dtype, with or without a scaling
+        value = sign * draw(st.sampled_from([1.01e150, 1e151, 1e200, 1e308, 1.79e308]))
+        columns[j][i] = value
+        options = ["--dtype", draw(st.sampled_from(["float64", "float32"]))]
+        options += draw(st.sampled_from([[], ["--standardize"]]))
+        says = [f"{where}{value:.6g} is too large to square in float64"]
+    elif kind == "float32 far":  # |x - mean| >= 2/3 × value >= 6.7e18
+        value = sign * draw(st.sampled_from([1e19, 1e20, 1e40, 1e100, 1e149]))
+        columns[j][i] = value
+        options = ["--dtype", "float32"]
+        says = [f"{where}{value:.6g} lies ", "too far to square in --dtype float32"]
+    else:  # column j varies, by at most 10 × scale: below 1e-15 (float32) or 1e-135 (float64)
+        column = columns[j]
+        column[i], column[(i + 1) % n] = 0.0, sign * draw(st.integers(1, 1000)) / 100
+        # scales at which the squares of the deviations are still normal floats (smaller,
+        # they underflow to 0 and the column counts as constant)
+        if kind == "float32 narrow":
+            scale = draw(st.sampled_from([1e-17, 1e-20, 1e-100, 1e-150]))
+            options = ["--dtype", "float32"]
+            says = [f"column '{'xy'[j]}' ({j + 1}): varies by only", "--dtype float32"]
+        else:
+            scale = draw(st.sampled_from([1e-140, 1e-145, 1e-150]))
+            options = ["--dtype", "float64"]
+            says = [f"column '{'xy'[j]}' ({j + 1}): varies too little for float64"]
+        columns[j] = [c * scale for c in column]
+    return list(zip(*columns, strict=True)), options, says
+
+
+@FUZZ
+@given(
+    case=refused_rows(),
+    k=st.integers(1, 3),
+    covariance=st.sampled_from(["full", "tied", "diag", "spherical"]),
+    init=st.sampled_from(["kmeans++", "random", "random-from-data"]),
+)
+def test_fit_refuses_numbers_beyond_its_range(capsys, case, k, covariance, init):
+    """Every such fit is refused with one line naming the file, and the cell or column."""
+    rows, options, says = case
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_rows(folder, rows)
+        args = ["fit", path, "-k", k, "--covariance", covariance, "--init", init, *options]
+        status, out, err = gmm(capsys, [*args, "-q"])
+    check_status(status, out, err, path)
+    assert status == 2, (rows, options)
+    assert err.startswith(f"gmm: error: {path}: "), err
+    for fragment in says:
+        assert fragment in err, (fragment, err)
 
 
 # -- malformed model files ---------------------------------------------------------------------
@@ -1013,7 +1160,7 @@ def check_option_abuse_output(command: str, values: dict, out: str, grid: str | 
         assert set(frame["component"]) <= {0, 1}
 
 
-# -- known bugs: one small deterministic regression test each ------------------------------
+# -- bugs found: one small deterministic regression test each -----------------------------
 def _write(folder: str, name: str, text: str) -> str:
     path = os.path.join(folder, name)
     Path(path).write_text(text)
@@ -1049,6 +1196,16 @@ def test_ill_conditioned_covariance_is_factored_with_jitter(capsys):
         path = _write(folder, "line.csv", "x,y\n0,0\n600000,100000\n1200000,200000\n")
         status, out, err = gmm(capsys, ["fit", path, "-k", "1", "-q"])
     check_status(status, out, err, path)
+    assert status == 0, err
+    doc = check_fit_output(out, 1, 3)
+    x = np.array([[0.0, 0.0], [6e5, 1e5], [1.2e6, 2e5]])
+    np.testing.assert_allclose(doc["means"], [x.mean(axis=0)], rtol=1e-12)
+    # the sample covariance plus reg_covar (1e-6) times each column's variance
+    covariance = np.cov(x.T, bias=True) + 1e-6 * np.diag(x.var(axis=0))
+    np.testing.assert_allclose(doc["covariances"], [covariance], rtol=1e-6)
+    reference = reference_log_parts(doc, x)
+    assert reference is not None
+    assert doc["fit"]["log_likelihood"] == pytest.approx(reference[0].sum(), rel=1e-9)
 
 
 @pytest.mark.parametrize("command", ["fit", "select", "sample"])
@@ -1132,6 +1289,8 @@ def test_float32_warm_start_far_in_scaled_units_is_refused(capsys):
         args = ["fit", path, "--init", model, "--dtype", "float32", "-q"]
         status, out, err = gmm(capsys, args)
     check_status(status, out, err, path)
+    assert status == 2, out[:300]
+    assert "a row lies 6.67e+19 from the column means: too far for --dtype float32" in err, err
 
 
 def test_far_apart_components_score_exactly(capsys):
@@ -1378,8 +1537,24 @@ def test_far_tight_component_does_not_overflow(capsys, model_dir, model_doc):
         data = str(model_dir / "data.csv")
         status, out, err = gmm(capsys, ["loglik", model, data, "--per-sample"])
     check_status(status, out, err, model)
-    if status == 0:
-        got = check_loglik_output(out, "per-sample", len(CLEAN_ROWS))
-        reference = reference_log_parts(doc, np.array(CLEAN_ROWS))
-        assert reference is not None
-        np.testing.assert_allclose(got, reference[0], rtol=1e-6)
+    assert status == 0, err
+    got = check_loglik_output(out, "per-sample", len(CLEAN_ROWS))
+    reference = reference_log_parts(doc, np.array(CLEAN_ROWS))
+    assert reference is not None
+    np.testing.assert_allclose(got, reference[0], rtol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="float32 check counts the mean's rounding as spread")
+def test_float32_constant_column_far_from_zero_fits(capsys):
+    # seven rows of 1e60 in both columns: the column mean computed as sum / n is 1e60 × (1 +
+    # ~1e-16), so data.py check_float32 says "line 2, column 'x' (1): 1e+60 lies 1.78e+44
+    # from the column's mean (1e+60), too far to square in --dtype float32" about a column
+    # that does not vary at all (float64 fits it). test_fit_on_extreme_scales leaves out the
+    # offset 1e60 with float32 for this.
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(folder, "flat.csv", "x,y\n" + "1e60,1e60\n" * 7)
+        status, out, err = gmm(capsys, ["fit", path, "-k", "1", "--dtype", "float32", "-q"])
+    check_status(status, out, err, path)
+    assert status == 0, err
+    doc = check_fit_output(out, 1, 7)
+    np.testing.assert_allclose(doc["means"], [[1e60, 1e60]], rtol=1e-12)

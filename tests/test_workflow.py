@@ -216,7 +216,6 @@ def blobs_model(tmp_path_factory) -> Path:
 
 
 def png_is_drawn(path: Path) -> None:
-    pytest.importorskip("matplotlib")
     from matplotlib.image import imread
 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -227,7 +226,6 @@ def png_is_drawn(path: Path) -> None:
 
 @pytest.mark.parametrize("extra", [[], ["--convergence"]])
 def test_plot_command_draws_model_and_data(blobs_model, tmp_path, capsys, extra):
-    pytest.importorskip("matplotlib")
     out = tmp_path / "fig.png"
     status, stdout, err = gmm(capsys, "plot", blobs_model, BLOBS, "-o", out, *extra)
     assert status == 0, err
@@ -236,7 +234,6 @@ def test_plot_command_draws_model_and_data(blobs_model, tmp_path, capsys, extra)
 
 
 def test_plot_command_one_column_and_standardized(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     model = tmp_path / "m.json"
     one_d = ROOT / "sample_data" / "tutorial_1d.csv"
     assert gmm(capsys, "fit", one_d, "-k", "3", "--standardize", "-q", "-o", model)[0] == 0
