@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .engine.covariance import get_strategy
 from .engine.params import MixtureParams
 
 # Keys of the "fit" summary, in order. Every key is always present (see ``describe``).
@@ -68,7 +69,7 @@ def describe(params: MixtureParams, feature_names: list[str], fit: dict) -> dict
     for name, array in [("weights", weights), ("means", means), ("covariances", covariances)]:
         if not np.all(np.isfinite(array)):
             raise ValueError(f"{name} contains non-finite values")
-    independent = params.covariance_type in ("diag", "spherical")
+    independent = get_strategy(params.covariance_type).is_diagonal
     components = [
         _component(i, weights[i], means[i], covariances[i], independent) for i in range(k)
     ]

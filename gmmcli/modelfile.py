@@ -17,7 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from gmmcli import files
-from gmmcli.engine.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
+from gmmcli.engine.covariance import CovarianceStrategy, covariance_names, get_strategy
+from gmmcli.engine.params import MixtureParams
 from gmmcli.errors import GmmError
 from gmmcli.limits import MAX_MAGNITUDE, MAX_VARIANCE, ROUNDING_SLACK
 
@@ -30,64 +31,209 @@ SYMMETRY_RTOL = 1e-8
 # so that save -> load gives back exactly the same numbers.
 _RENORMALISE_ABOVE = 1e-12
 
-_TOP_LEVEL_KEYS = (
-    "format",
-    "version",
-    "covariance_type",
-    "n_components",
-    "n_features",
-    "feature_names",
-    "weights",
-    "means",
-    "covariances",
-    "standardize",
-    "fit",
-)
+# -- the one spec of the file's structure ----------------------------------------------------
+# ``model_schema()`` builds the JSON Schema from these pieces and the covariance registry; the
+# shipped schema/model.schema.json is its output (a test keeps them equal), and the loader
+# takes the top-level keys and the checks of "fit" from it. Checks that JSON Schema cannot
+# state (lengths tied to k and d, symmetry, definiteness, ranges, weights summing to 1) are
+# written by hand below.
 
-_COVARIANCE_HINTS = {
-    "full": "full: one d x d matrix per component",
-    "tied": "tied: one d x d matrix shared by all components",
-    "diag": "diag: d variances per component",
-    "spherical": "spherical: one variance per component",
-}
+_NUMBER = {"type": "number"}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 
-# Known keys of "fit" and their JSON types. A spec is a type name, ("array", item spec) or
-# ("object", {key: spec}); unknown keys are allowed at every level.
-_FIT_SPEC: dict[str, object] = {
-    "n_samples": "integer",
-    "n_dropped": "integer",
-    "n_iter": "integer",
-    "converged": "boolean",
-    "log_likelihood": "number",
-    "mean_log_likelihood": "number",
-    "log_likelihood_history": ("array", "number"),
-    "n_parameters": "integer",
-    "bic": "number",
-    "aic": "number",
-    "seed": "integer",
-    "options": (
-        "object",
-        {
-            "n_components": "integer",
-            "covariance_type": "string",
-            "tol": "number",
-            "reg_covar": "number",
-            "max_iter": "integer",
-            "n_init": "integer",
-            "init": "string",
-            "dtype": "string",
+_FIT_SCHEMA: dict = {
+    "description": "How the model was fitted. Optional; unknown keys are allowed.",
+    "type": "object",
+    "additionalProperties": True,
+    "properties": {
+        "n_samples": {"type": "integer", "description": "Rows used for fitting."},
+        "n_dropped": {"type": "integer", "description": "Rows dropped (e.g. missing values)."},
+        "n_iter": {"type": "integer", "description": "EM iterations of the best restart."},
+        "converged": {"type": "boolean"},
+        "log_likelihood": {"type": "number", "description": "Total log-likelihood of the data."},
+        "mean_log_likelihood": {"type": "number", "description": "Per-sample log-likelihood."},
+        "log_likelihood_history": {
+            "description": "Log-likelihood after each iteration of the best restart.",
+            "type": "array",
+            "items": _NUMBER,
         },
-    ),
-    "best_restart": "integer",
-    "restarts": ("array", ("object", {})),
-    "reseeds": ("array", ("object", {})),
-    "collapsed": (
-        "array",
-        ("object", {"component": "integer", "column": "string or null", "reason": "string"}),
-    ),
-    "warnings": ("array", "string"),
-    "tool": ("object", {"name": "string", "version": "string"}),
+        "n_parameters": {"type": "integer", "description": "Free parameters of the model."},
+        "bic": _NUMBER,
+        "aic": _NUMBER,
+        "seed": {"type": "integer"},
+        "options": {
+            "type": "object",
+            "additionalProperties": True,
+            "properties": {
+                "n_components": {"type": "integer"},
+                "covariance_type": {"type": "string"},
+                "tol": _NUMBER,
+                "reg_covar": _NUMBER,
+                "reg_scale": {"type": "string", "enum": ["data", "absolute"]},
+                "max_iter": {"type": "integer"},
+                "n_init": {"type": "integer"},
+                "init": {"type": "string"},
+                "dtype": {"type": "string", "enum": ["float64", "float32"]},
+            },
+        },
+        "best_restart": {"type": "integer"},
+        "restarts": {"type": "array", "items": {"type": "object"}},
+        "reseeds": {"type": "array", "items": {"type": "object"}},
+        "collapsed": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": True,
+                "properties": {
+                    "component": {"type": "integer"},
+                    "column": {"type": ["string", "null"]},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "tool": {
+            "type": "object",
+            "additionalProperties": True,
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+        },
+    },
 }
+
+
+def _covariances_schema(strategy: CovarianceStrategy) -> dict:
+    """The covariances of one model: a matrix, vector or number per component (one in all
+    if shared), from the rank of ``strategy.shape``; diagonal models store variances > 0."""
+    rank = len(strategy.shape(1, 1)) - (0 if strategy.shared else 1)
+    block = {"$ref": "#/$defs/" + ("positive_number", "positive_vector", "matrix")[rank]}
+    if strategy.shared:
+        return block
+    return {"type": "array", "items": block}
+
+
+def _shape_text(strategy: CovarianceStrategy) -> str:
+    """E.g. "full: k x d x d" or "diag: k x d (each > 0)"."""
+    shape = " x ".join({2: "k", 3: "d"}[n] for n in strategy.shape(2, 3))
+    return f"{strategy.name}: {shape}" + (" (each > 0)" if strategy.is_diagonal else "")
+
+
+def model_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of the model file, built from the one spec above."""
+    strategies = [get_strategy(name) for name in covariance_names()]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"urn:gmmcli:model-file:{FORMAT_VERSION}",
+        "title": f"gmmcli model file, format version {FORMAT_VERSION}",
+        "description": "A Gaussian mixture fitted by `gmm fit`. Lengths that depend on "
+        "n_components (k) and n_features (d) cannot be tied to those values in JSON Schema; "
+        "gmm checks them when loading, together with: weights > 0 summing to 1 (within "
+        "1e-6), finite numbers, symmetric positive definite "
+        + "/".join(s.name for s in strategies if not s.is_diagonal)
+        + " covariances.",
+        "type": "object",
+        "required": [
+            "format",
+            "version",
+            "covariance_type",
+            "n_components",
+            "n_features",
+            "feature_names",
+            "weights",
+            "means",
+            "covariances",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "format": {"description": f"Always '{FORMAT_NAME}'.", "const": FORMAT_NAME},
+            "version": {
+                "description": f"Format version; this schema describes version {FORMAT_VERSION}.",
+                "const": FORMAT_VERSION,
+            },
+            "covariance_type": {"enum": list(covariance_names())},
+            "n_components": {
+                "description": "k, the number of mixture components.",
+                "type": "integer",
+                "minimum": 1,
+            },
+            "n_features": {
+                "description": "d, the number of features (columns).",
+                "type": "integer",
+                "minimum": 1,
+            },
+            "feature_names": {
+                "description": "d distinct, non-empty column names, in the order of the means' "
+                "entries.",
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "minLength": 1},
+            },
+            "weights": {
+                "description": "k mixing weights, each > 0, summing to 1.",
+                "type": "array",
+                "minItems": 1,
+                "items": _POSITIVE,
+            },
+            "means": {
+                "description": "k x d: one mean vector per component.",
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/vector"},
+            },
+            "covariances": {
+                "description": "; ".join(_shape_text(s) for s in strategies) + ".",
+                "type": "array",
+                "minItems": 1,
+            },
+            "standardize": {
+                "description": "Present when the model was fitted with --standardize: the "
+                "parameters describe (x - center) / scale, column by column.",
+                "type": "object",
+                "required": ["center", "scale"],
+                "additionalProperties": False,
+                "properties": {
+                    "center": {"type": "array", "items": _NUMBER, "minItems": 1},
+                    "scale": {"type": "array", "items": _POSITIVE, "minItems": 1},
+                },
+            },
+            "fit": {"$ref": "#/$defs/fit"},
+        },
+        "allOf": [
+            {
+                "if": {
+                    "properties": {"covariance_type": {"const": s.name}},
+                    "required": ["covariance_type"],
+                },
+                "then": {"properties": {"covariances": _covariances_schema(s)}},
+            }
+            for s in strategies
+        ],
+        "$defs": {
+            "vector": {"type": "array", "minItems": 1, "items": _NUMBER},
+            "positive_number": _POSITIVE,
+            "positive_vector": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/positive_number"},
+            },
+            "matrix": {
+                "description": "A square symmetric positive definite matrix, row by row.",
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/vector"},
+            },
+            "fit": _FIT_SCHEMA,
+        },
+    }
+
+
+def dumps_schema() -> str:
+    """The text of the shipped schema/model.schema.json."""
+    return json.dumps(model_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+_SCHEMA = model_schema()
+_TOP_LEVEL_KEYS = tuple(_SCHEMA["properties"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,8 +247,9 @@ def model_to_dict(params: MixtureParams, feature_names: list[str], fit: dict | N
     non-finite, or would not load back.
     """
     cov_type = params.covariance_type
-    if cov_type not in COVARIANCE_TYPES:
+    if cov_type not in covariance_names():
         raise ValueError(f"unknown covariance type {cov_type!r}")
+    strategy = get_strategy(cov_type)
     means = np.asarray(params.means, dtype=np.float64)
     if means.ndim != 2:
         raise ValueError(f"means should be 2-dimensional, got shape {means.shape}")
@@ -112,7 +259,7 @@ def model_to_dict(params: MixtureParams, feature_names: list[str], fit: dict | N
         "means": (means, (k, d)),
         "covariances": (
             np.asarray(params.covariances, dtype=np.float64),
-            covariance_shape(cov_type, k, d),
+            strategy.shape(k, d),
         ),
     }
     for name, (array, shape) in arrays.items():
@@ -221,11 +368,12 @@ def model_from_dict(doc: object, source: str) -> tuple[MixtureParams, list[str],
             raise _error(source, f"unknown key {_show(key)}{hint}")
 
     cov_type = _require(doc, "covariance_type", source)
-    if not isinstance(cov_type, str) or cov_type not in COVARIANCE_TYPES:
-        allowed = ", ".join(f"'{t}'" for t in COVARIANCE_TYPES)
+    if not isinstance(cov_type, str) or cov_type not in covariance_names():
+        allowed = ", ".join(f"'{t}'" for t in covariance_names())
         raise _error(
             source, f"'covariance_type' should be one of {allowed}, found {_show(cov_type)}"
         )
+    strategy = get_strategy(cov_type)
     k = _positive_int(doc, "n_components", source)
     d = _positive_int(doc, "n_features", source)
     feature_names = _feature_names(_require(doc, "feature_names", source), d, source)
@@ -244,22 +392,21 @@ def model_from_dict(doc: object, source: str) -> tuple[MixtureParams, list[str],
         weights = weights / total
 
     means = _numbers(_require(doc, "means", source), (k, d), "means", source)
-    shape = covariance_shape(cov_type, k, d)
     covariances = _numbers(
         _require(doc, "covariances", source),
-        shape,
+        strategy.shape(k, d),
         "covariances",
         source,
-        hint=_COVARIANCE_HINTS[cov_type],
+        hint=f"{strategy.name}: {strategy.description}",
     )
-    _check_covariances(covariances, cov_type, source)
+    _check_covariances(covariances, strategy, source)
 
     fit: dict = {}
     if "fit" in doc:
         raw_fit = doc["fit"]
         if not isinstance(raw_fit, dict):
             raise _error(source, f"'fit' should be an object, found {_show(raw_fit)}")
-        _check_spec(raw_fit, ("object", _FIT_SPEC), "fit", source)
+        _check_schema(raw_fit, _SCHEMA["$defs"]["fit"], "fit", source)
         fit = copy.deepcopy(raw_fit)
 
     center, scale = _standardize(doc, d, source)
@@ -293,15 +440,15 @@ def check_range(params: MixtureParams, source: str) -> None:
             means = params.means * params.scale + params.center
         units = " in the data's units (times standardize.scale, plus standardize.center)"
         _check_within(means, MAX_MAGNITUDE, "means", units, source)
-    _check_precisions(params.covariances, params.covariance_type, source)
+    strategy = get_strategy(params.covariance_type)
+    _check_precisions(params.covariances, strategy, source)
     with np.errstate(all="ignore"):
         scale = params.scale if standardized else np.ones(params.n_features)
         variances = np.diagonal(params.full_covariances(), axis1=1, axis2=2) * scale**2
-    too_large = np.argwhere(~(variances <= MAX_VARIANCE * ROUNDING_SLACK))
-    if too_large.size:
-        i, j = (int(v) for v in too_large[0])
-        index = {"full": (i, j, j), "tied": (j, j), "diag": (i, j), "spherical": (i,)}
-        where = _where("covariances", index[params.covariance_type])
+    too_large = _first_true(~(variances <= MAX_VARIANCE * ROUNDING_SLACK))
+    if too_large is not None:
+        i, j = too_large
+        where = _where("covariances", strategy.variance_index(i, j))
         units = f" times standardize.scale[{j}] squared" if standardized else ""
         raise _error(
             source,
@@ -310,10 +457,15 @@ def check_range(params: MixtureParams, source: str) -> None:
         )
 
 
+def _first_true(mask: np.ndarray) -> tuple[int, ...] | None:
+    """The index of the first True entry of ``mask`` in row-major order, or None."""
+    found = np.argwhere(mask)
+    return tuple(int(v) for v in found[0]) if found.size else None
+
+
 def _check_within(values: np.ndarray, limit: float, key: str, units: str, source: str) -> None:
-    bad = np.argwhere(~(np.abs(values) <= limit * ROUNDING_SLACK))
-    if bad.size:
-        idx = tuple(int(v) for v in bad[0])
+    idx = _first_true(~(np.abs(values) <= limit * ROUNDING_SLACK))
+    if idx is not None:
         raise _error(
             source,
             f"{_where(key, idx)}{units} should be within ±{limit:.0e} (the range of data gmm "
@@ -321,22 +473,20 @@ def _check_within(values: np.ndarray, limit: float, key: str, units: str, source
         )
 
 
-def _check_precisions(cov: np.ndarray, cov_type: str, source: str) -> None:
+def _check_precisions(cov: np.ndarray, strategy: CovarianceStrategy, source: str) -> None:
     """Every covariance (positive definite by now) has a finite inverse."""
-    if cov_type in ("diag", "spherical"):
+    if strategy.is_diagonal:
         with np.errstate(all="ignore"):
-            bad = np.argwhere(~np.isfinite(1.0 / cov))
-        if bad.size:
-            idx = tuple(int(v) for v in bad[0])
+            idx = _first_true(~np.isfinite(1.0 / cov))
+        if idx is not None:
             raise _error(
                 source,
                 f"{_where('covariances', idx)} is too small: its inverse (the precision) "
                 f"overflows float64, found {_num(float(cov[idx]))}",
             )
         return
-    matrices = cov[None] if cov_type == "tied" else cov
     identity = np.eye(cov.shape[-1])
-    for j, matrix in enumerate(matrices):
+    for j, matrix in enumerate(strategy.matrices(cov)):
         with np.errstate(all="ignore"):
             try:
                 inverse = np.linalg.solve(np.linalg.cholesky(matrix), identity)
@@ -344,7 +494,7 @@ def _check_precisions(cov: np.ndarray, cov_type: str, source: str) -> None:
             except np.linalg.LinAlgError:
                 finite = False
         if not finite:
-            name = "'covariances'" if cov_type == "tied" else f"covariances[{j}]"
+            name = strategy.matrix_name(j)
             raise _error(
                 source,
                 f"{name} is too close to singular: its inverse (the precision) overflows float64",
@@ -561,18 +711,17 @@ def _where(key: str, idx: tuple) -> str:
     return key + "".join(f"[{int(i)}]" for i in idx)
 
 
-def _check_covariances(cov: np.ndarray, cov_type: str, source: str) -> None:
-    if cov_type in ("diag", "spherical"):
-        bad = np.argwhere(~(cov > 0))
-        if bad.size:
-            idx = tuple(bad[0])
+def _check_covariances(cov: np.ndarray, strategy: CovarianceStrategy, source: str) -> None:
+    """Diagonal models: every variance > 0; others: each matrix symmetric, positive definite."""
+    if strategy.is_diagonal:
+        idx = _first_true(~(cov > 0))
+        if idx is not None:
             raise _error(
                 source, f"{_where('covariances', idx)} should be > 0, found {_num(cov[idx])}"
             )
         return
-    matrices = cov[None] if cov_type == "tied" else cov
-    for j, matrix in enumerate(matrices):
-        name = "'covariances'" if cov_type == "tied" else f"covariances[{j}]"
+    for j, matrix in enumerate(strategy.matrices(cov)):
+        name = strategy.matrix_name(j)
         _check_symmetric(matrix, name, source)
         try:
             np.linalg.cholesky(matrix)
@@ -595,33 +744,56 @@ def _check_symmetric(matrix: np.ndarray, name: str, source: str) -> None:
         )
 
 
-def _check_spec(value: object, spec: object, path: str, source: str) -> None:
-    """Check the JSON type of ``value`` against a ``_FIT_SPEC``-style spec."""
-    if isinstance(spec, tuple):
-        kind, inner = spec
-        if kind == "array":
-            if not isinstance(value, list):
-                raise _error(source, f"{path} should be a list, found {_show(value)}")
-            for i, item in enumerate(value):
-                _check_spec(item, inner, f"{path}[{i}]", source)
-            return
-        if not isinstance(value, dict):
-            raise _error(source, f"{path} should be an object, found {_show(value)}")
-        for key, item_spec in inner.items():
+# The part of JSON Schema that the loader interprets (for "fit"); a test keeps the spec to it.
+SCHEMA_KEYWORDS = ("type", "enum", "items", "properties", "additionalProperties", "description")
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a finite number",
+    "boolean": "a boolean",
+    "string": "a string",
+    "null": "null",
+    "array": "a list",
+    "object": "an object",
+}
+
+
+def _has_type(value: object, name: str) -> bool:
+    """Whether ``value`` is of JSON type ``name`` (numbers must be finite)."""
+    if name == "integer":
+        return _is_int(value)
+    if name == "number":
+        return _is_number(value) and math.isfinite(_to_float(value))
+    if name == "boolean":
+        return isinstance(value, bool)
+    if name == "string":
+        return isinstance(value, str)
+    if name == "null":
+        return value is None
+    return isinstance(value, list if name == "array" else dict)
+
+
+def _check_schema(value: object, node: dict, path: str, source: str) -> None:
+    """Check ``value`` against a schema node of ``SCHEMA_KEYWORDS``: type (a name or a list
+    of names), enum, items, and properties (unknown keys allowed), depth first; the first
+    problem is reported with its path."""
+    types = node.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(_has_type(value, name) for name in names):
+            wanted = " or ".join(_TYPE_WORDS[name] for name in names)
+            raise _error(source, f"{path} should be {wanted}, found {_show(value)}")
+    if "enum" in node and value not in node["enum"]:
+        allowed = ", ".join(
+            json.dumps(v) if not isinstance(v, str) else f"'{v}'" for v in node["enum"]
+        )
+        raise _error(source, f"{path} should be one of {allowed}, found {_show(value)}")
+    if "items" in node and isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_schema(item, node["items"], f"{path}[{i}]", source)
+    if "properties" in node and isinstance(value, dict):
+        for key, child in node["properties"].items():
             if key in value:
-                _check_spec(value[key], item_spec, f"{path}.{key}", source)
-        return
-    ok = {
-        "integer": _is_int(value),
-        "number": _is_number(value) and math.isfinite(_to_float(value)),
-        "boolean": isinstance(value, bool),
-        "string": isinstance(value, str),
-        "string or null": value is None or isinstance(value, str),
-    }[spec]
-    if not ok:
-        article = "an" if spec[0] in "aeiou" else "a"
-        wanted = "a finite number" if spec == "number" else f"{article} {spec}"
-        raise _error(source, f"{path} should be {wanted}, found {_show(value)}")
+                _check_schema(value[key], child, f"{path}.{key}", source)
 
 
 def _is_int(value: object) -> bool:

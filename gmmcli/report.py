@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .engine.covariance import get_strategy
 from .engine.em import Event, IterationEvent, PassEvent, ReseedEvent, RestartEvent
 
 
@@ -287,7 +288,8 @@ def print_description(description: dict, quiet: bool = False) -> None:
     )
 
     # -- one row per component ------------------------------------------------------------
-    with_corr = d == 2 and cov_type in ("full", "tied")
+    strategy = get_strategy(cov_type)
+    with_corr = d == 2 and not strategy.is_diagonal
     table = Table(header_style="bold", padding=(0, 1))
     table.add_column("#", justify="right")
     table.add_column("weight", justify="right")
@@ -320,7 +322,7 @@ def print_description(description: dict, quiet: bool = False) -> None:
     console.print(caption, style="dim", markup=False, soft_wrap=True)
 
     # -- correlation matrices (lower triangle) --------------------------------------------
-    if cov_type in ("full", "tied") and 2 < d <= max_columns:
+    if not strategy.is_diagonal and 2 < d <= max_columns:
 
         def matrix(title: str, corr: list) -> Table:
             grid = Table(title=title, title_justify="left", box=None, padding=(0, 1))
@@ -332,8 +334,9 @@ def print_description(description: dict, quiet: bool = False) -> None:
                 grid.add_row(escape(f"{i + 1} {names[i]}"), *row)
             return grid
 
-        if cov_type == "tied":
-            matrices = [matrix("correlation (tied: all components)", components[0]["correlation"])]
+        if strategy.shared:
+            title = f"correlation ({cov_type}: all components)"
+            matrices = [matrix(title, components[0]["correlation"])]
         else:
             matrices = [
                 matrix(f"correlation, component {c['component']}", c["correlation"])

@@ -13,8 +13,11 @@ import pytest
 import gmmcli
 from gmmcli import GaussianMixture, modelfile
 from gmmcli.describe import FIT_SUMMARY_KEYS, describe
-from gmmcli.engine.params import COVARIANCE_TYPES, MixtureParams
+from gmmcli.engine.covariance import covariance_names
+from gmmcli.engine.params import MixtureParams
 from gmmcli.report import print_description
+
+COVARIANCE_TYPES = covariance_names()
 
 SIGMA = np.array([[4.0, 1.2], [1.2, 1.0]])  # std (2, 1), correlation 1.2 / 2 = 0.6
 

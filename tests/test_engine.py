@@ -15,7 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmcli import GaussianMixture
-from gmmcli.engine.covariance import strategy as get_strategy
+from gmmcli.engine.covariance import get_strategy
 from gmmcli.engine.em import EMOptions, ReseedEvent, RestartResult, better, fit
 from gmmcli.engine.mixture import n_parameters
 from gmmcli.engine.params import MixtureParams
@@ -432,14 +432,14 @@ def test_threads_and_cached_rows_do_not_change_a_single_bit():
 @pytest.mark.parametrize("covariance_type", TYPES)
 def test_cached_and_streamed_rows_give_the_same_statistics(covariance_type):
     from gmmcli.engine.chunk import Rows
-    from gmmcli.engine.covariance import strategy
+    from gmmcli.engine.covariance import get_strategy
     from gmmcli.engine.stats import em_pass, prepare
 
     x, _ = blobs(10)
     weights, means, covariances = start_params(x, 3, covariance_type)
     params = MixtureParams(covariance_type, weights, means, covariances)
     shift = x.mean(axis=0)
-    model = prepare(params, strategy(covariance_type), shift)
+    model = prepare(params, get_strategy(covariance_type), shift)
     cached = em_pass(model, Rows(x, shift, cache=True), 64, n_worst=3, threads=2)
     streamed = em_pass(model, Rows(x, shift, cache=False), 64, n_worst=3, threads=1)
     assert cached.log_likelihood == streamed.log_likelihood

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
+import importlib.resources
 import io
 import json
 import os
@@ -17,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gmmcli import files, modelfile
-from gmmcli.engine.params import COVARIANCE_TYPES, MixtureParams, covariance_shape
+from gmmcli.engine.covariance import covariance_names
+from gmmcli.engine.params import MixtureParams, covariance_shape
 from gmmcli.errors import GmmError
 from gmmcli.modelfile import (
     FORMAT_NAME,
@@ -30,6 +33,8 @@ from gmmcli.modelfile import (
     save_model,
     schema,
 )
+
+COVARIANCE_TYPES = covariance_names()
 
 FIT = {
     "n_samples": 500,
@@ -274,9 +279,82 @@ def test_written_models_validate_against_schema(tmp_path, cov_type, fit):
     jsonschema.Draft202012Validator(schema()).validate(doc)
 
 
-def test_schema_fit_properties_match_the_loader():
-    fit_schema = schema()["$defs"]["fit"]["properties"]
-    assert set(fit_schema) == set(modelfile._FIT_SPEC)
+def test_shipped_schema_is_the_generated_one():
+    # regenerate with: python -c "from gmmcli import modelfile; print(modelfile.dumps_schema(),
+    # end='')" > gmmcli/schema/model.schema.json
+    resource = importlib.resources.files("gmmcli") / "schema" / "model.schema.json"
+    assert resource.read_text(encoding="utf-8") == modelfile.dumps_schema()
+    assert schema() == modelfile.model_schema()
+
+
+def test_schema_names_every_covariance_model_once():
+    doc = schema()
+    assert doc["properties"]["covariance_type"]["enum"] == list(COVARIANCE_TYPES)
+    branches = [b["if"]["properties"]["covariance_type"]["const"] for b in doc["allOf"]]
+    assert branches == list(COVARIANCE_TYPES)
+
+
+def test_loader_keys_come_from_the_schema():
+    assert tuple(schema()["properties"]) == modelfile._TOP_LEVEL_KEYS
+    # a file without "format" is not called a model file at all (tested below)
+    required = [key for key in schema()["required"] if key != "format"]
+    assert len(required) == 8
+    doc = valid_doc("full")
+    for key in required:
+        broken = copy.deepcopy(doc)
+        del broken[key]
+        with pytest.raises(GmmError, match=f"missing key '{key}'"):
+            model_from_dict(broken, "m.json")
+
+
+def _schema_nodes(node: dict):
+    yield node
+    for child in node.get("properties", {}).values():
+        yield from _schema_nodes(child)
+    if "items" in node:
+        yield from _schema_nodes(node["items"])
+
+
+def test_fit_schema_uses_only_what_the_loader_interprets():
+    fit = schema()["$defs"]["fit"]
+    nodes = list(_schema_nodes(fit))
+    assert len(nodes) > 20
+    for node in nodes:
+        assert set(node) <= set(modelfile.SCHEMA_KEYWORDS), node
+        assert node.get("additionalProperties", True) is True
+
+
+@pytest.mark.parametrize(
+    ("fit", "valid"),
+    [
+        ({"options": {"reg_scale": "absolute", "dtype": "float32"}}, True),
+        ({"options": {"reg_scale": "relative"}}, False),
+        ({"options": {"dtype": 32}}, False),
+        ({"collapsed": [{"column": None}, {"column": "x"}]}, True),
+        ({"collapsed": [{"column": 3}]}, False),
+        ({"tool": {"version": 1}}, False),
+        ({"restarts": [{"anything": [1, "two"]}]}, True),
+    ],
+)
+def test_loader_and_schema_agree_on_fit(fit, valid):
+    doc = valid_doc("full")
+    doc["fit"] = fit
+    assert jsonschema.Draft202012Validator(schema()).is_valid(doc) == valid
+    if valid:
+        model_from_dict(doc, "m.json")
+    else:
+        with pytest.raises(GmmError, match=r"^m\.json: fit\."):
+            model_from_dict(doc, "m.json")
+
+
+def test_enum_in_fit_is_reported_with_the_allowed_values():
+    doc = valid_doc("full")
+    doc["fit"] = {"options": {"reg_scale": "relative"}}
+    with pytest.raises(GmmError) as info:
+        model_from_dict(doc, "m.json")
+    assert str(info.value) == (
+        "m.json: fit.options.reg_scale should be one of 'data', 'absolute', found 'relative'"
+    )
 
 
 @pytest.mark.parametrize(

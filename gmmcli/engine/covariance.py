@@ -6,24 +6,88 @@ how the second moments that the same features yield become covariances. Everythi
 the fit's shift (means enter as ``m = means − shift``), never about the origin. Shapes of
 covariances and precision Cholesky factors follow scikit-learn: full (k, d, d), tied (d, d),
 diag (k, d), spherical (k,).
+
+This module is also the one registry of covariance models: every fact that depends on the
+model (names, aliases, shapes, parameter counts, wording, collapse thresholds, conversions)
+is an attribute or method of its strategy, found with ``get_strategy``; no other module
+switches on a covariance type name. A new model is one more subclass in ``_STRATEGIES``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import linalg
 
-from .chunk import Chunk
+if TYPE_CHECKING:  # annotations only: importing chunk here would cycle through params
+    from .chunk import Chunk
 
 LOG_2PI = math.log(2.0 * math.pi)
 
 
 class CovarianceStrategy:
-    """The interface; subclasses fill in one covariance type each."""
+    """The interface; subclasses fill in one covariance type each.
+
+    Attributes
+    ----------
+    name : the canonical name, as written in model files and shown to people.
+    aliases : other names ``get_strategy`` accepts for this model.
+    description : what the stored covariances are, in words (model-file messages).
+    shared : one covariance for every component (Σ_k = Σ), stored without a component axis.
+    is_diagonal : every Σ_k is diagonal (no correlations between columns).
+    """
 
     name: str = ""
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    shared: bool = False
+    is_diagonal: bool = False
+
+    def shape(self, k: int, d: int) -> tuple[int, ...]:
+        """Shape of the covariances array for k components and d columns: full (k, d, d),
+        tied (d, d), diag (k, d), spherical (k,)."""
+        raise NotImplementedError
+
+    def min_rows(self, d: int) -> int:
+        """Effective rows (N_k) below which a component counts as collapsed: d + 1 for full
+        (fewer rows span a subspace), 1 for tied (the shared matrix has every row), 2 for
+        diag and spherical (one row has no spread)."""
+        raise NotImplementedError
+
+    def to_full(self, cov: np.ndarray, k: int, d: int) -> np.ndarray:
+        """Every component's covariance as a new (k, d, d) array: Σ_k (full), Σ for every k
+        (tied), diag(σ²_k) (diag), σ²_k I (spherical)."""
+        raise NotImplementedError
+
+    def rescaled(self, cov: np.ndarray, s: np.ndarray) -> tuple[str, np.ndarray]:
+        """(name, covariances) of D Σ_k D, D = diag(s), for x = c + s·y: the covariances of a
+        standardized fit in the data's units, and the model they then belong to."""
+        raise NotImplementedError
+
+    def variance_index(self, i: int, j: int) -> tuple[int, ...]:
+        """Where component i's variance of column j is stored in the covariances array."""
+        raise NotImplementedError
+
+    def matrices(self, cov: np.ndarray) -> np.ndarray:
+        """The distinct (d, d) matrices, (m, d, d), of a non-diagonal model (m = k, or 1 if
+        shared); each is checked and factored on its own."""
+        raise NotImplementedError
+
+    def matrix_name(self, j: int) -> str:
+        """How messages name the j-th of ``matrices``: "covariances[j]" or "'covariances'"."""
+        return "'covariances'" if self.shared else f"covariances[{j}]"
+
+    def pinned_variance(
+        self, variances: np.ndarray, floor: np.ndarray
+    ) -> tuple[int | None, float] | None:
+        """(column or None, variance) of the smallest of one component's (d,) variances
+        that is below its column's floor, or None if none is."""
+        pinned = np.flatnonzero(variances < floor)
+        if not pinned.size:
+            return None
+        j = int(pinned[np.argmin(variances[pinned])])
+        return j, float(variances[j])
 
     def n_parameters(self, k: int, d: int) -> int:
         """Free parameters of the covariances alone."""
@@ -91,8 +155,25 @@ class CovarianceStrategy:
         return out
 
 
-def _cholesky_precision(cov: np.ndarray) -> np.ndarray:
+def covariance_names() -> tuple[str, ...]:
+    """The canonical covariance model names, in the order they are offered."""
+    return tuple(s.name for s in _STRATEGIES)
+
+
+def get_strategy(name: str) -> CovarianceStrategy:
+    """The strategy for a covariance model name or alias; ValueError naming the allowed
+    (canonical) names for an unknown one."""
+    try:
+        return _BY_NAME[name]
+    except (KeyError, TypeError):
+        names = ", ".join(covariance_names())
+        raise ValueError(f"unknown covariance type {name!r} (use one of {names})") from None
+
+
+def cholesky_precision(cov: np.ndarray) -> np.ndarray:
     """Upper-triangular P = L⁻ᵀ for Σ = L Lᵀ, so that P Pᵀ = Σ⁻¹."""
+    from scipy import linalg  # here, so that the registry imports without scipy
+
     lower = linalg.cholesky(cov, lower=True, check_finite=False)
     eye = np.eye(cov.shape[0])
     return linalg.solve_triangular(lower, eye, lower=True, check_finite=False).T
@@ -142,6 +223,25 @@ class Full(CovarianceStrategy):
     component is one product, and S2 is the same pairs against the responsibilities."""
 
     name = "full"
+    description = "one d x d matrix per component"
+
+    def shape(self, k: int, d: int) -> tuple[int, ...]:
+        return (k, d, d)
+
+    def min_rows(self, d: int) -> int:
+        return d + 1  # fewer rows span at most a (d − 1)-dimensional subspace
+
+    def to_full(self, cov, k, d):
+        return np.array(cov)
+
+    def rescaled(self, cov, s):
+        return self.name, cov * s[None, :, None] * s[None, None, :]
+
+    def variance_index(self, i, j):
+        return (i, j, j)
+
+    def matrices(self, cov):
+        return cov
 
     def n_parameters(self, k: int, d: int) -> int:
         return k * d * (d + 1) // 2
@@ -167,7 +267,7 @@ class Full(CovarianceStrategy):
         return raw + reg_covar * np.eye(d)[None]
 
     def precision_cholesky(self, cov):
-        return np.stack([_cholesky_precision(c) for c in cov])
+        return np.stack([cholesky_precision(c) for c in cov])
 
     def reach(self, m, prec_chol):
         return (np.einsum("kab,ka->kb", prec_chol, m) ** 2).sum(axis=1)
@@ -187,6 +287,26 @@ class Tied(CovarianceStrategy):
     Σ_i z_i z_iᵀ, since the responsibilities of a row sum to 1."""
 
     name = "tied"
+    description = "one d x d matrix shared by all components"
+    shared = True
+
+    def shape(self, k: int, d: int) -> tuple[int, ...]:
+        return (d, d)
+
+    def min_rows(self, d: int) -> int:
+        return 1
+
+    def to_full(self, cov, k, d):
+        return np.broadcast_to(cov, (k, d, d)).copy()
+
+    def rescaled(self, cov, s):
+        return self.name, cov * s[:, None] * s[None, :]
+
+    def variance_index(self, i, j):
+        return (j, j)
+
+    def matrices(self, cov):
+        return cov[None]
 
     def n_parameters(self, k: int, d: int) -> int:
         return d * (d + 1) // 2
@@ -210,7 +330,7 @@ class Tied(CovarianceStrategy):
         return raw + reg_covar * np.eye(raw.shape[0])
 
     def precision_cholesky(self, cov):
-        return _cholesky_precision(cov)
+        return cholesky_precision(cov)
 
     def reach(self, m, prec_chol):
         return ((m @ prec_chol) ** 2).sum(axis=1)
@@ -235,6 +355,23 @@ class Diag(CovarianceStrategy):
     """Features [z; z²]: Σ_a λ_ka (z_a − m_ka)² expands to one product."""
 
     name = "diag"
+    description = "d variances per component"
+    is_diagonal = True
+
+    def shape(self, k: int, d: int) -> tuple[int, ...]:
+        return (k, d)
+
+    def min_rows(self, d: int) -> int:
+        return 2
+
+    def to_full(self, cov, k, d):
+        return np.einsum("kd,de->kde", cov, np.eye(d))
+
+    def rescaled(self, cov, s):
+        return self.name, cov * s**2
+
+    def variance_index(self, i, j):
+        return (i, j)
 
     def n_parameters(self, k: int, d: int) -> int:
         return k * d
@@ -277,6 +414,30 @@ class Spherical(CovarianceStrategy):
     """Features [z; ‖z‖²]: λ_k ‖z − m_k‖² expands to one product."""
 
     name = "spherical"
+    description = "one variance per component"
+    is_diagonal = True
+
+    def shape(self, k: int, d: int) -> tuple[int, ...]:
+        return (k,)
+
+    def min_rows(self, d: int) -> int:
+        return 2
+
+    def to_full(self, cov, k, d):
+        return cov[:, None, None] * np.eye(d)[None]
+
+    def rescaled(self, cov, s):
+        """σ²_k s_j² differs by column: the result is diag."""
+        return Diag.name, cov[:, None] * s[None, :] ** 2
+
+    def variance_index(self, i, j):
+        return (i,)
+
+    def pinned_variance(self, variances, floor):
+        """One variance, repeated in every column: pinned below the smallest floor."""
+        if variances[0] < floor.min():
+            return None, float(variances[0])
+        return None
 
     def n_parameters(self, k: int, d: int) -> int:
         return k
@@ -316,17 +477,8 @@ class Spherical(CovarianceStrategy):
         return np.full(k, np.diag(data_cov).mean())
 
 
-STRATEGIES: dict[str, CovarianceStrategy] = {
-    s.name: s for s in (Full(), Tied(), Diag(), Spherical())
+# The registry: canonical order, then every name and alias to its strategy.
+_STRATEGIES: tuple[CovarianceStrategy, ...] = (Full(), Tied(), Diag(), Spherical())
+_BY_NAME: dict[str, CovarianceStrategy] = {
+    key: s for s in _STRATEGIES for key in (s.name, *s.aliases)
 }
-
-
-def strategy(covariance_type: str) -> CovarianceStrategy:
-    """The strategy for a covariance type name."""
-    try:
-        return STRATEGIES[covariance_type]
-    except KeyError:
-        names = ", ".join(STRATEGIES)
-        raise ValueError(
-            f"unknown covariance type {covariance_type!r} (use one of {names})"
-        ) from None

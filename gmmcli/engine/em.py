@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .covariance import CovarianceStrategy
-from .covariance import strategy as get_strategy
+from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
 from .init import INITIALISERS, DataSummary
 from .params import MixtureParams, NumericalRangeError
 from .sources import ArraySource, Source
@@ -32,13 +31,7 @@ from .stats import (
     single_threaded_blas,
 )
 
-# A component is collapsed when its effective count is below this (by type, given d) ...
-MIN_COUNT = {
-    "full": lambda d: d + 1,
-    "tied": lambda d: 1,
-    "diag": lambda d: 2,
-    "spherical": lambda d: 2,
-}
+# A component is collapsed when its effective count is below CovarianceStrategy.min_rows(d)
 # ... or when a column's variance in it is below min(reg_covar, RELATIVE_FLOOR · data variance).
 RELATIVE_FLOOR = 1e-3
 # Re-seeding stops this many iterations before max_iter, so a re-seeded fit can still settle.
@@ -221,30 +214,25 @@ def find_collapses(
     floor = np.minimum(reg_covar, RELATIVE_FLOOR * data_var)
     variances = strategy.component_variances(raw, k, d)
     found = []
-    min_count = MIN_COUNT[strategy.name](d)
+    min_count = strategy.min_rows(d)
     for c in range(k):
         if step_counts[c] < min_count:
             found.append(Collapse(c, None, "few-points", float(step_counts[c])))
             continue
-        pinned = np.flatnonzero(variances[c] < floor)
-        if strategy.name == "spherical":
-            if variances[c, 0] < floor.min():
-                found.append(Collapse(c, None, "zero-variance", float(variances[c, 0])))
-            continue
-        if pinned.size:
-            j = int(pinned[np.argmin(variances[c, pinned])])
-            found.append(Collapse(c, j, "zero-variance", float(variances[c, j])))
-            if strategy.name == "tied":
+        pinned = strategy.pinned_variance(variances[c], floor)
+        if pinned is not None:
+            found.append(Collapse(c, pinned[0], "zero-variance", pinned[1]))
+            if strategy.shared:
                 break
             continue
         # A direction with no spread; checked only where the data itself spreads in every
         # direction beyond reg_covar (collinear columns are the data's property).
-        if strategy.name in ("full", "tied") and summary.min_eigenvalue > np.max(reg_covar):
-            matrix = raw[c] if strategy.name == "full" else raw
+        if not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar):
+            matrix = strategy.matrices(raw)[0 if strategy.shared else c]
             smallest = float(np.linalg.eigvalsh(matrix)[0])
             if smallest < min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue):
                 found.append(Collapse(c, None, "subspace", smallest))
-                if strategy.name == "tied":
+                if strategy.shared:
                     break
     return found
 
@@ -254,7 +242,7 @@ def _positive_definite(block: np.ndarray) -> bool:
     when the condition number passes 1/eps (Cholesky then fails), so factor it here too."""
     if block.ndim == 2:
         try:
-            factor = get_strategy("tied").precision_cholesky(block)
+            factor = cholesky_precision(block)
         except np.linalg.LinAlgError:
             return False
         return bool(np.all(np.isfinite(factor)) and np.all(np.diag(factor) > 0))
@@ -272,7 +260,7 @@ def _prepare_safely(
     except np.linalg.LinAlgError:
         pass
     cov = params.covariances.copy()
-    tied = strategy.name == "tied"
+    tied = strategy.shared
     fixed: list[int] = []
     for c in [0] if tied else range(params.n_components):
         block = cov if tied else cov[c]
@@ -381,7 +369,7 @@ def run_restart(
         done = abs(change) < options.tol
         on_event(IterationEvent(restart, iteration - 1, current, change, time.perf_counter() - t0))
         can_reseed = budget > 0 and iteration <= options.max_iter - RESEED_MARGIN
-        movable = [c for c in collapses if strategy.name != "tied" or c.reason == "few-points"]
+        movable = [c for c in collapses if not strategy.shared or c.reason == "few-points"]
         if movable and can_reseed:
             todo = movable[:budget]
             params, new_means = _reseed(params, todo, stats, strategy, summary, options.reg_covar)

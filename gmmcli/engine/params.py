@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+from .covariance import get_strategy
 
 
 class NumericalRangeError(ValueError):
@@ -20,12 +20,8 @@ class NumericalRangeError(ValueError):
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple[int, ...]:
-    """Shape of the covariances array: full (k, d, d), tied (d, d), diag (k, d), spherical (k,)."""
-    k, d = n_components, n_features
-    shapes = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}
-    if covariance_type not in shapes:
-        raise ValueError(f"unknown covariance type {covariance_type!r}")
-    return shapes[covariance_type]
+    """Shape of the covariances array (``CovarianceStrategy.shape``), e.g. full (k, d, d)."""
+    return get_strategy(covariance_type).shape(n_components, n_features)
 
 
 @dataclass(frozen=True)
@@ -54,32 +50,17 @@ class MixtureParams:
 
     def full_covariances(self) -> np.ndarray:
         """Every component's covariance as a (k, d, d) array, whatever the type."""
-        k, d = self.n_components, self.n_features
-        cov = self.covariances
-        if self.covariance_type == "full":
-            return cov
-        if self.covariance_type == "tied":
-            return np.broadcast_to(cov, (k, d, d)).copy()
-        if self.covariance_type == "diag":
-            return np.einsum("kd,de->kde", cov, np.eye(d))
-        return cov[:, None, None] * np.eye(d)[None]
+        strategy = get_strategy(self.covariance_type)
+        return strategy.to_full(self.covariances, self.n_components, self.n_features)
 
     def in_data_units(self) -> MixtureParams:
         """The same mixture over the original columns: for y = (x − c)/s, x = c + s·y is again a
         Gaussian mixture with means c + s·μ and covariances D Σ D, D = diag(s) — densities
-        then include the Jacobian −Σ log s by themselves. Spherical becomes diag (the scales
-        differ by column); every other type keeps its type."""
+        then include the Jacobian −Σ log s by themselves. The covariance model may change
+        (``CovarianceStrategy.rescaled``: spherical becomes diag, the scales differ by column)."""
         if self.scale is None or self.center is None:
             return self
         s, c = self.scale, self.center
         means = self.means * s + c
-        kind, cov = self.covariance_type, self.covariances
-        if kind == "full":
-            cov = cov * s[None, :, None] * s[None, None, :]
-        elif kind == "tied":
-            cov = cov * s[:, None] * s[None, :]
-        elif kind == "diag":
-            cov = cov * s**2
-        else:
-            kind, cov = "diag", cov[:, None] * s[None, :] ** 2
+        kind, cov = get_strategy(self.covariance_type).rescaled(self.covariances, s)
         return MixtureParams(kind, self.weights, means, cov)

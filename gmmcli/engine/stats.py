@@ -24,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .chunk import Chunk, Rows, scratch
-from .covariance import LOG_2PI, CovarianceStrategy
+from .covariance import LOG_2PI, CovarianceStrategy, get_strategy
 from .params import MixtureParams
 
 T = TypeVar("T")
@@ -195,9 +195,7 @@ def default_chunk_size(n_components: int, n_features: int, covariance_type: str 
     subtrees of the sums' tree (see ``BlockSum``). Measured (1M × 16, k = 8, full): 4096
     rows 332 ms per iteration, 16384 rows 242 ms — each chunk costs ~0.2 ms of bookkeeping,
     more than larger arrays lose to the caches; d = 64 full is best near 1024–2048 rows."""
-    from .covariance import strategy
-
-    q = n_features + strategy(covariance_type).n_extra(n_features)
+    q = n_features + get_strategy(covariance_type).n_extra(n_features)
     rows = float(np.clip(2**24 / (8 * max(q, n_components)), 2 * BLOCK, 65536))
     return int(2 ** round(np.log2(rows)))
 
