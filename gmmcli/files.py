@@ -26,8 +26,13 @@ def display_name(path: str) -> str:
 def read_bytes(path: str) -> bytes:
     """The whole input as bytes ('-' is stdin); a one-line GmmError if it cannot be read."""
     if path == STDIO:
+        if sys.stdin is None:
+            raise GmmError("cannot read standard input: it is closed (give a file instead of '-')")
         stream = getattr(sys.stdin, "buffer", None)
-        return stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+        try:
+            return stream.read() if stream is not None else sys.stdin.read().encode("utf-8")
+        except OSError as error:
+            raise GmmError(f"cannot read standard input: {error.strerror or error}") from None
     try:
         with open(path, "rb") as handle:
             return handle.read()

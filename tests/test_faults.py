@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -61,3 +63,67 @@ def test_a_signal_during_a_fit_leaves_the_old_output_alone(
     assert err.decode().strip() == f"gmm: error: {word}"
     assert output.read_text() == "the previous model\n"
     assert [p.name for p in tmp_path.iterdir()] == ["model.json"]  # no temporary file left
+
+
+def _select_command(data: Path, output: Path) -> list[str]:
+    """A grid long enough to be interrupted while its worker processes fit cells."""
+    return [
+        sys.executable, "-m", "gmmcli", "select", str(data), "-k", "1-8", "--n-init", "20",
+        "--tol", "0", "--max-iter", "1000", "--jobs", "2", "-q", "-o", str(output),
+    ]  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    listing = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in listing.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("how", "status", "line"),
+    [
+        ("ctrl-c", 130, "gmm: error: interrupted"),
+        ("sigterm", 143, "gmm: error: terminated"),
+        ("worker killed", 1, "gmm: error: a worker process died (out of memory?)"),
+    ],
+)
+def test_select_stops_with_its_workers(long_data, tmp_path, how, status, line):
+    output = tmp_path / "model.json"
+    process = subprocess.Popen(
+        _select_command(long_data, output),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a shell job has
+    )
+    try:
+        _interrupt_and_check(process, how, status, line)
+        assert list(tmp_path.iterdir()) == []
+    finally:  # whatever happened, leave nothing running (after the checks above)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _interrupt_and_check(process: subprocess.Popen, how: str, status: int, line: str) -> None:
+    deadline = time.monotonic() + 60
+    while len(_children(process.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # the workers are fitting cells now
+    workers = _children(process.pid)
+    assert len(workers) >= 2 and process.poll() is None
+    if how == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)  # a terminal sends it to the whole group
+    elif how == "sigterm":
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.kill(workers[0], signal.SIGKILL)  # as the OOM killer does
+    out, err = process.communicate(timeout=30)  # not the minutes the grid would take
+    assert (process.returncode, out, err.decode().splitlines()) == (status, b"", [line])
+    time.sleep(0.5)
+    assert [w for w in workers if _alive(w)] == []  # no orphaned worker

@@ -218,3 +218,22 @@ def test_regular_files_are_still_replaced_atomically(tmp_path):
     assert os.stat(target).st_ino != inode  # renamed into place, not written over
     assert json.loads(target.read_text())["n_components"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+@pytest.mark.parametrize(
+    ("redirect", "args", "line"),
+    [
+        ("<&-", ["fit", "-", "-k", "2"], "cannot read standard input: it is closed"),
+        (
+            ">&-",
+            ["fit", str(BLOBS), "-k", "2", "-q"],
+            "cannot write to standard output: it is closed",
+        ),
+    ],
+)
+def test_a_closed_standard_stream_is_one_line(redirect, args, line):
+    command = " ".join([sys.executable, "-m", "gmmcli", *args]) + f" {redirect}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, timeout=120, check=False)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"gmm: error: {line}"), err

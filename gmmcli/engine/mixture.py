@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
 
 from .chunk import Rows
-from .covariance import strategy as get_strategy
+from .covariance import get_strategy
 from .em import Collapse, EMOptions, Event, FitResult, fit, fit_source
 from .params import MixtureParams, NumericalRangeError, covariance_shape
 from .sources import Source
@@ -21,6 +21,15 @@ from .stats import (
     prepare,
     single_threaded_blas,
 )
+
+
+def information_criteria(
+    log_likelihood: float, n_parameters: int, n_samples: int
+) -> tuple[float, float]:
+    """(BIC, AIC) = (−2 log L + p ln n, −2 log L + 2p): lower is better (scikit-learn's sign)."""
+    bic = -2.0 * log_likelihood + n_parameters * float(np.log(n_samples))
+    aic = -2.0 * log_likelihood + 2.0 * n_parameters
+    return bic, aic
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
@@ -193,7 +202,10 @@ class GaussianMixture:
                 if result.all_collapsed
                 else "the best restart has a collapsed component"
             )
-            what = "; ".join(c.describe(feature_names) for c in self.collapsed_)
+            shown = [c.describe(feature_names) for c in self.collapsed_[:3]]
+            if len(self.collapsed_) > 3:
+                shown.append(f"and {len(self.collapsed_) - 3} more components")
+            what = "; ".join(shown)
             out.append(
                 f"{lead}: {what}; the model is degenerate (try fewer components, "
                 "another --covariance, or a larger --reg-covar)"
@@ -206,6 +218,7 @@ class GaussianMixture:
         n = result.n_samples
         p = self.n_parameters()
         ll = float(self.log_likelihood_)
+        bic, aic = information_criteria(ll, p, n)
 
         def collapse_record(c: Collapse) -> dict:
             column = None if c.column is None else feature_names[c.column]
@@ -224,8 +237,8 @@ class GaussianMixture:
             "mean_log_likelihood": ll / n,
             "log_likelihood_history": [float(v) for v in self.log_likelihood_history_],
             "n_parameters": p,
-            "bic": -2.0 * ll + p * float(np.log(n)),
-            "aic": -2.0 * ll + 2.0 * p,
+            "bic": bic,
+            "aic": aic,
             "seed": int(self.seed),
             "options": {
                 "n_components": int(self.n_components),
@@ -304,26 +317,38 @@ class GaussianMixture:
         return score_rows(x, params, self.chunk_size, self.threads or default_threads())
 
     def sample(self, n_samples: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """n_samples rows drawn from the mixture, and the component each came from.
+        """n_samples rows drawn from the mixture, and the component each came from (the
+        blocks of ``sample_blocks``, joined)."""
+        blocks = list(self.sample_blocks(n_samples, seed))
+        if not blocks:
+            return np.empty((0, self._fitted().n_features)), np.empty(0, dtype=np.int64)
+        return np.concatenate([x for x, _ in blocks]), np.concatenate([c for _, c in blocks])
+
+    def sample_blocks(
+        self, n_samples: int, seed: int = 0, block: int = 65536
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The rows of ``sample`` in blocks of at most ``block`` rows: memory stays one block
+        however many rows are asked for.
 
         Components are drawn with probabilities π_k, then x = μ_k + L_k z with L_k L_kᵀ = Σ_k
-        and z standard normal; the same seed gives the same rows.
+        and z standard normal, from one generator seeded with ``seed``: the same seed gives
+        the same rows.
         """
         params = self._fitted()
         rng = np.random.default_rng(seed)
-        labels = rng.choice(params.n_components, size=n_samples, p=params.weights)
-        x = np.empty((n_samples, params.n_features))
-        for c, cov in enumerate(params.full_covariances()):
-            rows = np.flatnonzero(labels == c)
-            lower = np.linalg.cholesky(cov)
-            x[rows] = (
-                params.means[c] + rng.standard_normal((rows.size, params.n_features)) @ lower.T
-            )
-        if params.center is not None and params.scale is not None:
-            # drawn in the model's own units, then scaled: the covariance in the data's
-            # units (× scale²) can underflow where the rows themselves do not
-            x = params.center + params.scale * x
-        return x, labels
+        lowers = [np.linalg.cholesky(cov) for cov in params.full_covariances()]
+        for start in range(0, n_samples, block):
+            size = min(block, n_samples - start)
+            labels = rng.choice(params.n_components, size=size, p=params.weights)
+            x = np.empty((size, params.n_features))
+            for c, lower in enumerate(lowers):
+                rows = np.flatnonzero(labels == c)
+                x[rows] = params.means[c] + rng.standard_normal((rows.size, x.shape[1])) @ lower.T
+            if params.center is not None and params.scale is not None:
+                # drawn in the model's own units, then scaled: the covariance in the data's
+                # units (× scale²) can underflow where the rows themselves do not
+                x = params.center + params.scale * x
+            yield x, labels
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, k) membership probabilities r_ik."""
@@ -348,12 +373,16 @@ class GaussianMixture:
     def bic(self, X: np.ndarray) -> float:
         """−2 log L + p ln n (lower is better)."""
         x = _as_2d(X)
-        return -2.0 * self.score(x) * x.shape[0] + self.n_parameters() * np.log(x.shape[0])
+        return information_criteria(
+            float(self.score_samples(x).sum()), self.n_parameters(), x.shape[0]
+        )[0]
 
     def aic(self, X: np.ndarray) -> float:
         """−2 log L + 2 p (lower is better)."""
         x = _as_2d(X)
-        return -2.0 * self.score(x) * x.shape[0] + 2 * self.n_parameters()
+        return information_criteria(
+            float(self.score_samples(x).sum()), self.n_parameters(), x.shape[0]
+        )[1]
 
 
 def _as_2d(X: np.ndarray) -> np.ndarray:
@@ -362,6 +391,17 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
         x = x[:, None]
     if x.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {x.shape}")
+    with np.errstate(over="ignore"):  # a NaN or an infinity makes the sum not finite (and so
+        total = x.sum()  # may an overflow, which the cell-by-cell check below tells apart)
+    if np.isfinite(total):
+        return np.ascontiguousarray(x)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(
+            f"X contains NaN or infinity ({int(bad.sum())} cell(s); the first at row {i}, "
+            f"column {j}: {x[i, j]})"
+        )
     return np.ascontiguousarray(x)
 
 

@@ -9,14 +9,17 @@ model selection is usually run on (see the closing note of the issue for the fig
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 
-from .mixture import GaussianMixture
+from .mixture import GaussianMixture, information_criteria
 
 CRITERIA = ("bic", "aic")
 
@@ -38,21 +41,34 @@ class Cell:
     def score(self, criterion: str) -> float:
         return self.bic if criterion == "bic" else self.aic
 
+    def record(self) -> dict:
+        """The cell as one row of the grid table (and of the model file's selection)."""
+        return {
+            "n_components": self.n_components,
+            "covariance_type": self.covariance_type,
+            "log_likelihood": self.log_likelihood,
+            "n_parameters": self.n_parameters,
+            "bic": self.bic,
+            "aic": self.aic,
+            "converged": self.converged,
+            "degenerate": self.degenerate,
+        }
+
 
 def fit_cell(x: np.ndarray, k: int, covariance_type: str, settings: dict) -> Cell:
     """Fit one cell (in a worker process or here); the log-likelihood is in data units."""
     model = GaussianMixture(k, covariance_type=covariance_type, **settings).fit(x)
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
-    n = x.shape[0]
+    bic, aic = information_criteria(ll, p, x.shape[0])
     return Cell(
         n_components=k,
         covariance_type=covariance_type,
         model=model,
         log_likelihood=ll,
         n_parameters=p,
-        bic=-2.0 * ll + p * float(np.log(n)),
-        aic=-2.0 * ll + 2.0 * p,
+        bic=bic,
+        aic=aic,
         converged=bool(model.converged_),
         degenerate=bool(model.collapsed_),
     )
@@ -87,11 +103,46 @@ def run_grid(
             notify(cells[-1])
         return cells
     worker_settings = {**settings, "threads": 1}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_interrupts)
+    try:
         futures: list[Future] = [pool.submit(fit_cell, x, k, c, worker_settings) for k, c in grid]
         for future in futures:
-            future.add_done_callback(lambda f: notify(f.result()) if not f.exception() else None)
-        return [f.result() for f in futures]
+            future.add_done_callback(lambda f: _notify_done(f, notify))
+        cells = [f.result() for f in futures]
+    except BrokenProcessPool:
+        _stop(pool)
+        raise WorkerLost("a worker process died (out of memory?)") from None
+    except BaseException:  # Ctrl-C, SIGTERM, an error in a cell: stop every worker now
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return cells
+
+
+class WorkerLost(RuntimeError):
+    """A worker process of the grid ended without an answer (killed, e.g. out of memory)."""
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, and the parent alone handles it;
+    SIGTERM (the parent stopping the grid) ends the worker at once, whatever handler the
+    parent had installed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _notify_done(future: Future, notify: Callable[[Cell], None]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        notify(future.result())
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued cells and end the running ones without waiting for them."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in multiprocessing.active_children():
+        child.terminate()
+    for child in multiprocessing.active_children():
+        child.join(timeout=5)
 
 
 def parse_ks(text: str) -> list[int]:

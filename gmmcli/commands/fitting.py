@@ -1,0 +1,225 @@
+"""``gmm fit`` and ``gmm select``: options checked, DATA opened, the engine run, the model file
+written, and the story told on stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from ..errors import GmmError
+from ..limits import MAX_VARIANCE
+from ..tableoptions import MISSING_POLICIES, TableOptions
+from .inputs import open_input
+from .options import (
+    INIT_CHOICES,
+    EngineOptions,
+    FitOptions,
+    SelectOptions,
+    check_engine,
+    check_values,
+    choice,
+    covariance_name,
+)
+from .session import Session, check_output, numerical_range, same_output, tool
+
+
+def fit(
+    data: str,
+    output: str,
+    options: FitOptions,
+    table: TableOptions,
+    engine_options: EngineOptions,
+    session: Session,
+) -> None:
+    """Fit a Gaussian mixture to DATA by EM and write the model file to ``output``."""
+    from .. import modelfile
+
+    covariance = covariance_name(options.covariance)
+    choice("missing", table.missing, MISSING_POLICIES)
+    _check_em_values(options.components, options, dtype=options.dtype, threads=options.threads)
+    engine = check_engine(engine_options)
+    components = options.components
+    init = options.init
+    start = None
+    if init not in INIT_CHOICES:
+        if not os.path.exists(init):
+            raise GmmError(
+                f"--init {init!r}: use one of {', '.join(INIT_CHOICES)}, "
+                "or the path of a model file"
+            )
+        start, start_names, _ = modelfile.load_model(init)
+        components, covariance = _warm_start_options(init, start, components, covariance)
+        if options.em.standardize and start.scale is None:
+            raise GmmError(
+                f"{init}: --standardize needs a standardized model to start from (this one "
+                "is in the data's units); fit it with --standardize, or leave the option out"
+            )
+    if components is None:
+        raise GmmError("missing option -k/--components (the number of components)")
+    check_output(output, [data, init])
+
+    scaling = None if start is None or start.scale is None else (start.center, start.scale)
+    opened = open_input(
+        data,
+        table if start is None else table.matching(start_names, start.n_features),
+        engine,
+        engine_options.scheduler,
+        float32=options.dtype == "float32" and not options.em.standardize and scaling is None,
+    )
+    report = session.reporter(opened.names)
+    opened.note(report)
+    opened.check_rows(components)
+    if engine == "memory":
+        check_regularisation(opened.table, options.em.reg_covar, options.em.reg_scale)
+    n_init = options.n_init
+    if start is not None and n_init > 1:
+        report.warning("a warm start (--init MODEL) needs one restart; using --n-init 1")
+        n_init = 1
+
+    from ..engine.mixture import GaussianMixture
+
+    model = GaussianMixture(
+        components,
+        covariance_type=covariance,
+        n_init=n_init,
+        init=init if start is None else "kmeans++",
+        weights_init=None if start is None else start.weights,
+        means_init=None if start is None else start.means,
+        covariances_init=None if start is None else start.covariances,
+        dtype=options.dtype,
+        threads=options.threads,
+        scaling=scaling,
+        callback=report.on_event,
+        **dataclasses.asdict(options.em),
+    )
+    n_dropped = opened.fit(model, report, covariance, options.dtype)
+    info = fit_record(model, opened.names, n_dropped)
+    if start is not None:
+        info["options"]["init"] = f"model file {init}"
+    save_fitted(output, model, opened.names, info, data)
+    report.fit_summary(info, output)
+
+
+def select(
+    data: str,
+    output: str,
+    table_path: str | None,
+    options: SelectOptions,
+    table: TableOptions,
+    session: Session,
+) -> None:
+    """Fit every cell of the grid (k × covariance model) and write the best model by the
+    criterion; ``table_path`` also gets the whole grid as CSV."""
+    from ..data import write_csv
+    from ..engine.select import CRITERIA, WorkerLost, choose, run_grid
+
+    for kind in options.covariances or [""]:
+        covariance_name(kind)
+    criterion = choice("criterion", options.criterion, CRITERIA)
+    choice("missing", table.missing, MISSING_POLICIES)
+    _check_em_values(min(options.components), options, jobs=options.jobs)
+    for path in [output, table_path]:
+        if path is not None:
+            check_output(path, [data])
+    if table_path is not None and same_output(output, table_path):
+        where = "stdout" if table_path == "-" else "that file"
+        raise GmmError(f"--table {table_path}: -o writes the model to {where} too")
+    opened = open_input(data, table)
+    report = session.reporter(opened.names)
+    opened.note(report)
+    opened.check_rows(max(options.components), " asked")
+    check_regularisation(opened.table, options.em.reg_covar, options.em.reg_scale)
+    settings = {**dataclasses.asdict(options.em), "n_init": options.n_init}
+    ks, types = options.components, options.covariances
+    grid = report.grid_progress(len(ks) * len(types))
+    in_range = numerical_range(opened.source, "float64", options.em.standardize, opened.names)
+    try:
+        with in_range, grid as advance:
+            cells = run_grid(
+                opened.table.values, ks, types, settings, jobs=options.jobs, on_cell=advance
+            )
+    except WorkerLost as error:
+        raise GmmError(str(error), 1) from None
+    chosen = choose(cells, criterion)
+    report.select_table(cells, chosen, criterion)
+    info = fit_record(chosen.model, opened.names, opened.table.n_dropped)
+    info["selection"] = {"criterion": criterion, "grid": [cell.record() for cell in cells]}
+    save_fitted(output, chosen.model, opened.names, info, data)
+    if table_path is not None:
+        import pandas as pd
+
+        write_csv(pd.DataFrame([cell.record() for cell in cells]), table_path)
+    for message in info["warnings"]:
+        report.warning(message)
+
+
+def _check_em_values(
+    components: int | None, options: FitOptions | SelectOptions, **more: object
+) -> None:
+    values = {**options.em.values(), "n_init": options.n_init, **more}
+    if components is not None:
+        values["n_components"] = components
+    check_values(values)
+
+
+def _warm_start_options(
+    path: str, start: Any, components: int | None, covariance: str
+) -> tuple[int, str]:
+    """-k and --covariance of a warm start are the model's (given ones must agree)."""
+    if components is not None and components != start.n_components:
+        raise GmmError(
+            f"{path}: the model has {start.n_components} components but -k is {components}"
+        )
+    if covariance != FitOptions.covariance and covariance != start.covariance_type:
+        raise GmmError(
+            f"{path}: the model has {start.covariance_type} covariances but "
+            f"--covariance is {covariance}"
+        )
+    return start.n_components, start.covariance_type
+
+
+def check_regularisation(table: Any, reg_covar: float, reg_scale: str = "data") -> None:
+    """Before any work: --reg-covar is added to every variance times the column's variance in
+    the data (1 for a constant column), so a large one can push the variances past what a
+    model file holds (MAX_VARIANCE). In the data's units this is the same with --standardize
+    (reg_covar × 1, times scale²)."""
+    if reg_covar <= 1 or reg_scale == "absolute":  # reg_covar × variance ≤ variance, bound
+        return
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        variances = table.values.var(axis=0)
+        variances = np.where(variances > 0, variances, 1.0)
+        j = int(np.argmax(variances))
+        if not reg_covar * variances[j] > MAX_VARIANCE:
+            return
+    raise GmmError(
+        f"--reg-covar {reg_covar:g}: times the variance of column {table.names[j]!r} of "
+        f"{table.source} ({variances[j]:.3g}) it passes {MAX_VARIANCE:.0e}, the largest "
+        "variance a model holds"
+    )
+
+
+def fit_record(model: Any, names: list[str], n_dropped: int) -> dict:
+    """How the model was fitted, for its file: the engine's record, the rows dropped while
+    reading, and which program wrote it."""
+    info = model.fit_info(names)
+    info["n_dropped"] = n_dropped
+    info["tool"] = tool()
+    return info
+
+
+def save_fitted(output: str, model: Any, names: list[str], info: dict, data: str) -> None:
+    """Write the fitted model's file, after checking that a model file can hold it (covariances
+    pushed out of range by --reg-covar, say, are an error about the data and options)."""
+    from .. import modelfile
+    from ..files import display_name
+
+    try:
+        modelfile.check_range(model.params_, "the fitted model")
+    except GmmError as error:
+        raise GmmError(
+            f"{display_name(data)}: {error.message} (check --reg-covar, or try --standardize)"
+        ) from None
+    modelfile.save_model(output, model.params_, names, info)

@@ -1,0 +1,130 @@
+"""The typed options of the commands, grouped as the command line shares them, and their
+checks: the values come from ``engine.constraints``, the words (flags) from ``FLAGS``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import GmmError
+
+# How the command line names each parameter in a message.
+FLAGS = {
+    "n_components": "-k/--components",
+    "covariance_type": "--covariance",
+    "n_init": "--n-init",
+    "max_iter": "--max-iter",
+    "tol": "--tol",
+    "reg_covar": "--reg-covar",
+    "reg_scale": "--reg-scale",
+    "seed": "--seed",
+    "dtype": "--dtype",
+    "threads": "--threads",
+    "jobs": "--jobs",
+    "missing": "--missing",
+    "engine": "--engine",
+    "criterion": "--criterion",
+    "n_samples": "-n/--n-samples",
+}
+ENGINES = ("memory", "dask", "stream")
+INIT_CHOICES = ("kmeans++", "random", "random-from-data")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where the rows are worked on: memory, a stream of blocks, or a Dask cluster."""
+
+    engine: str = "memory"
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class EMSettings:
+    """The EM settings that ``gmm fit`` and ``gmm select`` share."""
+
+    max_iter: int = 100
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    reg_scale: str = "data"
+    seed: int = 0
+    standardize: bool = False
+
+    def values(self) -> dict[str, object]:
+        """parameter → value, for ``check_values``."""
+        return {
+            "reg_scale": self.reg_scale,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "reg_covar": self.reg_covar,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The options of ``gmm fit`` (``init`` may be the path of a model file)."""
+
+    components: int | None = None
+    covariance: str = "full"
+    n_init: int = 1
+    init: str = "kmeans++"
+    dtype: str = "float64"
+    threads: int | None = None
+    em: EMSettings = EMSettings()
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """The grid and options of ``gmm select``."""
+
+    components: list[int]
+    covariances: list[str]
+    criterion: str = "bic"
+    n_init: int = 5
+    jobs: int | None = None
+    em: EMSettings = EMSettings()
+
+
+def option_error(parameter: str, value: object, reason: str) -> GmmError:
+    """``--flag value: reason``, the value quoted when it is text."""
+    shown = repr(value) if isinstance(value, str) else value
+    return GmmError(f"{FLAGS.get(parameter, parameter)} {shown}: {reason}")
+
+
+def check_values(values: dict[str, object]) -> None:
+    """Check ``values`` (parameter → value) against ``engine.constraints``, in the table's
+    order; the first failure is a GmmError naming the flag."""
+    from ..engine.constraints import CONSTRAINTS
+
+    for parameter, constraint in CONSTRAINTS.items():
+        if parameter in values:
+            reason = constraint.reason(values[parameter])
+            if reason is not None:
+                raise option_error(parameter, values[parameter], reason)
+
+
+def choice(parameter: str, value: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``; else a GmmError listing them."""
+    if value not in choices:
+        raise option_error(parameter, value, f"use one of {', '.join(choices)}")
+    return value
+
+
+def covariance_name(value: str) -> str:
+    """A covariance model's name as the registry knows it; else a GmmError listing them."""
+    from ..engine.covariance import covariance_names
+
+    return choice("covariance_type", value, covariance_names())
+
+
+def check_engine(options: EngineOptions) -> str:
+    """The engine, after checking that its options fit together and Dask is installed."""
+    engine = choice("engine", options.engine, ENGINES)
+    if options.scheduler is not None and engine != "dask":
+        raise GmmError("--scheduler needs --engine dask")
+    if engine == "dask":
+        try:
+            import dask.dataframe  # noqa: F401
+            import distributed  # noqa: F401
+        except ImportError:
+            raise GmmError("--engine dask needs Dask: pip install 'gmmcli[dask]'") from None
+    return engine

@@ -1,0 +1,127 @@
+"""``gmm predict`` and ``gmm loglik``: a model file applied to DATA, on any engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import GmmError
+from ..tableoptions import MISSING_POLICIES, TableOptions
+from .inputs import MemoryInput, ScaledInput, model_input
+from .options import EngineOptions, check_engine, choice
+from .session import Session, check_not_input, scoring_range
+
+
+def predict(
+    model_path: str,
+    data: str,
+    output: str,
+    table: TableOptions,
+    engine_options: EngineOptions,
+    session: Session,
+    no_proba: bool = False,
+    keep_input: bool = False,
+) -> None:
+    """Label each row of DATA with its most probable component (and the probabilities);
+    with --engine dask, ``output`` may be a folder of part files."""
+    table = dataclasses.replace(table, keep_text=keep_input)
+    params, opened = _open(model_path, data, output, table, engine_options, session, "predict")
+    if isinstance(opened, ScaledInput):
+        opened.score(params, "predict", output, no_proba=no_proba, keep_input=keep_input)
+        return
+    from ..data import prediction_columns, scored_rows, write_csv
+    from ..engine.mixture import GaussianMixture
+
+    with scoring_range(opened.source, model_path):
+        resp = GaussianMixture.from_params(params).predict_proba(opened.table.values)
+    columns = prediction_columns(resp, no_proba)
+    write_csv(scored_rows(columns, opened.table.kept, opened.table.text), output)
+
+
+def loglik(
+    model_path: str,
+    data: str,
+    output: str,
+    table: TableOptions,
+    engine_options: EngineOptions,
+    session: Session,
+    as_json: bool = False,
+    per_sample: bool = False,
+) -> None:
+    """The log-likelihood of DATA under the model: total, mean per row, rows, BIC and AIC (as
+    text or JSON), or with ``per_sample`` each row's log density as CSV."""
+    if as_json and per_sample:
+        raise GmmError("--json and --per-sample cannot be used together")
+    what = "loglik" if per_sample else "total"
+    params, opened = _open(model_path, data, output, table, engine_options, session, what)
+    if isinstance(opened, ScaledInput):
+        totals = opened.score(params, what, output)
+        if totals is None:
+            return
+        total, n = totals
+    else:
+        from ..engine.mixture import GaussianMixture
+
+        with scoring_range(opened.source, model_path):
+            log_density = GaussianMixture.from_params(params).score_samples(opened.table.values)
+        if per_sample:
+            from ..data import scored_rows, write_csv
+
+            columns = {"log_density": log_density}
+            write_csv(scored_rows(columns, opened.table.kept, None), output)
+            return
+        n = log_density.shape[0]
+        total = float(log_density.sum())
+    from ..engine.mixture import information_criteria, n_parameters
+
+    p = n_parameters(params.covariance_type, params.n_components, params.n_features)
+    bic, aic = information_criteria(total, p, n)
+    result = {
+        "log_likelihood": total,
+        "mean_log_likelihood": total / n,
+        "n_rows": n,
+        "n_parameters": p,
+        "bic": bic,
+        "aic": aic,
+    }
+    if as_json:
+        import json
+
+        text = json.dumps(result, indent=2) + "\n"
+    else:
+        text = "".join(f"{key}\t{value!r}\n" for key, value in result.items())
+    from ..files import write_output
+
+    write_output(output, text.encode("utf-8"))
+
+
+def _open(
+    model_path: str,
+    data: str,
+    output: str,
+    table: TableOptions,
+    engine_options: EngineOptions,
+    session: Session,
+    what: str,
+) -> tuple[Any, MemoryInput | ScaledInput]:
+    """Check the options and the output first, load the model, then open DATA's columns
+    matched to it; the notes about DATA go to stderr (rich loads only when there are any)."""
+    from ..files import check_output_path
+
+    engine = check_engine(engine_options)
+    if model_path == "-" and data == "-":
+        raise GmmError("MODEL and DATA cannot both be stdin ('-')")
+    choice("missing", table.missing, MISSING_POLICIES)
+    check_not_input(output, [model_path, data])
+    if engine == "memory" or what == "total" or not _is_folder(output):
+        check_output_path(output)
+    params, _, _, opened = model_input(model_path, data, table, engine, engine_options.scheduler)
+    if opened.has_notes:
+        opened.note(session.reporter(opened.names))
+    return params, opened
+
+
+def _is_folder(output: str) -> bool:
+    from ..dataset import is_folder_output
+
+    return is_folder_output(output)

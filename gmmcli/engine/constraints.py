@@ -1,0 +1,103 @@
+"""The values each fitting parameter may take, declared once.
+
+``EMOptions.validate`` and the command layer check their values against the same table
+(scikit-learn's ``_parameter_constraints`` idea); a failure is a ``ParameterError`` naming the
+parameter, which the command line words with its flag instead. Covariance model names are
+checked by the strategy registry, initialisers by ``init.INITIALISERS``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..limits import MAX_VARIANCE
+
+
+class ParameterError(ValueError):
+    """A parameter value outside its constraint: ``parameter``, ``value`` and ``reason``
+    (e.g. "must be >= 1"); str() is "parameter value: reason"."""
+
+    def __init__(self, parameter: str, value: object, reason: str) -> None:
+        super().__init__(f"{parameter} {value}: {reason}")
+        self.parameter = parameter
+        self.value = value
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A whole number ≥ ``low`` (None allowed when ``optional``)."""
+
+    low: int
+    optional: bool = False
+
+    def reason(self, value: object) -> str | None:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.low:
+            return f"must be >= {self.low}"
+        return None
+
+
+@dataclass(frozen=True)
+class FiniteAtLeast:
+    """A finite number ≥ ``low``, and ≤ ``high`` if given (with ``high_reason``)."""
+
+    low: float
+    high: float | None = None
+    high_reason: str = ""
+
+    def reason(self, value: object) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a finite number >= {self.low:g}"
+        if not (self.low <= value < math.inf):
+            return f"must be a finite number >= {self.low:g}"
+        if self.high is not None and value > self.high:
+            return f"must be at most {self.high:.0e}{self.high_reason}"
+        return None
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of ``choices``."""
+
+    choices: tuple[str, ...]
+
+    def reason(self, value: object) -> str | None:
+        if value not in self.choices:
+            return f"use one of {', '.join(self.choices)}"
+        return None
+
+
+Constraint = AtLeast | FiniteAtLeast | OneOf
+
+CONSTRAINTS: dict[str, Constraint] = {
+    "dtype": OneOf(("float64", "float32")),
+    "threads": AtLeast(1, optional=True),
+    "jobs": AtLeast(1, optional=True),
+    "reg_scale": OneOf(("data", "absolute")),
+    "n_components": AtLeast(1),
+    "n_init": AtLeast(1),
+    "max_iter": AtLeast(0),
+    "tol": FiniteAtLeast(0),
+    "reg_covar": FiniteAtLeast(
+        0, MAX_VARIANCE, " (a larger one swamps any variance of the data gmm reads)"
+    ),
+    "seed": AtLeast(0),
+    "chunk_size": AtLeast(1, optional=True),
+}
+
+
+def check(parameter: str, value: object) -> None:
+    """Raise ParameterError if ``value`` breaks ``parameter``'s constraint."""
+    reason = CONSTRAINTS[parameter].reason(value)
+    if reason is not None:
+        raise ParameterError(parameter, value, reason)
+
+
+def check_all(values: dict[str, object]) -> None:
+    """Check every parameter of ``values`` that has a constraint, in the table's order."""
+    for parameter in CONSTRAINTS:
+        if parameter in values:
+            check(parameter, values[parameter])

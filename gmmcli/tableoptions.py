@@ -1,0 +1,69 @@
+"""How a table is read: the options every command that reads data shares (light: the
+command line builds them before numpy or pandas are imported; ``data`` reads with them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from gmmcli.errors import GmmError
+
+MISSING_POLICIES = ("error", "drop")
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    """How to read a table: the table options every command that reads data shares.
+
+    ``columns`` selects names or 1-based positions; ``required`` selects exactly these names
+    (a model's features); with neither, every numeric column is used and columns with no
+    numeric cell are skipped. ``n_required`` checks the number of selected columns.
+    ``missing`` is "error" or "drop" (drop rows with a missing or non-finite selected value).
+
+    One rule for every engine: fields are split at the delimiter (csv quoting), spaces around
+    a header name are not part of it, a cell is a number in decimal notation (``0x10`` is
+    not), and an empty cell or an NA word (``NA``, ``nan``, ``None``, ``null``…) is missing.
+    """
+
+    delimiter: str = ","
+    header: bool = True
+    columns: list[str] | None = None
+    missing: str = "error"
+    required: list[str] | None = None
+    n_required: int | None = None
+    keep_text: bool = False  # also keep every cell as the text it is (predict --keep-input)
+
+    def check(self, name: str) -> None:
+        """Refuse a delimiter or missing-value policy that cannot be used."""
+        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            raise GmmError(
+                f"{name}: the delimiter must be one character (not a quote or newline),"
+                f" got {self.delimiter!r}"
+            )
+        if self.missing not in MISSING_POLICIES:
+            raise GmmError(
+                f"{name}: missing-value policy must be 'error' or 'drop', got {self.missing!r}"
+            )
+
+    @classmethod
+    def from_words(
+        cls, columns: str | None, delimiter: str, tabs: bool, no_header: bool, missing: str
+    ) -> TableOptions:
+        """The options as a user types them: ``columns`` comma-separated, ``delimiter`` may be
+        '\\t' (as typed in a shell) or the word tab, and ``tabs`` says the same."""
+        names = None if columns is None else [p.strip() for p in columns.split(",")]
+        if names is not None and not all(names):
+            raise GmmError(f"--columns {columns!r}: empty column name")
+        tab = tabs or delimiter in ("\\t", "tab", "TAB")
+        return cls("\t" if tab else delimiter, not no_header, names, missing)
+
+    def matching(self, names: list[str], n_features: int) -> TableOptions:
+        """These options for DATA scored by a model with these feature names: columns
+        matched by name, or by position (``n_features`` of them) with --no-header or
+        --columns."""
+        by_name = self.header and self.columns is None
+        return dataclasses.replace(
+            self,
+            required=names if by_name else None,
+            n_required=None if by_name else n_features,
+        )
