@@ -32,9 +32,11 @@ def save_model(model: GaussianMixture, path: str, feature_names: list[str] | Non
     if params is None:
         raise ValueError("the model is not fitted")
     names = feature_names or [f"x{j + 1}" for j in range(params.n_features)]
-    info = model.fit_info(names) if hasattr(model, "result_") else None
-    if info is not None:
-        info["tool"] = {"name": "gmmcli", "version": __version__}
+    info = None
+    if hasattr(model, "result_"):
+        from .commands.fitting import fit_record
+
+        info = fit_record(model, names)
     modelfile.save_model(path, params, names, info)
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from gmmcli.engine.covariance import CovarianceStrategy, covariance_names, get_s
 from gmmcli.engine.params import MixtureParams
 from gmmcli.errors import GmmError
 from gmmcli.limits import MAX_MAGNITUDE, MAX_VARIANCE, ROUNDING_SLACK
+
+if TYPE_CHECKING:
+    from gmmcli.engine.em import Collapse
+    from gmmcli.engine.mixture import FitSummary
 
 FORMAT_NAME = "gmmcli-model"
 FORMAT_VERSION = 1
@@ -293,6 +298,78 @@ def model_to_dict(params: MixtureParams, feature_names: list[str], fit: dict | N
     except GmmError as exc:
         raise ValueError(f"internal error: refusing to write an invalid model: {exc}") from exc
     return doc
+
+
+def fit_record(
+    summary: FitSummary,
+    feature_names: list[str],
+    warnings: list[str],
+    **extra: object,
+) -> dict:
+    """The model file's ``fit`` section for a fit's summary: plain JSON values, collapses
+    and re-seeds named by column; ``warnings`` as people read them (``report.notice_text``);
+    ``extra`` (n_dropped, tool, selection) appended in the order given."""
+    options = summary.options
+
+    def collapse(c: Collapse) -> dict:
+        column = None if c.column is None else feature_names[c.column]
+        description = c.describe(feature_names)
+        return {
+            "component": c.component,
+            "column": column,
+            "reason": c.reason,
+            "description": description,
+        }
+
+    record = {
+        "n_samples": summary.n_samples,
+        "n_iter": summary.n_iter,
+        "converged": summary.converged,
+        "log_likelihood": summary.log_likelihood,
+        "mean_log_likelihood": summary.mean_log_likelihood,
+        "log_likelihood_history": list(summary.log_likelihood_history),
+        "n_parameters": summary.n_parameters,
+        "bic": summary.bic,
+        "aic": summary.aic,
+        "seed": int(options.seed),
+        "options": {
+            "n_components": int(options.n_components),
+            "covariance_type": options.covariance_type,
+            "tol": float(options.tol),
+            "reg_covar": float(options.reg_covar),
+            "reg_scale": options.reg_scale,
+            "max_iter": int(options.max_iter),
+            "n_init": int(options.n_init),
+            "init": "warm-start" if summary.warm_start else options.init,
+            "dtype": options.dtype,
+        },
+        "best_restart": summary.best_restart,
+        "restarts": [
+            {
+                "restart": r.restart,
+                "n_iter": r.n_iter,
+                "converged": r.converged,
+                "log_likelihood": float(r.log_likelihood),
+                "collapsed": [collapse(c) for c in r.collapsed],
+            }
+            for r in summary.restarts
+        ],
+        "reseeds": [
+            {
+                "restart": e.restart,
+                "iteration": e.iteration,
+                "component": e.collapse.component,
+                "reason": e.collapse.describe(feature_names),
+                "new_mean": [float(v) for v in e.new_mean],
+            }
+            for r in summary.restarts
+            for e in r.reseeds
+        ],
+        "collapsed": [collapse(c) for c in summary.collapsed],
+        "warnings": list(warnings),
+    }
+    record.update(extra)
+    return record
 
 
 def dumps_model(params: MixtureParams, feature_names: list[str], fit: dict | None = None) -> str:

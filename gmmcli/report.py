@@ -12,12 +12,39 @@ from rich.table import Table
 
 from .engine.covariance import get_strategy
 from .engine.em import Event, IterationEvent, PassEvent, ReseedEvent, RestartEvent
+from .engine.mixture import ConstantColumn, NotConverged, Notice
 
 
 def _number(value: float, digits: int = 6) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}g}"
+
+
+def notice_text(notice: Notice, names: list[str]) -> str:
+    """One line for people about a fit's notice, with the options that would change it."""
+    if isinstance(notice, NotConverged):
+        return (
+            f"did not converge in {notice.max_iter} iterations (last change "
+            f"{notice.last_change:.3g} per row, tol {notice.tol:g}); raise --max-iter or --tol"
+        )
+    if isinstance(notice, ConstantColumn):
+        return (
+            f"column '{names[notice.column]}' is constant: reg_covar ({notice.reg_covar:g}) is "
+            "its only variance"
+        )
+    lead = (
+        "every restart ended with a collapsed component"
+        if notice.every_restart
+        else "the best restart has a collapsed component"
+    )
+    shown = [c.describe(names) for c in notice.collapses[:3]]
+    if len(notice.collapses) > 3:
+        shown.append(f"and {len(notice.collapses) - 3} more components")
+    return (
+        f"{lead}: {'; '.join(shown)}; the model is degenerate (try fewer components, "
+        "another --covariance, or a larger --reg-covar)"
+    )
 
 
 class Reporter:

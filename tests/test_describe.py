@@ -12,6 +12,7 @@ import pytest
 
 import gmmcli
 from gmmcli import GaussianMixture, modelfile
+from gmmcli.commands.fitting import fit_record
 from gmmcli.describe import FIT_SUMMARY_KEYS, describe
 from gmmcli.engine.covariance import covariance_names
 from gmmcli.engine.params import MixtureParams
@@ -166,7 +167,7 @@ def test_one_column_model():
 def test_fitted_model_values_match_its_parameters(blobs, covariance_type):
     model = GaussianMixture(2, covariance_type=covariance_type, seed=1).fit(blobs)
     params = model.params_
-    out = describe(params, ["x", "y"], model.fit_info(["x", "y"]))
+    out = describe(params, ["x", "y"], fit_record(model, ["x", "y"]))
     full = params.full_covariances()
     assert out["covariance_type"] == covariance_type
     assert sum(c["weight"] for c in out["components"]) == pytest.approx(1.0)

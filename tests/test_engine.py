@@ -15,11 +15,13 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from gmmcli import GaussianMixture
+from gmmcli.commands.fitting import fit_record
 from gmmcli.engine.covariance import get_strategy
 from gmmcli.engine.em import EMOptions, ReseedEvent, RestartResult, better, fit
 from gmmcli.engine.mixture import n_parameters
 from gmmcli.engine.params import MixtureParams
 from gmmcli.engine.stats import prepare
+from gmmcli.report import notice_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPES = ["full", "tied", "diag", "spherical"]
@@ -250,7 +252,7 @@ def test_tutorial_collapse_is_reseeded_and_reported(seed):
     component = collapse.component
     assert model.means_[component, 0] == pytest.approx(40.0, abs=1e-9)
     assert model.weights_[component] == pytest.approx(1 / x.shape[0], rel=1e-9)
-    text = " ".join(model.warnings(["x"]))
+    text = " ".join(notice_text(notice, ["x"]) for notice in model.summary().notices)
     assert "every restart ended with a collapsed component" in text
     assert f"component {component} holds only 1 effective row (collapsed onto a point)" in text
 
@@ -306,7 +308,8 @@ def test_constant_column_and_duplicates_do_not_crash():
     for covariance_type in TYPES:
         model = GaussianMixture(2, covariance_type=covariance_type).fit(x)
         assert np.all(np.isfinite(model.score_samples(x)))
-        assert any("column 'b'" in w for w in model.warnings(["a", "b"]))
+        texts = [notice_text(notice, ["a", "b"]) for notice in model.summary().notices]
+        assert any("column 'b'" in w for w in texts)
 
 
 def test_zero_regularisation_on_duplicated_points_does_not_crash():
@@ -471,7 +474,7 @@ def test_chunk_size_and_threads_change_no_bit_of_the_model(covariance_type):
             chunk_size=chunk_size,
             threads=threads,
         ).fit(x)
-        info = model.fit_info(names)
+        info = fit_record(model, names)
         texts.add(modelfile.dumps_model(model.params_, names, info))
     assert len(texts) == 1
 

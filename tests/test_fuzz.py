@@ -1290,7 +1290,10 @@ def test_float32_warm_start_far_in_scaled_units_is_refused(capsys):
         status, out, err = gmm(capsys, args)
     check_status(status, out, err, path)
     assert status == 2, out[:300]
-    assert "a row lies 6.67e+19 from the column means: too far for --dtype float32" in err, err
+    assert (
+        "a row lies 6.67e+19 from the column means: too far for float32 arithmetic (try --dtype float64"
+        in err
+    ), err
 
 
 def test_far_apart_components_score_exactly(capsys):

@@ -94,7 +94,7 @@ def fit(
         **dataclasses.asdict(options.em),
     )
     n_dropped = opened.fit(model, report, covariance, options.dtype)
-    info = fit_record(model, opened.names, n_dropped)
+    info = fit_record(model, opened.names, n_dropped=n_dropped)
     if start is not None:
         info["options"]["init"] = f"model file {init}"
     save_fitted(output, model, opened.names, info, data)
@@ -143,7 +143,7 @@ def select(
         raise GmmError(str(error), 1) from None
     chosen = choose(cells, criterion)
     report.select_table(cells, chosen, criterion)
-    info = fit_record(chosen.model, opened.names, opened.table.n_dropped)
+    info = fit_record(chosen.model, opened.names, n_dropped=opened.table.n_dropped)
     info["selection"] = {"criterion": criterion, "grid": [cell.record() for cell in cells]}
     save_fitted(output, chosen.model, opened.names, info, data)
     if table_path is not None:
@@ -201,13 +201,16 @@ def check_regularisation(table: Any, reg_covar: float, reg_scale: str = "data") 
     )
 
 
-def fit_record(model: Any, names: list[str], n_dropped: int) -> dict:
-    """How the model was fitted, for its file: the engine's record, the rows dropped while
-    reading, and which program wrote it."""
-    info = model.fit_info(names)
-    info["n_dropped"] = n_dropped
-    info["tool"] = tool()
-    return info
+def fit_record(model: Any, names: list[str], **extra: object) -> dict:
+    """The model file's ``fit`` section for a fitted GaussianMixture: the engine's summary,
+    its notices in people's words, ``extra`` (n_dropped, selection) and which program wrote
+    it."""
+    from .. import modelfile
+    from ..report import notice_text
+
+    summary = model.summary()
+    warnings = [notice_text(notice, names) for notice in summary.notices]
+    return modelfile.fit_record(summary, names, warnings, **extra, tool=tool())
 
 
 def save_fitted(output: str, model: Any, names: list[str], info: dict, data: str) -> None:

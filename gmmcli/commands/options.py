@@ -86,8 +86,9 @@ class SelectOptions:
 
 def option_error(parameter: str, value: object, reason: str) -> GmmError:
     """``--flag value: reason``, the value quoted when it is text."""
-    shown = repr(value) if isinstance(value, str) else value
-    return GmmError(f"{FLAGS.get(parameter, parameter)} {shown}: {reason}")
+    from ..engine.constraints import shown
+
+    return GmmError(f"{FLAGS.get(parameter, parameter)} {shown(value)}: {reason}")
 
 
 def check_values(values: dict[str, object]) -> None:

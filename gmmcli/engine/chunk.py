@@ -86,7 +86,7 @@ class Rows:
             far = float(np.max(np.abs(x - shift)))  # squares and products must stay finite
             if not far < FLOAT32_REACH:
                 raise NumericalRangeError(
-                    f"a row lies {far:.3g} from the column means: too far for --dtype float32"
+                    f"a row lies {far:.3g} from the column means: too far for float32 arithmetic"
                 )
         if cache:
             self.cached = np.empty((self.n_features, self.n_rows), dtype=self.dtype)

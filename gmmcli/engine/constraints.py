@@ -19,10 +19,15 @@ class ParameterError(ValueError):
     (e.g. "must be >= 1"); str() is "parameter value: reason"."""
 
     def __init__(self, parameter: str, value: object, reason: str) -> None:
-        super().__init__(f"{parameter} {value}: {reason}")
+        super().__init__(f"{parameter} {shown(value)}: {reason}")
         self.parameter = parameter
         self.value = value
         self.reason = reason
+
+
+def shown(value: object) -> str:
+    """A value as a message shows it: text quoted, numbers as they are."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .constraints import ParameterError, check_all
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
 from .init import INITIALISERS, DataSummary
 from .params import MixtureParams, NumericalRangeError
@@ -151,22 +152,12 @@ class EMOptions:
     dtype: str = "float64"
 
     def validate(self) -> None:
+        """Raise ValueError (``constraints.ParameterError``) for a value outside its
+        constraint, an unknown covariance model or an unknown initialiser."""
         get_strategy(self.covariance_type)
-        checks = [
-            (self.n_components >= 1, "n_components must be at least 1"),
-            (self.tol >= 0, "tol must be >= 0"),
-            (self.reg_covar >= 0, "reg_covar must be >= 0"),
-            (self.reg_scale in ("data", "absolute"), "reg_scale must be data or absolute"),
-            (self.max_iter >= 0, "max_iter must be >= 0"),
-            (self.n_init >= 1, "n_init must be at least 1"),
-            (self.init in INITIALISERS, f"unknown init {self.init!r}"),
-            (self.chunk_size is None or self.chunk_size >= 1, "chunk_size must be >= 1"),
-            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
-            (self.dtype in ("float64", "float32"), "dtype must be float64 or float32"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        check_all(dataclasses.asdict(self))
+        if self.init not in INITIALISERS:
+            raise ParameterError("init", self.init, f"use one of {', '.join(INITIALISERS)}")
 
 
 # Below this a column's variance (times reg_covar, then inverted) leaves float64's range.

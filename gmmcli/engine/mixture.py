@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .chunk import Rows
 from .covariance import get_strategy
-from .em import Collapse, EMOptions, Event, FitResult, fit, fit_source
+from .em import Collapse, EMOptions, Event, FitResult, RestartResult, fit, fit_source
 from .params import MixtureParams, NumericalRangeError, covariance_shape
 from .sources import Source
 from .stats import (
@@ -36,6 +36,60 @@ def n_parameters(covariance_type: str, n_components: int, n_features: int) -> in
     """Free parameters: k − 1 weights, k·d means, and the covariances of the type."""
     k, d = n_components, n_features
     return k - 1 + k * d + get_strategy(covariance_type).n_parameters(k, d)
+
+
+@dataclass(frozen=True)
+class NotConverged:
+    """The fit stopped at ``max_iter`` with the last change per row still above ``tol``."""
+
+    max_iter: int
+    last_change: float
+    tol: float
+
+
+@dataclass(frozen=True)
+class ConstantColumn:
+    """A column constant in the data: reg_covar is its only variance."""
+
+    column: int
+    reg_covar: float
+
+
+@dataclass(frozen=True)
+class Degenerate:
+    """The chosen restart holds collapsed components (``every_restart``: so did all)."""
+
+    every_restart: bool
+    collapses: tuple[Collapse, ...]
+
+
+Notice = NotConverged | ConstantColumn | Degenerate
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """How a fit went: the chosen restart's numbers, every restart, and what people must be
+    told (``notices``). Log-likelihoods are in the data's units (with a standardization's
+    Jacobian)."""
+
+    n_samples: int
+    n_iter: int
+    converged: bool
+    log_likelihood: float
+    log_likelihood_history: tuple[float, ...]  # mean per row, entry t = after t M-steps
+    n_parameters: int
+    bic: float
+    aic: float
+    options: EMOptions
+    warm_start: bool
+    best_restart: int
+    restarts: tuple[RestartResult, ...]
+    collapsed: tuple[Collapse, ...]
+    notices: tuple[Notice, ...]
+
+    @property
+    def mean_log_likelihood(self) -> float:
+        return self.log_likelihood / self.n_samples
 
 
 class GaussianMixture:
@@ -180,102 +234,37 @@ class GaussianMixture:
         self.collapsed_: tuple[Collapse, ...] = best.collapsed
         self.n_samples_ = result.n_samples
 
-    def warnings(self, feature_names: list[str]) -> list[str]:
-        """What a user must be told about this fit, one line each."""
+    def summary(self) -> FitSummary:
+        """How the fit went, in numbers and engine objects (``modelfile`` writes it down,
+        ``report`` words it for people)."""
         result = self.result_
-        out = []
-        if not self.converged_ and self.max_iter > 0:
-            history = self.log_likelihood_history_
-            last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
-            out.append(
-                f"did not converge in {self.max_iter} iterations (last change {last:.3g} per "
-                f"row, tol {self.tol:g}); raise --max-iter or --tol"
-            )
-        for j in result.flat_columns:
-            out.append(
-                f"column '{feature_names[j]}' is constant: reg_covar ({self.reg_covar:g}) is "
-                "its only variance"
-            )
-        if self.collapsed_:
-            lead = (
-                "every restart ended with a collapsed component"
-                if result.all_collapsed
-                else "the best restart has a collapsed component"
-            )
-            shown = [c.describe(feature_names) for c in self.collapsed_[:3]]
-            if len(self.collapsed_) > 3:
-                shown.append(f"and {len(self.collapsed_) - 3} more components")
-            what = "; ".join(shown)
-            out.append(
-                f"{lead}: {what}; the model is degenerate (try fewer components, "
-                "another --covariance, or a larger --reg-covar)"
-            )
-        return out
-
-    def fit_info(self, feature_names: list[str]) -> dict:
-        """How the model was fitted, as plain JSON-able values (for the model file)."""
-        result = self.result_
-        n = result.n_samples
-        p = self.n_parameters()
+        history = self.log_likelihood_history_
+        n, p = result.n_samples, self.n_parameters()
         ll = float(self.log_likelihood_)
         bic, aic = information_criteria(ll, p, n)
-
-        def collapse_record(c: Collapse) -> dict:
-            column = None if c.column is None else feature_names[c.column]
-            return {
-                "component": c.component,
-                "column": column,
-                "reason": c.reason,
-                "description": c.describe(feature_names),
-            }
-
-        return {
-            "n_samples": n,
-            "n_iter": int(self.n_iter_),
-            "converged": bool(self.converged_),
-            "log_likelihood": ll,
-            "mean_log_likelihood": ll / n,
-            "log_likelihood_history": [float(v) for v in self.log_likelihood_history_],
-            "n_parameters": p,
-            "bic": bic,
-            "aic": aic,
-            "seed": int(self.seed),
-            "options": {
-                "n_components": int(self.n_components),
-                "covariance_type": self.covariance_type,
-                "tol": float(self.tol),
-                "reg_covar": float(self.reg_covar),
-                "reg_scale": self.reg_scale,
-                "max_iter": int(self.max_iter),
-                "n_init": int(self.n_init),
-                "init": self.init if self._start(len(feature_names)) is None else "warm-start",
-                "dtype": self.dtype,
-            },
-            "best_restart": int(result.best.restart),
-            "restarts": [
-                {
-                    "restart": r.restart,
-                    "n_iter": r.n_iter,
-                    "converged": r.converged,
-                    "log_likelihood": float(r.log_likelihood),
-                    "collapsed": [collapse_record(c) for c in r.collapsed],
-                }
-                for r in result.restarts
-            ],
-            "reseeds": [
-                {
-                    "restart": e.restart,
-                    "iteration": e.iteration,
-                    "component": e.collapse.component,
-                    "reason": e.collapse.describe(feature_names),
-                    "new_mean": [float(v) for v in e.new_mean],
-                }
-                for r in result.restarts
-                for e in r.reseeds
-            ],
-            "collapsed": [collapse_record(c) for c in self.collapsed_],
-            "warnings": self.warnings(feature_names),
-        }
+        notices: list[Notice] = []
+        if not self.converged_ and self.max_iter > 0:
+            last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
+            notices.append(NotConverged(self.max_iter, last, self.tol))
+        notices.extend(ConstantColumn(j, self.reg_covar) for j in result.flat_columns)
+        if self.collapsed_:
+            notices.append(Degenerate(result.all_collapsed, self.collapsed_))
+        return FitSummary(
+            n_samples=n,
+            n_iter=int(self.n_iter_),
+            converged=bool(self.converged_),
+            log_likelihood=ll,
+            log_likelihood_history=tuple(float(v) for v in history),
+            n_parameters=p,
+            bic=bic,
+            aic=aic,
+            options=self._options(),
+            warm_start=self.weights_init is not None,
+            best_restart=int(result.best.restart),
+            restarts=tuple(result.restarts),
+            collapsed=tuple(self.collapsed_),
+            notices=tuple(notices),
+        )
 
     @classmethod
     def from_params(cls, params: MixtureParams) -> GaussianMixture:
