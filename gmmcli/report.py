@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +21,15 @@ def _number(value: float, digits: int = 6) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}g}"
+
+
+def console(stderr: bool = True) -> Console:
+    """A rich console for stderr (or stdout). Piped into a file or a log it is as wide as its
+    tables (never cut to 80 columns) unless COLUMNS says otherwise; NO_COLOR is honoured."""
+    width = None
+    if not (sys.stderr if stderr else sys.stdout).isatty() and "COLUMNS" not in os.environ:
+        width = 10_000
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 def notice_text(notice: Notice, names: list[str]) -> str:
@@ -56,7 +67,7 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, feature_names: list[str] | None = None) -> None:
         self.quiet = quiet
-        self.console = Console(stderr=True, highlight=False)
+        self.console = console()
         self.names = feature_names or []
         self._table: Table | None = None
         self._status = None
@@ -284,17 +295,16 @@ class _GridProgress:
             self.progress.stop()
 
 
-def print_description(description: dict, quiet: bool = False) -> None:
-    """Render ``describe.describe``'s dict on stderr: a header, one row per component (weight,
-    mean ± std per column, and for 2 columns the correlation and the 1σ ellipse), the
-    correlation matrices (full and tied, up to 6 columns), then how the model was fitted."""
-    if quiet:
-        return
+def print_description(description: dict) -> None:
+    """Render ``describe.describe``'s dict on stdout (it is the data asked for): a header,
+    one row per component (weight, mean ± std per column, and for 2 columns the correlation
+    and the 1σ ellipse), the correlation matrices (full and tied, up to 6 columns), then how
+    the model was fitted."""
     from rich.columns import Columns
     from rich.markup import escape
 
     max_columns = 6
-    console = Console(stderr=True, highlight=False)
+    out = console(stderr=False)
 
     def fmt(value: float | None) -> str:
         return "–" if value is None else f"{value:.4g}"
@@ -307,7 +317,7 @@ def print_description(description: dict, quiet: bool = False) -> None:
     units = (
         "standardized fit, shown in original units" if description["standardized"] else "raw units"
     )
-    console.print(
+    out.print(
         f"{k} component{'s' if k != 1 else ''}, {cov_type} covariance, "
         f"{d} column{'s' if d != 1 else ''} ({units})",
         markup=False,
@@ -345,8 +355,8 @@ def print_description(description: dict, quiet: bool = False) -> None:
         caption += f"; first {shown} columns shown, {more} more not shown"
     if d == 2:
         caption += f"; angle of the major axis from the '{names[0]}' axis"
-    console.print(table)
-    console.print(caption, style="dim", markup=False, soft_wrap=True)
+    out.print(table)
+    out.print(caption, style="dim", markup=False, soft_wrap=True)
 
     # -- correlation matrices (lower triangle) --------------------------------------------
     if not strategy.is_diagonal and 2 < d <= max_columns:
@@ -369,12 +379,12 @@ def print_description(description: dict, quiet: bool = False) -> None:
                 matrix(f"correlation, component {c['component']}", c["correlation"])
                 for c in components
             ]
-        console.print(Columns(matrices, padding=(1, 3)))
+        out.print(Columns(matrices, padding=(1, 3)))
 
     # -- how it was fitted ----------------------------------------------------------------
     fit = description.get("fit") or {}
     if not any(value not in (None, []) for value in fit.values()):
-        console.print("no record of how this model was fitted", style="dim", markup=False)
+        out.print("no record of how this model was fitted", style="dim", markup=False)
         return
     lines = []
     if fit.get("n_samples") is not None:
@@ -418,6 +428,6 @@ def print_description(description: dict, quiet: bool = False) -> None:
         summary.add_row(key, escape(value))
     for text in fit.get("collapsed") or []:
         summary.add_row("collapsed", escape(str(text)), style="yellow")
-    console.print(summary)
+    out.print(summary)
     for message in fit.get("warnings") or []:
-        console.print(f"gmm: warning: {message}", style="yellow", markup=False, soft_wrap=True)
+        out.print(f"gmm: warning: {message}", style="yellow", markup=False, soft_wrap=True)

@@ -332,8 +332,8 @@ def test_print_description_shows_weights_names_and_fit(blobs, tmp_path, capsys):
     out = describe(params, names, fit)
     print_description(out)
     captured = capsys.readouterr()
-    assert captured.out == ""
-    err = captured.err
+    assert captured.err == ""  # the description is data: stdout
+    err = captured.out
     assert "2 components, full covariance, 2 columns" in err
     assert "width" in err and "height" in err
     for comp in out["components"]:
@@ -346,10 +346,20 @@ def test_print_description_shows_weights_names_and_fit(blobs, tmp_path, capsys):
     assert f"{len(blobs)} rows" in err
 
 
-def test_print_description_quiet_prints_nothing(capsys):
-    print_description(describe(full_params(SIGMA), ["x", "y"], {}), quiet=True)
-    captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
+def test_describe_writes_to_stdout_even_with_quiet(blobs, tmp_path):
+    """What `gmm describe` prints is the data someone asked for: stdout, --quiet or not."""
+    import subprocess
+    import sys
+
+    model = GaussianMixture(2, covariance_type="full", seed=0).fit(blobs)
+    path = str(tmp_path / "model.json")
+    gmmcli.save_model(model, path, ["width", "height"])
+    command = [sys.executable, "-m", "gmmcli", "describe", path]
+    loud = subprocess.run(command, capture_output=True, check=True)
+    quiet = subprocess.run([*command, "-q"], capture_output=True, check=True)
+    assert loud.stderr == b"" and quiet.stderr == b""
+    assert loud.stdout == quiet.stdout
+    assert loud.stdout.startswith(b"2 components, full covariance, 2 columns")
 
 
 def test_print_description_many_columns_collapses_and_warnings(capsys):
@@ -363,7 +373,7 @@ def test_print_description_many_columns_collapses_and_warnings(capsys):
         "warnings": ["the model is degenerate"],
     }
     print_description(describe(params, names, fit))
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "c0" in err and "c5" in err
     assert "c6" not in err and "c7" not in err
     assert "2 more" in err
@@ -379,7 +389,7 @@ def test_print_description_correlation_matrix_and_standardized(capsys):
     print_description(
         describe(scaled(params, [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]), ["a", "[b]", "c"], {})
     )
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert "original units" in err
     assert "correlation" in err
     assert "+0.50" in err and "-0.25" in err

@@ -82,3 +82,17 @@ def test_tab_separated_tables(tmp_path, spelling):
     by_comma = subprocess.run([*GMM, *args, str(BLOBS)], capture_output=True, check=False)
     assert by_tab.returncode == 0, by_tab.stderr.decode()
     assert by_tab.stdout == by_comma.stdout  # the same model, byte for byte
+
+
+def test_covariance_names_are_case_insensitive(tmp_path):
+    lower = subprocess.run([*GMM, "fit", str(BLOBS), "-k", "2", "--covariance", "diag", "-q"],
+                           capture_output=True, check=True)  # fmt: skip
+    upper = subprocess.run([*GMM, "fit", str(BLOBS), "-k", "2", "--covariance", "DIAG", "-q"],
+                           capture_output=True, check=True)  # fmt: skip
+    assert upper.stdout == lower.stdout and b'"covariance_type": "diag"' in upper.stdout
+    bad = subprocess.run([*GMM, "fit", str(BLOBS), "-k", "2", "--covariance", "dig"],
+                         capture_output=True, check=False)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.decode() == (
+        "gmm: error: --covariance 'dig': use one of full, tied, diag, spherical\n"
+    )

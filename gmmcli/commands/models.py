@@ -37,8 +37,9 @@ def sample(model_path: str, output: str, n_samples: int = 100, seed: int = 0) ->
 
 
 def describe(model_path: str, session: Session, as_json: bool = False) -> None:
-    """Summarise a model: weights, means, spreads, correlations, and how it was fitted (on
-    stderr, or as one JSON object on stdout)."""
+    """Summarise a model: weights, means, spreads, correlations, and how it was fitted, on
+    stdout as text (it is the data asked for, so ``session.quiet`` does not silence it) or
+    as one JSON object."""
     from .. import modelfile
     from ..describe import describe as summarise
 
@@ -53,7 +54,7 @@ def describe(model_path: str, session: Session, as_json: bool = False) -> None:
         return
     from ..report import print_description
 
-    print_description(summary, quiet=session.quiet)
+    print_description(summary)
 
 
 def plot(

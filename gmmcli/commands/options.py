@@ -114,7 +114,9 @@ def covariance_name(value: str) -> str:
     """A covariance model's name as the registry knows it; else a GmmError listing them."""
     from ..engine.covariance import covariance_names
 
-    return choice("covariance_type", value, covariance_names())
+    names = covariance_names()
+    by_folded = {name.casefold(): name for name in names}  # FULL, Full and full alike
+    return by_folded.get(value.casefold()) or choice("covariance_type", value, names)
 
 
 def check_engine(options: EngineOptions) -> str:
