@@ -196,7 +196,7 @@ def fit(
     data: FitDataArg,
     components: _opt(int | None, "-k", "--components", help="Number of components.") = None,
     output: Output = "-",
-    covariance: _opt(str, "--covariance", help="full, tied, diag or spherical.") = "full",
+    covariance: _opt(str, "--covariance", help="full, tied, diag, spherical, EII…VVV") = "full",
     n_init: _opt(int, "--n-init", help="Restarts; the best is kept.") = 1,
     init: _opt(
         str, "--init", help="kmeans++, random, random-from-data, or a model file (warm start)."

@@ -219,15 +219,19 @@ def test_parameter_counts_match_nmclustparams_table():
 
 
 def test_aliases_and_unknown_names():
-    assert [families.resolve(a) for a in ("spherical", "diag", "tied", "full")] == [
-        "VII",
-        "VVI",
-        "EEE",
-        "VVV",
-    ]
+    from gmmcli.engine.covariance import get_strategy
+
+    # the project's four names are the strategies of four mclust models, any case
+    pairs = [("spherical", "VII"), ("diag", "VVI"), ("tied", "EEE"), ("full", "VVV")]
+    for name, mclust in pairs:
+        assert get_strategy(mclust) is get_strategy(name)
+        assert get_strategy(mclust.lower()) is get_strategy(name.upper())
+    assert {get_strategy(m).name for m in MODELS} == {*MODELS} - {p[1] for p in pairs} | {
+        p[0] for p in pairs
+    }
     assert families.resolve("VEV") == "VEV"
     with pytest.raises(ValueError, match="unknown covariance model"):
-        families.resolve("XYZ")
+        families.resolve("full")  # the maths knows mclust's names only
     assert len(MODELS) == len(set(MODELS)) == 14
 
 

@@ -78,8 +78,13 @@ def make_params(cov_type: str, k: int = 3, d: int = 2, seed: int = 0) -> Mixture
         covariances = a @ a.T + np.eye(d)
     elif cov_type == "diag":
         covariances = rng.uniform(0.1, 3.0, size=(k, d))
-    else:
+    elif cov_type == "spherical":
         covariances = rng.uniform(0.1, 3.0, size=k)
+    else:  # one of mclust's other models: (k, d, d) matrices within its constraint
+        from gmmcli.engine.families import m_step
+
+        a = rng.normal(size=(k, d, d))
+        covariances = m_step(cov_type, a @ a.transpose(0, 2, 1) + np.eye(d), np.ones(k))
     return MixtureParams(cov_type, weights, means, covariances)
 
 
@@ -946,13 +951,14 @@ def models(draw):
     raw = array(st.floats(0.01, 1.0), (k,))
     weights = raw / raw.sum()
     means = array(floats, (k, d))
-    if cov_type in ("full", "tied"):
-        a = array(small, (k, d, d))
+    stored = covariance_shape(cov_type, k, d)
+    if len(stored) == 1 or stored == (k, d) and cov_type == "diag":
+        covariances = array(positive, stored)
+    else:  # matrices: any symmetric positive definite ones (a model file does not check the
+        a = array(small, (k, d, d))  # constraints of mclust's models, only the matrices)
         covariances = a @ a.transpose(0, 2, 1) + np.eye(d)
-        if cov_type == "tied":
+        if stored == (d, d):
             covariances = covariances[0]
-    else:
-        covariances = array(positive, covariance_shape(cov_type, k, d))
     feature_names = draw(
         st.lists(st.text(min_size=1, max_size=8), min_size=d, max_size=d, unique=True)
     )

@@ -94,5 +94,6 @@ def test_covariance_names_are_case_insensitive(tmp_path):
                          capture_output=True, check=False)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.decode() == (
-        "gmm: error: --covariance 'dig': use one of full, tied, diag, spherical\n"
+        "gmm: error: --covariance 'dig': use one of full, tied, diag, spherical, EII, EEI, VEI, "
+        "EVI, VEE, EVE, VVE, EEV, VEV, EVV\n"
     )

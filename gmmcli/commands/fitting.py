@@ -114,8 +114,7 @@ def select(
     from ..data import write_csv
     from ..engine.select import CRITERIA, WorkerLost, choose, run_grid
 
-    for kind in options.covariances or [""]:
-        covariance_name(kind)
+    types = [covariance_name(kind) for kind in options.covariances or [""]]
     criterion = choice("criterion", options.criterion, CRITERIA)
     choice("missing", table.missing, MISSING_POLICIES)
     _check_em_values(min(options.components), options, jobs=options.jobs)
@@ -131,7 +130,7 @@ def select(
     opened.check_rows(max(options.components), " asked")
     check_regularisation(opened.table, options.em.reg_covar, options.em.reg_scale)
     settings = {**dataclasses.asdict(options.em), "n_init": options.n_init}
-    ks, types = options.components, options.covariances
+    ks = options.components
     grid = report.grid_progress(len(ks) * len(types))
     in_range = numerical_range(opened.source, "float64", options.em.standardize, opened.names)
     try:

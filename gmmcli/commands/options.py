@@ -111,12 +111,16 @@ def choice(parameter: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 def covariance_name(value: str) -> str:
-    """A covariance model's name as the registry knows it; else a GmmError listing them."""
-    from ..engine.covariance import covariance_names
+    """A covariance model's canonical name (any case; mclust's name or gmm's); else a
+    GmmError listing them."""
+    from ..engine.covariance import covariance_names, get_strategy
 
-    names = covariance_names()
-    by_folded = {name.casefold(): name for name in names}  # FULL, Full and full alike
-    return by_folded.get(value.casefold()) or choice("covariance_type", value, names)
+    try:
+        return get_strategy(value).name
+    except ValueError:
+        raise option_error(
+            "covariance_type", value, f"use one of {', '.join(covariance_names())}"
+        ) from None
 
 
 def check_engine(options: EngineOptions) -> str:

@@ -145,7 +145,9 @@ class CovarianceStrategy:
         raise NotImplementedError
 
     def from_data_covariance(self, data_cov: np.ndarray, k: int) -> np.ndarray:
-        """Covariances of this type that every component takes from the data's covariance."""
+        """Covariances of this type that every component takes from the data's covariance:
+        ``data_cov`` (d, d), or for a diagonal model (``is_diagonal``) also the (d,) column
+        variances, all that such a model reads (its data summary holds no more)."""
         raise NotImplementedError
 
     def replace_component(self, cov: np.ndarray, index: int, data_cov: np.ndarray) -> np.ndarray:
@@ -164,8 +166,8 @@ def get_strategy(name: str) -> CovarianceStrategy:
     """The strategy for a covariance model name or alias; ValueError naming the allowed
     (canonical) names for an unknown one."""
     try:
-        return _BY_NAME[name]
-    except (KeyError, TypeError):
+        return _BY_NAME[name.casefold()]
+    except (KeyError, AttributeError):
         names = ", ".join(covariance_names())
         raise ValueError(f"unknown covariance type {name!r} (use one of {names})") from None
 
@@ -185,6 +187,11 @@ def _inverse_sqrt(variances: np.ndarray) -> np.ndarray:
     if not np.all(variances > 0):
         raise np.linalg.LinAlgError("variance is not positive")
     return 1.0 / np.sqrt(variances)
+
+
+def _variances(data_cov: np.ndarray) -> np.ndarray:
+    """The (d,) diagonal of a (d, d) covariance, or (d,) variances as they are."""
+    return data_cov if data_cov.ndim == 1 else np.diag(data_cov)
 
 
 def _pairs(zt: np.ndarray, out: np.ndarray) -> None:
@@ -223,6 +230,7 @@ class Full(CovarianceStrategy):
     component is one product, and S2 is the same pairs against the responsibilities."""
 
     name = "full"
+    aliases = ("VVV",)
     description = "one d x d matrix per component"
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
@@ -287,6 +295,7 @@ class Tied(CovarianceStrategy):
     Σ_i z_i z_iᵀ, since the responsibilities of a row sum to 1."""
 
     name = "tied"
+    aliases = ("EEE",)
     description = "one d x d matrix shared by all components"
     shared = True
 
@@ -355,6 +364,7 @@ class Diag(CovarianceStrategy):
     """Features [z; z²]: Σ_a λ_ka (z_a − m_ka)² expands to one product."""
 
     name = "diag"
+    aliases = ("VVI",)
     description = "d variances per component"
     is_diagonal = True
 
@@ -407,13 +417,15 @@ class Diag(CovarianceStrategy):
         return raw.copy()
 
     def from_data_covariance(self, data_cov, k):
-        return np.broadcast_to(np.diag(data_cov), (k, data_cov.shape[0])).copy()
+        variances = _variances(data_cov)
+        return np.broadcast_to(variances, (k, variances.shape[0])).copy()
 
 
 class Spherical(CovarianceStrategy):
     """Features [z; ‖z‖²]: λ_k ‖z − m_k‖² expands to one product."""
 
     name = "spherical"
+    aliases = ("VII",)
     description = "one variance per component"
     is_diagonal = True
 
@@ -474,11 +486,66 @@ class Spherical(CovarianceStrategy):
         return np.broadcast_to(raw[:, None], (k, d)).copy()
 
     def from_data_covariance(self, data_cov, k):
-        return np.full(k, np.diag(data_cov).mean())
+        return np.full(k, _variances(data_cov).mean())
 
 
-# The registry: canonical order, then every name and alias to its strategy.
-_STRATEGIES: tuple[CovarianceStrategy, ...] = (Full(), Tied(), Diag(), Spherical())
+class Family(Full):
+    """One of mclust's Celeux–Govaert models beyond the four above, Σ_k = λ_k D_k A_k D_kᵀ
+    with volume, shape and orientation each Equal, Variable or Identity (the name's three
+    letters). Stored and evaluated as a full (k, d, d) matrix per component, so the E-step is
+    the full one; the M-step applies the model to the scatter matrices W_k = N_k Σ̂_k that
+    the statistics give (``families.m_step``: closed form, or iterated to convergence), and
+    reg_covar is added to the diagonal after it, as for every model."""
+
+    aliases = ()
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description  # stored and checked as full matrices: not is_diagonal
+
+    def min_rows(self, d: int) -> int:
+        if self.name[0] == "E" and self.name[1] == "E":
+            return 1  # volume and shape are pooled over the components
+        return 2 if self.name[2] != "V" else d + 1  # a variable orientation is a full fit
+
+    def n_parameters(self, k: int, d: int) -> int:
+        from .families import n_covariance_parameters
+
+        return n_covariance_parameters(self.name, k, d)
+
+    def raw_covariances(self, n_k, counts, m, s2):
+        from .families import m_step
+
+        unconstrained = super().raw_covariances(n_k, counts, m, s2)
+        return m_step(self.name, unconstrained * n_k[:, None, None], n_k)
+
+    def rescaled(self, cov, s):
+        return "full", cov * s[None, :, None] * s[None, None, :]  # D Σ_k D keeps no constraint
+
+    def from_data_covariance(self, data_cov, k):
+        from .families import m_step
+
+        matrix = np.diag(data_cov) if data_cov.ndim == 1 else data_cov
+        return m_step(self.name, np.broadcast_to(matrix, (k, *matrix.shape)).copy(), np.ones(k))
+
+
+# The registry: canonical order, then every name and alias (any case) to its strategy.
+_STRATEGIES: tuple[CovarianceStrategy, ...] = (
+    Full(),
+    Tied(),
+    Diag(),
+    Spherical(),
+    Family("EII", "equal spherical matrices (one volume), stored d x d per component"),
+    Family("EEI", "one diagonal matrix for all components, stored d x d per component"),
+    Family("VEI", "diagonal matrices of equal shape, variable volume, stored d x d each"),
+    Family("EVI", "diagonal matrices of equal volume, variable shape, stored d x d each"),
+    Family("VEE", "matrices of equal shape and orientation, variable volume"),
+    Family("EVE", "matrices of equal volume and orientation, variable shape"),
+    Family("VVE", "matrices of equal orientation, variable volume and shape"),
+    Family("EEV", "matrices of equal volume and shape, variable orientation"),
+    Family("VEV", "matrices of equal shape, variable volume and orientation"),
+    Family("EVV", "matrices of equal volume, variable shape and orientation"),
+)
 _BY_NAME: dict[str, CovarianceStrategy] = {
-    key: s for s in _STRATEGIES for key in (s.name, *s.aliases)
+    key.casefold(): s for s in _STRATEGIES for key in (s.name, *s.aliases)
 }

@@ -47,9 +47,6 @@ MODELS: tuple[str, ...] = (
 )
 """The fourteen models, in mclust's order (``mclust.options("emModelNames")``)."""
 
-ALIASES: dict[str, str] = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
-"""The scikit-learn-style names the project keeps, and the model each one is."""
-
 ITERATIVE_MODELS: frozenset[str] = frozenset({"VEI", "VEE", "EVE", "VVE", "VEV"})
 """Models whose M-step has no closed form and is iterated (and so uses ``previous``)."""
 
@@ -57,12 +54,12 @@ DEFAULT_MAX_ITER = 10_000
 
 
 def resolve(model: str) -> str:
-    """The mclust name of ``model``, which may be an mclust name or one of ``ALIASES``."""
-    name = ALIASES.get(model, model)
-    if name not in MODELS:
-        known = ", ".join((*MODELS, *ALIASES))
-        raise ValueError(f"unknown covariance model {model!r} (known: {known})")
-    return name
+    """``model`` if it is one of the fourteen mclust names; else ValueError listing them. (The
+    project's other names for four of them, e.g. full for VVV, live in the strategies'
+    aliases: ``engine.covariance``.)"""
+    if model not in MODELS:
+        raise ValueError(f"unknown covariance model {model!r} (known: {', '.join(MODELS)})")
+    return model
 
 
 def n_covariance_parameters(model: str, k: int, d: int) -> int:
@@ -94,7 +91,7 @@ def m_step(
     Parameters
     ----------
     model : str
-        An mclust name (``MODELS``) or an alias (``ALIASES``).
+        An mclust name (``MODELS``).
     scatter : ndarray, shape (k, d, d)
         Weighted scatter matrices W_k about each component's mean.
     n_k : ndarray, shape (k,)
