@@ -517,7 +517,21 @@ class Family(Full):
         from .families import m_step
 
         unconstrained = super().raw_covariances(n_k, counts, m, s2)
-        return m_step(self.name, unconstrained * n_k[:, None, None], n_k)
+        d = unconstrained.shape[-1]
+        # A component on a point, a flat column or no rows at all has a singular (or zero)
+        # scatter matrix, and the model's volumes and shapes then divide by zero; a jitter of
+        # 1e-12 of the mean variance keeps the maths finite, and the collapse checks and
+        # reg_covar do the rest, as for every model.
+        pooled = np.einsum("k,kii->", n_k, unconstrained) / (d * n_k.sum())
+        jitter = 1e-12 * (pooled if pooled > 0 else 1.0) * np.eye(d)
+        with np.errstate(all="ignore"):
+            try:
+                cov = m_step(self.name, (unconstrained + jitter) * n_k[:, None, None], n_k)
+            except np.linalg.LinAlgError:
+                cov = np.full_like(unconstrained, np.nan)
+        bad = ~np.isfinite(cov).all(axis=(1, 2))
+        cov[bad] = unconstrained[bad]  # unconstrained where the model gave no number
+        return cov
 
     def rescaled(self, cov, s):
         return "full", cov * s[None, :, None] * s[None, None, :]  # D Σ_k D keeps no constraint
