@@ -63,6 +63,7 @@ TABLE = Group(
             "--missing",
             "Rows with missing or non-finite values: 'error' (default) or 'drop' them.",
         ),
+        "encoding": declared("utf-8", "--encoding", "Text encoding of DATA (e.g. latin-1)."),
     },
     TableOptions.from_words,
 )
@@ -285,7 +286,7 @@ def select(
     covariance: _opt(
         str, "--covariance", help="Comma-separated covariance types to try."
     ) = "full,tied,diag,spherical",
-    criterion: _opt(str, "--criterion", help="bic or aic (lower is better).") = "bic",
+    criterion: _opt(str, "--criterion", help="bic, aic or icl (lower is better).") = "bic",
     output: Output = "-",
     table_path: _opt(str | None, "--table", help="Also write the whole grid as CSV here.") = None,
     n_init: _opt(int, "--n-init", help="Restarts per cell.") = 5,

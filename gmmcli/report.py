@@ -215,45 +215,47 @@ class Reporter:
         return _GridProgress(self.console, total, self.quiet)
 
     def select_table(self, cells: list, chosen: Any, criterion: str) -> None:
-        """The grid, one row per cell: the chosen cell highlighted, degenerate cells marked."""
+        """The grid as mclust's summary shows it: one row per k, one column per covariance
+        model, the criterion in each cell (the chosen one highlighted, a degenerate cell
+        shown as –), then the top three and the choice. Every number is in ``--table``."""
         if self.quiet:
             return
         self.release()
-        table = Table(
-            title=f"model selection by {criterion.upper()} (lower is better)",
-            title_justify="left",
-            header_style="bold",
-        )
-        for name in [
-            "k",
-            "covariance",
-            "log-likelihood",
-            "parameters",
-            "BIC",
-            "AIC",
-            "converged",
-            "degenerate",
-        ]:
-            table.add_column(name, justify="left" if name == "covariance" else "right")
-        for cell in cells:
-            style = "bold green" if cell is chosen else ("dim" if cell.degenerate else None)
-            table.add_row(
-                str(cell.n_components),
-                cell.covariance_type,
-                f"{cell.log_likelihood:.8g}",
-                str(cell.n_parameters),
-                f"{cell.bic:.8g}",
-                f"{cell.aic:.8g}",
-                "yes" if cell.converged else "no",
-                "DEGENERATE" if cell.degenerate else "",
-                style=style,
-            )
+        name = criterion.upper()
+        heading = f"model selection by {name} (lower is better; –: a degenerate cell)"
+        self.console.print(heading, markup=False, soft_wrap=True)
+        table = Table(header_style="bold")
+        models = list(dict.fromkeys(cell.covariance_type for cell in cells))
+        ks = sorted({cell.n_components for cell in cells})
+        by_place = {(cell.n_components, cell.covariance_type): cell for cell in cells}
+        table.add_column("k", justify="right")
+        for model in models:
+            table.add_column(model, justify="right")
+        for k in ks:
+            row = []
+            for model in models:
+                cell = by_place.get((k, model))
+                if cell is None or cell.degenerate:
+                    row.append("–" if cell is not None else "")
+                else:
+                    text = f"{cell.score(criterion):.8g}"
+                    row.append(f"[bold green]{text}[/]" if cell is chosen else text)
+            table.add_row(str(k), *row)
         self.console.print(table)
+        healthy = sorted(
+            (c for c in cells if not c.degenerate),
+            key=lambda c: (c.score(criterion), c.n_parameters),
+        )
+        top = ", ".join(
+            f"{c.covariance_type},{c.n_components} ({c.score(criterion):.8g})" for c in healthy[:3]
+        )
+        if top:
+            self.console.print(f"top three by {name}: {top}", markup=False, soft_wrap=True)
         score = chosen.score(criterion)
         spikes = [c for c in cells if c.degenerate and c.score(criterion) < score]
         line = (
             f"chosen: k = {chosen.n_components}, {chosen.covariance_type} covariance "
-            f"({criterion.upper()} {score:.8g})"
+            f"({name} {score:.8g})"
         )
         if spikes:
             line += (

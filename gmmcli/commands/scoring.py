@@ -75,7 +75,7 @@ def loglik(
     from ..engine.mixture import information_criteria, n_parameters
 
     p = n_parameters(params.covariance_type, params.n_components, params.n_features)
-    bic, aic = information_criteria(total, p, n)
+    bic, aic, _ = information_criteria(total, p, n)
     result = {
         "log_likelihood": total,
         "mean_log_likelihood": total / n,

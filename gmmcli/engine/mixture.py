@@ -24,12 +24,22 @@ from .stats import (
 
 
 def information_criteria(
-    log_likelihood: float, n_parameters: int, n_samples: int
-) -> tuple[float, float]:
-    """(BIC, AIC) = (−2 log L + p ln n, −2 log L + 2p): lower is better (scikit-learn's sign)."""
+    log_likelihood: float,
+    n_parameters: int,
+    n_samples: int,
+    responsibilities: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """(BIC, AIC, ICL), lower is better (scikit-learn's sign):
+    BIC = −2 log L + p ln n, AIC = −2 log L + 2p, and ICL = BIC − 2 Σ_i log max_k r_ik (the
+    classification's entropy added, as mclust's ``icl()``; NaN without ``responsibilities``).
+    """
     bic = -2.0 * log_likelihood + n_parameters * float(np.log(n_samples))
     aic = -2.0 * log_likelihood + 2.0 * n_parameters
-    return bic, aic
+    icl = float("nan")
+    if responsibilities is not None:
+        with np.errstate(divide="ignore"):
+            icl = bic - 2.0 * float(np.log(responsibilities.max(axis=1)).sum())
+    return bic, aic, icl
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
@@ -241,7 +251,7 @@ class GaussianMixture:
         history = self.log_likelihood_history_
         n, p = result.n_samples, self.n_parameters()
         ll = float(self.log_likelihood_)
-        bic, aic = information_criteria(ll, p, n)
+        bic, aic, _ = information_criteria(ll, p, n)
         notices: list[Notice] = []
         if not self.converged_ and self.max_iter > 0:
             last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")

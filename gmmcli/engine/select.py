@@ -1,4 +1,5 @@
-"""Model selection: fit every (k, covariance type) cell of a grid and pick one by BIC or AIC.
+"""Model selection: fit every (k, covariance model) cell of a grid and pick one by BIC, AIC
+or ICL.
 
 A cell whose best restart still has a collapsed component is *degenerate*: its likelihood is
 a spike on a single point or repeated value, not a better model, and it is never chosen
@@ -21,7 +22,7 @@ import numpy as np
 
 from .mixture import GaussianMixture, information_criteria
 
-CRITERIA = ("bic", "aic")
+CRITERIA = ("bic", "aic", "icl")
 
 
 @dataclass
@@ -35,11 +36,13 @@ class Cell:
     n_parameters: int
     bic: float
     aic: float
+    icl: float
     converged: bool
     degenerate: bool
 
     def score(self, criterion: str) -> float:
-        return self.bic if criterion == "bic" else self.aic
+        """The cell's BIC, AIC or ICL (``CRITERIA``; lower is better)."""
+        return {"bic": self.bic, "aic": self.aic, "icl": self.icl}[criterion]
 
     def record(self) -> dict:
         """The cell as one row of the grid table (and of the model file's selection)."""
@@ -50,6 +53,7 @@ class Cell:
             "n_parameters": self.n_parameters,
             "bic": self.bic,
             "aic": self.aic,
+            "icl": self.icl,
             "converged": self.converged,
             "degenerate": self.degenerate,
         }
@@ -60,7 +64,7 @@ def fit_cell(x: np.ndarray, k: int, covariance_type: str, settings: dict) -> Cel
     model = GaussianMixture(k, covariance_type=covariance_type, **settings).fit(x)
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
-    bic, aic = information_criteria(ll, p, x.shape[0])
+    bic, aic, icl = information_criteria(ll, p, x.shape[0], model.predict_proba(x))
     return Cell(
         n_components=k,
         covariance_type=covariance_type,
@@ -69,6 +73,7 @@ def fit_cell(x: np.ndarray, k: int, covariance_type: str, settings: dict) -> Cel
         n_parameters=p,
         bic=bic,
         aic=aic,
+        icl=icl,
         converged=bool(model.converged_),
         degenerate=bool(model.collapsed_),
     )
