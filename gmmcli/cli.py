@@ -289,6 +289,7 @@ def select(
     criterion: _opt(str, "--criterion", help="bic, aic or icl (lower is better).") = "bic",
     output: Output = "-",
     table_path: _opt(str | None, "--table", help="Also write the whole grid as CSV here.") = None,
+    plot: _opt(str | None, "--plot", help="Also draw the criterion against k here (.png…).") = None,
     n_init: _opt(int, "--n-init", help="Restarts per cell.") = 5,
     jobs: _opt(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
     *,
@@ -298,15 +299,12 @@ def select(
 ) -> None:
     """Fit a grid of models (k × covariance type) and keep the best by BIC or AIC."""
     from . import commands
-    from .engine.select import parse_ks
+    from .commands.options import parse_ks
 
-    try:
-        ks = parse_ks(components)
-    except ValueError as error:
-        raise GmmError(f"-k/--components {components!r}: {error} (use e.g. 1-9 or 2,4,8)") from None
+    ks = parse_ks(components)
     covariances = [t.strip() for t in covariance.split(",") if t.strip()]
     options = commands.SelectOptions(ks, covariances, criterion, n_init, jobs, em)
-    commands.select(data, output, table_path, options, table, session)
+    commands.select(data, output, table_path, options, table, session, plot)
 
 
 @command(epilog="Example: gmm sample model.json -n 1000 --seed 7 > synthetic.csv")

@@ -396,3 +396,38 @@ def _draw_convergence(axes: Axes, history: np.ndarray) -> None:
     axes.grid(True, alpha=0.3)
     done = len(history) - 1
     axes.set_title(f"EM convergence: {done} iteration{'' if done == 1 else 's'}")
+
+
+def render_criterion(out: str, records: Sequence[dict], criterion: str) -> None:
+    """The criterion against k, one line per covariance model (mclust's ``plot(BIC)``, in
+    gmm's lower-is-better sign); degenerate cells are left out of the lines, and the chosen
+    cell is ringed."""
+    _require_matplotlib()
+    fmt = output_format(out)
+    figure = _new_figure((7.0, 4.5))
+    axes = figure.add_subplot()
+    models = list(dict.fromkeys(r["covariance_type"] for r in records))
+    colours = _palette(len(models))
+    healthy = [r for r in records if not r["degenerate"]]
+    for colour, model in zip(colours, models, strict=True):
+        points = sorted(
+            (r["n_components"], r[criterion]) for r in healthy if r["covariance_type"] == model
+        )
+        if points:
+            ks, values = zip(*points, strict=True)
+            axes.plot(
+                ks, values, marker="o", markersize=4, linewidth=1.2, color=colour, label=model
+            )
+    if healthy:
+        best = min(healthy, key=lambda r: (r[criterion], r["n_parameters"]))
+        axes.scatter([best["n_components"]], [best[criterion]], s=160, facecolors="none",
+                     edgecolors="black", linewidths=1.2, zorder=4)  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("number of components k")
+    axes.set_ylabel(f"{criterion.upper()} (lower is better)")
+    axes.grid(True, alpha=0.3)
+    axes.legend(ncols=2 if len(models) > 7 else 1, fontsize="small", frameon=False)
+    axes.set_title(f"model selection by {criterion.upper()}")
+    _save(figure, out, fmt)

@@ -57,3 +57,16 @@ def test_select_chooses_the_lowest_healthy_cell_and_names_the_top_three(tmp_path
     assert [w for w in header.replace("┃", " ").split()] == ["k", "full", "EEV", "VEI"]
     first = best.iloc[0]
     assert f"chosen: k = {first.n_components}, {first.covariance_type} covariance" in lines[-1]
+
+
+def test_select_draws_the_criterion_against_k(tmp_path):
+    picture = tmp_path / "bic.png"
+    args = [sys.executable, "-m", "gmmcli", "select", str(BLOBS), "-k", "1-3"]
+    args += ["--covariance", "full,VEI", "--n-init", "1", "-q", "-o", str(tmp_path / "m.json")]
+    done = subprocess.run([*args, "--plot", str(picture)], capture_output=True, check=False)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run([*args, "--plot", str(tmp_path / "bic.gif")], capture_output=True)
+    assert bad.returncode == 2
+    assert bad.stderr.decode().startswith(f"gmm: error: {tmp_path / 'bic.gif'}: cannot draw")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bic.png", "m.json"]  # nothing else

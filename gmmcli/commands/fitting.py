@@ -108,9 +108,11 @@ def select(
     options: SelectOptions,
     table: TableOptions,
     session: Session,
+    plot_path: str | None = None,
 ) -> None:
     """Fit every cell of the grid (k × covariance model) and write the best model by the
-    criterion; ``table_path`` also gets the whole grid as CSV."""
+    criterion; ``table_path`` also gets the whole grid as CSV, and ``plot_path`` a picture
+    of the criterion against k, one line per model."""
     from ..data import write_csv
     from ..engine.select import CRITERIA, WorkerLost, choose, run_grid
 
@@ -118,7 +120,11 @@ def select(
     criterion = choice("criterion", options.criterion, CRITERIA)
     choice("missing", table.missing, MISSING_POLICIES)
     _check_em_values(min(options.components), options, jobs=options.jobs)
-    for path in [output, table_path]:
+    if plot_path is not None:
+        from ..plot import output_format
+
+        output_format(plot_path)
+    for path in [output, table_path, plot_path]:
         if path is not None:
             check_output(path, [data])
     if table_path is not None and same_output(output, table_path):
@@ -149,6 +155,10 @@ def select(
         import pandas as pd
 
         write_csv(pd.DataFrame([cell.record() for cell in cells]), table_path)
+    if plot_path is not None:
+        from ..plot import render_criterion
+
+        render_criterion(plot_path, [cell.record() for cell in cells], criterion)
     for message in info["warnings"]:
         report.warning(message)
 

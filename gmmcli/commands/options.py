@@ -135,3 +135,13 @@ def check_engine(options: EngineOptions) -> str:
         except ImportError:
             raise GmmError("--engine dask needs Dask: pip install 'gmmcli[dask]'") from None
     return engine
+
+
+def parse_ks(text: str) -> list[int]:
+    """-k as typed for select ('1-9', '2,4,8', '3'): the sorted component counts."""
+    from ..engine.select import parse_ks as parse
+
+    try:
+        return parse(text)
+    except ValueError as error:
+        raise GmmError(f"-k/--components {text!r}: {error} (use e.g. 1-9 or 2,4,8)") from None
