@@ -45,7 +45,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "table.csv"
         frame = pd.DataFrame(x, columns=[f"c{i}" for i in range(8)])
-        path.write_bytes(data._csv_bytes(frame))
+        path.write_bytes(data.csv_bytes(frame))
         size = path.stat().st_size / 1e6
         rows = [
             (
@@ -89,7 +89,7 @@ def main() -> None:
         )
     )
     rows.append(
-        ("gmm write_csv bytes, 1M x 9", seconds(lambda: data._csv_bytes(result), args.repeats))
+        ("gmm write_csv bytes, 1M x 9", seconds(lambda: data.csv_bytes(result), args.repeats))
     )
     print(f"table: {args.rows:,} rows x 8 columns, {size:.0f} MB\n")
     print("| what | seconds |\n|---|---|")

@@ -1,0 +1,105 @@
+"""gmm select against mclust's Mclust on public data sets with known classes, in one run.
+
+    python bench/compare_mclust.py            # prints the Markdown table, writes bench/MCLUST.md
+
+Needs R with mclust (``apt-get install -y r-cran-mclust r-cran-jsonlite``) and scikit-learn
+(the adjusted Rand index). Each data set is exported by R (base R's iris and faithful,
+mclust's diabetes, thyroid and banknote, and the ten "mean" columns of mclust's wdbc); mclust
+runs ``Mclust(X, G = 1:9)`` with its defaults; gmm runs ``gmm select X -k 1-9`` over all
+fourteen covariance models with its defaults. BIC is shown in gmm's sign (lower is better;
+mclust prints −BIC), ARI is the adjusted Rand index of each tool's labels against the known
+classes. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+R_SCRIPT = r"""
+suppressMessages({library(mclust); library(jsonlite)})
+out <- commandArgs(trailingOnly = TRUE)[1]
+data(diabetes); data(thyroid); data(banknote); data(wdbc)
+sets <- list(
+  iris = list(x = iris[, 1:4], class = iris$Species),
+  faithful = list(x = faithful, class = NULL),
+  diabetes = list(x = diabetes[, -1], class = diabetes$class),
+  thyroid = list(x = thyroid[, -1], class = thyroid$Diagnosis),
+  banknote = list(x = banknote[, -1], class = banknote$Status),
+  wdbc = list(x = wdbc[, 3:12], class = wdbc$Diagnosis)
+)
+results <- list()
+for (name in names(sets)) {
+  s <- sets[[name]]
+  write.csv(s$x, file.path(out, paste0(name, ".csv")), row.names = FALSE)
+  if (!is.null(s$class)) writeLines(as.character(s$class), file.path(out, paste0(name, ".class")))
+  started <- Sys.time()
+  fit <- Mclust(s$x, G = 1:9, verbose = FALSE)
+  seconds <- as.numeric(difftime(Sys.time(), started, units = "secs"))
+  ari <- if (is.null(s$class)) NA else adjustedRandIndex(fit$classification, s$class)
+  results[[name]] <- list(rows = nrow(s$x), columns = ncol(s$x), model = fit$modelName,
+    G = fit$G, bic = -fit$bic, loglik = fit$loglik, ari = ari, seconds = seconds)
+}
+json <- toJSON(results, auto_unbox = TRUE, digits = NA, na = "null")
+writeLines(json, file.path(out, "mclust.json"))
+"""
+MODELS = "full,tied,diag,spherical,EII,EEI,VEI,EVI,VEE,EVE,VVE,EEV,VEV,EVV"
+
+
+def gmm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gmmcli", *args], capture_output=True, check=True)
+
+
+def main() -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    with tempfile.TemporaryDirectory(prefix="compare-mclust-") as folder:
+        work = Path(folder)
+        subprocess.run(["Rscript", "-e", R_SCRIPT, str(work)], check=True)
+        reference = json.loads((work / "mclust.json").read_text())
+        rows = []
+        for name, theirs in reference.items():
+            data = work / f"{name}.csv"
+            model = work / f"{name}.json"
+            started = time.perf_counter()
+            gmm("select", str(data), "-k", "1-9", "--covariance", MODELS, "-q", "-o", str(model))
+            seconds = time.perf_counter() - started
+            ours = json.loads(model.read_text())
+            labels = gmm("predict", str(model), str(data), "--no-proba").stdout.decode()
+            classes = work / f"{name}.class"
+            ari = None
+            if classes.exists():
+                truth = classes.read_text().split("\n")[: theirs["rows"]]
+                ari = adjusted_rand_score(truth, labels.split()[1:])
+            rows.append((name, theirs, ours, ari, seconds))
+    lines = [
+        "| data set | rows × columns | mclust: model, k | BIC | ARI | gmm: model, k | BIC | ARI "
+        "| gmm as good (BIC) | time mclust / gmm |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, theirs, ours, ari, seconds in rows:
+        fit = ours["fit"]
+        as_good = "yes" if fit["bic"] <= theirs["bic"] + 1e-6 * abs(theirs["bic"]) else "no"
+        show = "–" if theirs["ari"] is None else f"{theirs['ari']:.3f}"
+        ours_ari = "–" if ari is None else f"{ari:.3f}"
+        lines.append(
+            f"| {name} | {theirs['rows']} × {theirs['columns']} | {theirs['model']}, "
+            f"{theirs['G']} | {theirs['bic']:.2f} | {show} | {ours['covariance_type']}, "
+            f"{ours['n_components']} | {fit['bic']:.2f} | {ours_ari} | {as_good} "
+            f"| {theirs['seconds']:.2f} s / {seconds:.2f} s |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    (HERE / "MCLUST.md").write_text(
+        "# gmm select against mclust's Mclust\n\n"
+        "Made by `python bench/compare_mclust.py` (see its docstring).\n\n" + text + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
