@@ -521,7 +521,8 @@ def check_range(params: MixtureParams, source: str) -> None:
     _check_precisions(params.covariances, strategy, source)
     with np.errstate(all="ignore"):
         scale = params.scale if standardized else np.ones(params.n_features)
-        variances = np.diagonal(params.full_covariances(), axis1=1, axis2=2) * scale**2
+        k, d = params.n_components, params.n_features  # (k, d) without the (k, d, d) matrices
+        variances = strategy.component_variances(params.covariances, k, d) * scale**2
     too_large = _first_true(~(variances <= MAX_VARIANCE * ROUNDING_SLACK))
     if too_large is not None:
         i, j = too_large

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .engine.covariance import get_strategy
 from .engine.em import Event, IterationEvent, PassEvent, ReseedEvent, RestartEvent
-from .engine.mixture import ConstantColumn, NotConverged, Notice
+from .engine.mixture import ConstantColumn, IdenticalComponents, NotConverged, Notice
 
 
 def _number(value: float, digits: int = 6) -> str:
@@ -38,6 +38,23 @@ def notice_text(notice: Notice, names: list[str]) -> str:
         return (
             f"did not converge in {notice.max_iter} iterations (last change "
             f"{notice.last_change:.3g} per row, tol {notice.tol:g}); raise --max-iter or --tol"
+        )
+    if isinstance(notice, IdenticalComponents):
+        lead = (
+            "every restart ended with identical components"
+            if notice.every_restart
+            else "the best restart has identical components"
+        )
+        copies = "; ".join(
+            f"component {d.component} is a copy of component {d.same_as}"
+            for d in notice.duplicates[:3]
+        )
+        if len(notice.duplicates) > 3:
+            copies += f"; and {len(notice.duplicates) - 3} more"
+        return (
+            f"{lead}: {copies} (same mean and covariance to 0.1% of each column's spread); "
+            "the model has fewer distinct components than asked for (try fewer components or "
+            "more --n-init)"
         )
     if isinstance(notice, ConstantColumn):
         return (

@@ -270,3 +270,11 @@ def test_bad_arguments() -> None:
     single = build_tree(x[:1])
     assert single.merges.shape == (0, 2)
     assert np.array_equal(single.partition(1), [0])
+
+
+@pytest.mark.parametrize("spec", [("VVV", "SVD"), ("VVV", "VARS"), ("EII", "VARS")])
+def test_data_that_never_varies_still_gives_every_partition(spec) -> None:
+    x = np.full((6, 2), 3.7)
+    tree = build_tree(x, model=spec[0], use=spec[1])
+    for k in range(1, 7):
+        assert np.array_equal(np.unique(tree.partition(k)), np.arange(k))

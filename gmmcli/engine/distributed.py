@@ -66,10 +66,10 @@ def _n_rows(block: Any) -> int:
 
 
 def _summarise(
-    block: Any, offset: int, key: np.uint64, sample_size: int, chunk_size: int
+    block: Any, offset: int, key: np.uint64, sample_size: int, chunk_size: int, diagonal: bool
 ) -> PartSummary:
     with single_threaded_blas():
-        return summarise_part(_values(block), offset, key, sample_size, chunk_size)
+        return summarise_part(_values(block), offset, key, sample_size, chunk_size, diagonal)
 
 
 def _pass(part: Part, model: Model, chunk_size: int, n_worst: int, exact: bool) -> SuffStats:
@@ -113,12 +113,12 @@ class DaskSource(SampledInit):
             ]
         return wait_result(self.client, futures[0])
 
-    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
+    def summarise(self, chunk_size: int, diagonal: bool = False) -> tuple[int, DataSummary]:
         sizes = [wait_result(self.client, self._submit(_n_rows, p)) for p in self.parts]
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
         key = sample_key(self.seed)
         futures = [
-            self._submit(_summarise, p, int(offset), key, self.sample_size, chunk_size)
+            self._submit(_summarise, p, int(offset), key, self.sample_size, chunk_size, diagonal)
             for p, offset in zip(self.parts, offsets, strict=True)
         ]
         merged: PartSummary = self._tree_sum(futures)

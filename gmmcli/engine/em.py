@@ -1,4 +1,5 @@
-"""The EM loop: restarts, convergence, collapse detection and re-seeding, progress events.
+"""The EM loop: restarts, convergence, collapse detection and re-seeding, identical
+components found at the end of a restart, progress events.
 
 One iteration is one pass of the kernel (E-step of the current parameters, reduced to
 sufficient statistics) followed by the M-step, exactly as scikit-learn's loop: the
@@ -37,6 +38,10 @@ from .stats import (
 RELATIVE_FLOOR = 1e-3
 # Re-seeding stops this many iterations before max_iter, so a re-seeded fit can still settle.
 RESEED_MARGIN = 10
+# Two components are duplicates when their means differ by at most this many of the data's
+# standard deviations in every column, and their covariances by at most this much relative
+# to the data's (σ_i σ_j for entry (i, j)): EM cannot tell them apart again.
+DUPLICATE_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,18 @@ class Collapse:
         if self.reason == "subspace":
             return f"{who} collapsed onto a lower-dimensional subspace (a combination of columns)"
         return f"{who} has a singular covariance (regularised with extra jitter)"
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A component with the same mean and covariance as an earlier one (to DUPLICATE_TOL):
+    the two give every row the same density, so the mixture is one with a component fewer
+    (their weights summed), and EM, which moves both alike, never separates them."""
+
+    component: int
+    same_as: int  # the earlier component it copies (itself no duplicate)
+    distance: float  # the largest difference, in the data's standard deviations (σ_j; σ_iσ_j
+    # for covariance entries), at most DUPLICATE_TOL
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,7 @@ class RestartEvent:
     converged: bool
     mean_log_likelihood: float
     collapsed: tuple[Collapse, ...]
+    duplicates: tuple[Duplicate, ...] = ()
 
 
 Event = IterationEvent | ReseedEvent | RestartEvent | PassEvent
@@ -119,6 +137,12 @@ class RestartResult:
     history: list[float]  # mean log-likelihood per row, entry t = after t M-steps
     reseeds: list[ReseedEvent] = field(default_factory=list)
     collapsed: tuple[Collapse, ...] = ()
+    duplicates: tuple[Duplicate, ...] = ()  # components identical to another at the end
+
+    @property
+    def degenerate(self) -> bool:
+        """A collapsed component, or two identical ones: not a fit of k components."""
+        return bool(self.collapsed or self.duplicates)
 
 
 @dataclass
@@ -127,11 +151,20 @@ class FitResult:
     restarts: list[RestartResult]
     n_samples: int
     shift: np.ndarray
-    flat_columns: list[int]  # columns whose variance in the data is below reg_covar
+    flat_columns: list[int]  # columns constant in the data (``constant_columns``)
 
     @property
     def all_collapsed(self) -> bool:
         return all(r.collapsed for r in self.restarts)
+
+    @property
+    def all_duplicated(self) -> bool:
+        """Every restart ended with identical components."""
+        return all(r.duplicates for r in self.restarts)
+
+    @property
+    def all_degenerate(self) -> bool:
+        return all(r.degenerate for r in self.restarts)
 
 
 @dataclass(frozen=True)
@@ -164,6 +197,15 @@ class EMOptions:
 MIN_VARIANCE = 1e-270
 
 
+def constant_columns(summary: DataSummary) -> np.ndarray:
+    """(d,) bool: the columns that are constant in the data, a property of the data alone
+    (not of reg_covar): one value in every row, or a variance no larger than the rounding
+    noise of the mean, (16 eps |mean|)². (One value repeated can leave more noise than that:
+    3.7 in 300 rows has a mean 25 eps off, so a variance of 4e-28.)"""
+    noise = summary.variances <= (16 * np.finfo(float).eps * np.abs(summary.shift)) ** 2
+    return summary.single_valued | noise
+
+
 def regularisation(options: EMOptions, summary: DataSummary) -> np.ndarray:
     """(d,) what the M-step adds to each column's variance: reg_covar times the column's
     variance in the data (a constant column: times 1), or reg_covar as it is.
@@ -175,8 +217,7 @@ def regularisation(options: EMOptions, summary: DataSummary) -> np.ndarray:
     variances = summary.variances
     if options.reg_scale == "absolute":
         return np.full(variances.shape[0], float(options.reg_covar))
-    # a constant column's variance comes out as rounding noise, up to (eps·|mean|)²
-    constant = variances <= (16 * np.finfo(float).eps * np.abs(summary.shift)) ** 2
+    constant = constant_columns(summary)
     tiny = np.flatnonzero(~constant & (variances < MIN_VARIANCE))
     if tiny.size:
         j = int(tiny[0])
@@ -226,6 +267,37 @@ def find_collapses(
                 if strategy.shared:
                     break
     return found
+
+
+def find_duplicates(
+    params: MixtureParams, strategy: CovarianceStrategy, summary: DataSummary
+) -> tuple[Duplicate, ...]:
+    """Components whose mean and covariance equal an earlier component's to DUPLICATE_TOL,
+    measured in the data's scale: |μ_aj − μ_bj| / σ_j and |Σ_a,ij − Σ_b,ij| / (σ_i σ_j), σ
+    the columns' standard deviations (1 for a constant column). Weights are not compared:
+    equal means and covariances make the same mixture whatever the weights. O(k² × the
+    parameters of one component)."""
+    k = params.n_components
+    scale = np.sqrt(summary.variances)
+    scale = np.where(scale > 0, scale, 1.0)
+    means = params.means / scale
+    cov = None
+    if not strategy.shared:  # a shared covariance is the same for every component
+        cov = strategy.rescaled(params.covariances, 1.0 / scale)[1].reshape(k, -1)
+    found: list[Duplicate] = []
+    originals: list[int] = [0]
+    for b in range(1, k):
+        earlier = np.array(originals)
+        distance = np.abs(means[earlier] - means[b]).max(axis=1)
+        if cov is not None:
+            distance = np.maximum(distance, np.abs(cov[earlier] - cov[b]).max(axis=1))
+        close = np.flatnonzero(distance <= DUPLICATE_TOL)
+        if close.size:
+            a = int(earlier[close[0]])
+            found.append(Duplicate(b, a, float(distance[close[0]])))
+        else:
+            originals.append(b)
+    return tuple(found)
 
 
 def _positive_definite(block: np.ndarray) -> bool:
@@ -289,29 +361,33 @@ def _reseed(
     strategy: CovarianceStrategy,
     summary: DataSummary,
     reg_covar: float,
-) -> tuple[MixtureParams, list[np.ndarray]]:
+) -> tuple[MixtureParams, list[tuple[Collapse, np.ndarray]]]:
     """Move each collapsed component to a distinct worst-explained row, with the data's
-    covariance and weight 1/k (weights renormalised)."""
+    covariance and weight 1/k (weights renormalised); the (collapse, new mean) of each moved.
+
+    Never two components to one point (they would stay identical for ever): when the worst
+    rows hold fewer distinct points than there are collapses, the others stay where they are
+    (still collapsed, a later iteration may move them).
+    """
     k = params.n_components
     means = params.means.copy()
     weights = params.weights.copy()
     cov = params.covariances
-    data_cov = summary.covariance + reg_covar * np.eye(summary.covariance.shape[0])
+    data_cov = summary.data_covariance(reg_covar)
     rows = list(stats.worst_points)
     distinct: list[np.ndarray] = []
     for row in rows:
         if not any(np.array_equal(row, seen) for seen in distinct):
             distinct.append(row)
-    new_means = []
-    for i, collapse in enumerate(collapses):
+    moved = []
+    for collapse, row in zip(collapses, distinct, strict=False):
         c = collapse.component
-        row = distinct[i % len(distinct)] if distinct else means[c]
         means[c] = row
         weights[c] = 1.0 / k
         cov = strategy.replace_component(cov, c, data_cov)
-        new_means.append(row.copy())
+        moved.append((collapse, row.copy()))
     weights /= weights.sum()
-    return MixtureParams(params.covariance_type, weights, means, cov), new_means
+    return MixtureParams(params.covariance_type, weights, means, cov), moved
 
 
 def run_restart(
@@ -363,9 +439,9 @@ def run_restart(
         movable = [c for c in collapses if not strategy.shared or c.reason == "few-points"]
         if movable and can_reseed:
             todo = movable[:budget]
-            params, new_means = _reseed(params, todo, stats, strategy, summary, options.reg_covar)
-            budget -= len(todo)
-            for collapse, mean in zip(todo, new_means, strict=True):
+            params, moved = _reseed(params, todo, stats, strategy, summary, options.reg_covar)
+            budget -= len(moved)
+            for collapse, mean in moved:
                 event = ReseedEvent(restart, iteration, collapse, mean)
                 reseeds.append(event)
                 on_event(event)
@@ -391,19 +467,29 @@ def run_restart(
     on_event(IterationEvent(restart, n_iter, final_mean, change, time.perf_counter() - t0))
     if options.max_iter == 0:
         collapses = []
+    duplicates = find_duplicates(params, strategy, summary)
     result = RestartResult(
-        restart, params, n_iter, converged, final.log_likelihood, history, reseeds, tuple(collapses)
+        restart,
+        params,
+        n_iter,
+        converged,
+        final.log_likelihood,
+        history,
+        reseeds,
+        tuple(collapses),
+        duplicates,
     )
-    on_event(RestartEvent(restart, n_iter, converged, final_mean, result.collapsed))
+    on_event(RestartEvent(restart, n_iter, converged, final_mean, result.collapsed, duplicates))
     return result
 
 
 def better(a: RestartResult, b: RestartResult | None) -> bool:
-    """Whether restart a beats b: no collapse beats any collapse; then the higher likelihood."""
+    """Whether restart a beats b: a restart that is not degenerate (no collapsed component,
+    no two identical ones) beats any that is; then the higher likelihood."""
     if b is None:
         return True
-    if bool(a.collapsed) != bool(b.collapsed):
-        return not a.collapsed
+    if a.degenerate != b.degenerate:
+        return not a.degenerate
     return a.log_likelihood > b.log_likelihood
 
 
@@ -438,7 +524,7 @@ def fit_source(
     chunk_size = options.chunk_size or default_chunk_size(
         options.n_components, d, options.covariance_type
     )
-    n, summary = source.summarise(chunk_size)
+    n, summary = source.summarise(chunk_size, strategy.is_diagonal)
     if n < options.n_components:
         raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
     source.bind(summary.shift, options.dtype, options.n_components, chunk_size)
@@ -466,7 +552,5 @@ def fit_source(
         if better(result, best):
             best = result
     assert best is not None
-    flat = [
-        int(j) for j in np.flatnonzero(summary.variances < np.maximum(options.reg_covar, 1e-300))
-    ]
+    flat = [int(j) for j in np.flatnonzero(constant_columns(summary))]
     return FitResult(best, results, n, summary.shift, flat)

@@ -499,8 +499,8 @@ def build_tree(
         raise ValueError("max_rows must be at least 1")
     n = x.shape[0]
     z = transform(x, use)
-    if z.shape[1] == 0 and n > 1:
-        raise ValueError('no column of x varies, so use="SVD" leaves nothing to cluster')
+    if z.shape[1] == 0:  # no column varies: every row is the same point, any tree will do,
+        z, model = np.zeros((n, 1)), "EII"  # and Ward's costs on one zero column are all 0
     if n > max_rows:
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
     else:

@@ -10,7 +10,7 @@ import numpy as np
 from .chunk import Rows
 from .covariance import CovarianceStrategy
 from .params import MixtureParams
-from .stats import chunks, mstep, stats_from_responsibilities
+from .stats import chunks, count_distinct_rows, mstep, stats_from_responsibilities
 
 INIT_METHODS = ("kmeans++", "random", "random-from-data")
 KMEANS_STEPS = 10
@@ -18,15 +18,46 @@ KMEANS_STEPS = 10
 
 @dataclass(frozen=True)
 class DataSummary:
-    """What the engine needs to know about the whole data set, computed once per fit."""
+    """What the engine needs to know about the whole data set, computed once per fit.
+
+    A diagonal covariance model needs only the columns' variances: its summary holds no
+    covariance matrix (``covariance`` None, ``min_eigenvalue`` NaN), so the work and memory
+    are O(d), not O(d²) and O(d³) (see ``summarise``).
+    """
 
     shift: np.ndarray  # column means
-    covariance: np.ndarray  # (d, d) sample covariance (divided by n)
-    min_eigenvalue: float  # of that covariance
+    variances: np.ndarray  # (d,) column variances (divided by n)
+    covariance: np.ndarray | None  # (d, d) sample covariance (divided by n); None if diagonal
+    min_eigenvalue: float  # of that covariance (NaN without it)
+    single_valued: np.ndarray  # (d,) bool: every row holds the same value in the column
 
-    @property
-    def variances(self) -> np.ndarray:
-        return np.diag(self.covariance).copy()
+    @classmethod
+    def from_covariance(
+        cls, shift: np.ndarray, covariance: np.ndarray, single_valued: np.ndarray
+    ) -> DataSummary:
+        """The summary of a full model from the column means and the (d, d) covariance."""
+        return cls(
+            shift,
+            np.diag(covariance).copy(),
+            covariance,
+            float(np.linalg.eigvalsh(covariance)[0]),
+            single_valued,
+        )
+
+    @classmethod
+    def from_variances(
+        cls, shift: np.ndarray, variances: np.ndarray, single_valued: np.ndarray
+    ) -> DataSummary:
+        """The summary of a diagonal model: column means and variances only."""
+        return cls(shift, variances, None, float("nan"), single_valued)
+
+    def data_covariance(self, reg_covar: float | np.ndarray) -> np.ndarray:
+        """The data's covariance plus reg_covar on its diagonal, as far as the summary holds
+        it: (d, d), or the (d,) variances of a diagonal model (what
+        ``CovarianceStrategy.from_data_covariance`` takes)."""
+        if self.covariance is None:
+            return self.variances + reg_covar
+        return self.covariance + reg_covar * np.eye(self.covariance.shape[0])
 
 
 # Sums over rows here go in steps of this many rows, whatever the chunk size, so that the
@@ -34,20 +65,38 @@ class DataSummary:
 SUM_ROWS = 65536
 
 
-def summarise(x: np.ndarray, chunk_size: int) -> DataSummary:
+def summarise(x: np.ndarray, chunk_size: int, diagonal: bool = False) -> DataSummary:
     """Column means, then the covariance about them (two passes, in steps of SUM_ROWS rows;
-    ``chunk_size`` does not change the result)."""
+    ``chunk_size`` does not change the result). ``diagonal`` (``strategy.is_diagonal``):
+    the variances alone, Σ_i (x_ij − mean_j)² / n, in O(n d)."""
     n, d = x.shape
     total = np.zeros(d)
     for rows in chunks(n, SUM_ROWS):
         total += x[rows].sum(axis=0)
     shift = total / n
+    low, high = column_range(x)
+    if diagonal:
+        squares = np.zeros(d)
+        for rows in chunks(n, SUM_ROWS):
+            z = x[rows] - shift
+            squares += np.einsum("ij,ij->j", z, z)
+        return DataSummary.from_variances(shift, squares / n, low == high)
     second = np.zeros((d, d))
     for rows in chunks(n, SUM_ROWS):
         z = x[rows] - shift
         second += z.T @ z
     cov = 0.5 * (second + second.T) / n
-    return DataSummary(shift, cov, float(np.linalg.eigvalsh(cov)[0]))
+    return DataSummary.from_covariance(shift, cov, low == high)
+
+
+def column_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d,) smallest and (d,) largest value of each column (+inf and −inf with no rows)."""
+    d = x.shape[1]
+    low, high = np.full(d, np.inf), np.full(d, -np.inf)
+    for rows in chunks(x.shape[0], SUM_ROWS):
+        np.minimum(low, x[rows].min(axis=0, initial=np.inf), out=low)
+        np.maximum(high, x[rows].max(axis=0, initial=-np.inf), out=high)
+    return low, high
 
 
 def _sq_distances(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -89,9 +138,21 @@ def kmeans_plusplus(
 def _min_sq_distance(
     x: np.ndarray, shift: np.ndarray, centers: np.ndarray, chunk_size: int
 ) -> np.ndarray:
+    """(n,) each row's squared distance to its closest centre. The expanded form
+    ‖z‖² − 2 z·c + ‖c‖² leaves rounding noise of ~eps (‖z‖² + ‖c‖²): where a distance is
+    within that noise it is computed as Σ (z − c)², exactly 0 for a row equal to a centre, so
+    that D² sampling never draws a point already chosen while the data has others, however
+    close to it they lie."""
     out = np.empty(x.shape[0])
+    eps = np.finfo(float).eps
+    cc = np.einsum("ij,ij->i", centers, centers)
     for rows in chunks(x.shape[0], chunk_size):
-        out[rows] = _sq_distances(x[rows] - shift, centers).min(axis=1)
+        z = x[rows] - shift
+        d2 = _sq_distances(z, centers)
+        noise = 64 * eps * (np.einsum("ij,ij->i", z, z)[:, None] + cc[None, :])
+        i, j = np.nonzero(d2 <= noise)  # within rounding noise: computed directly instead
+        d2[i, j] = ((z[i] - centers[j]) ** 2).sum(axis=1)
+        out[rows] = d2.min(axis=1)
     return out
 
 
@@ -186,10 +247,32 @@ def from_random_rows(
     rng: np.random.Generator,
     chunk_size: int,
 ) -> MixtureParams:
-    """k distinct random rows as means, the data's covariance for all, equal weights."""
+    """k distinct random rows as means, the data's covariance for all, equal weights.
+
+    Rows of equal values would make identical components that EM never separates: a row
+    whose values were already drawn is replaced by further random rows of other values, as
+    long as the data has any.
+    """
     rows = np.sort(rng.choice(x.shape[0], size=k, replace=False))
-    cov = strategy.regularise(strategy.from_data_covariance(summary.covariance, k), reg_covar)
+    if count_distinct_rows(x[rows]) < k:
+        rows = np.sort(_distinct_values(x, rows, k, rng))
+    data_cov = summary.variances if summary.covariance is None else summary.covariance
+    cov = strategy.regularise(strategy.from_data_covariance(data_cov, k), reg_covar)
     return MixtureParams(strategy.name, np.full(k, 1.0 / k), x[rows].copy(), cov)
+
+
+def _distinct_values(
+    x: np.ndarray, rows: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """k row numbers with distinct values: the first distinct ones among ``rows`` and then
+    a random order of all rows; repeats from ``rows`` only when the data has fewer than k
+    distinct rows."""
+    candidates = np.concatenate([rows, rng.permutation(x.shape[0])])
+    _, first = np.unique(x[candidates], axis=0, return_index=True)
+    chosen = [int(r) for r in candidates[np.sort(first)[:k]]]
+    taken = set(chosen)
+    chosen += [int(r) for r in rows if int(r) not in taken][: k - len(chosen)]
+    return np.array(chosen, dtype=np.int64)
 
 
 INITIALISERS = {

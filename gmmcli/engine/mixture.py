@@ -9,7 +9,7 @@ import numpy as np
 
 from .chunk import Rows
 from .covariance import get_strategy
-from .em import Collapse, EMOptions, Event, FitResult, RestartResult, fit, fit_source
+from .em import Collapse, Duplicate, EMOptions, Event, FitResult, RestartResult, fit, fit_source
 from .params import MixtureParams, NumericalRangeError, covariance_shape
 from .sources import Source
 from .stats import (
@@ -73,7 +73,16 @@ class Degenerate:
     collapses: tuple[Collapse, ...]
 
 
-Notice = NotConverged | ConstantColumn | Degenerate
+@dataclass(frozen=True)
+class IdenticalComponents:
+    """The chosen restart holds copies of components (``every_restart``: so did all): the
+    mixture has fewer distinct components than asked for."""
+
+    every_restart: bool
+    duplicates: tuple[Duplicate, ...]
+
+
+Notice = NotConverged | ConstantColumn | Degenerate | IdenticalComponents
 
 
 @dataclass(frozen=True)
@@ -259,6 +268,9 @@ class GaussianMixture:
         notices.extend(ConstantColumn(j, self.reg_covar) for j in result.flat_columns)
         if self.collapsed_:
             notices.append(Degenerate(result.all_collapsed, self.collapsed_))
+        if result.best.duplicates:
+            duplicates = tuple(result.best.duplicates)
+            notices.append(IdenticalComponents(result.all_duplicated, duplicates))
         return FitSummary(
             n_samples=n,
             n_iter=int(self.n_iter_),

@@ -75,7 +75,7 @@ def fit_cell(x: np.ndarray, k: int, covariance_type: str, settings: dict) -> Cel
         aic=aic,
         icl=icl,
         converged=bool(model.converged_),
-        degenerate=bool(model.collapsed_),
+        degenerate=model.result_.best.degenerate,  # collapsed, or identical components
     )
 
 

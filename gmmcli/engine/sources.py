@@ -1,6 +1,7 @@
 """Where the rows of a fit live: in memory, in a file read block by block, or on Dask workers.
 
-The EM loop (``em``) sees data only through a ``Source``: one summary (shift, covariance),
+The EM loop (``em``) sees data only through a ``Source``: one summary (shift, covariance or,
+for a diagonal model, only the variances),
 the starting parameters, and one E-step pass per iteration reduced to ``SuffStats``. So every
 engine runs the same loop, collapse checks and re-seeding (which needs only
 ``SuffStats.worst_points``, never the data).
@@ -21,7 +22,7 @@ import numpy as np
 
 from .chunk import Rows
 from .covariance import CovarianceStrategy
-from .init import INITIALISERS, DataSummary, summarise
+from .init import INITIALISERS, DataSummary, column_range, summarise
 from .params import MixtureParams
 from .stats import Model, SuffStats, em_pass, total
 
@@ -34,8 +35,9 @@ class Source(Protocol):
 
     n_features: int
 
-    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
-        """The number of rows and the data summary (column means, covariance)."""
+    def summarise(self, chunk_size: int, diagonal: bool = False) -> tuple[int, DataSummary]:
+        """The number of rows and the data summary (column means, covariance); ``diagonal``
+        (the model's ``is_diagonal``): the variances without the covariance matrix."""
         ...
 
     def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
@@ -72,8 +74,8 @@ class ArraySource:
         self.exact: Rows | None = None
         self.chunk_size = 0
 
-    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
-        return self.x.shape[0], summarise(self.x, chunk_size)
+    def summarise(self, chunk_size: int, diagonal: bool = False) -> tuple[int, DataSummary]:
+        return self.x.shape[0], summarise(self.x, chunk_size, diagonal)
 
     def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
         """The shifted transposed copy is kept for the whole fit when it fits the budget."""
@@ -104,12 +106,15 @@ class ArraySource:
 # -- summaries and samples of data seen in parts ---------------------------------------------
 @dataclass
 class PartSummary:
-    """Count, mean and centred second moments M2 = Σ (x − mean)(x − mean)ᵀ of some rows, and
-    the sample candidates among them (global row numbers, keys, values)."""
+    """Count, mean and centred second moments M2 = Σ (x − mean)(x − mean)ᵀ of some rows (or
+    only its diagonal, (d,), for a diagonal model), each column's smallest and largest value,
+    and the sample candidates among them (global row numbers, keys, values)."""
 
     n_rows: int
     mean: np.ndarray
     m2: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
     sample_rows: np.ndarray
     sample_keys: np.ndarray
     sample_values: np.ndarray
@@ -125,17 +130,22 @@ class PartSummary:
         n = self.n_rows + other.n_rows
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.n_rows / n)
-        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n_rows * other.n_rows / n)
+        cross = delta * delta if self.m2.ndim == 1 else np.outer(delta, delta)
+        m2 = self.m2 + other.m2 + cross * (self.n_rows * other.n_rows / n)
         size = max(self.sample_size, other.sample_size)
         rows = np.concatenate([self.sample_rows, other.sample_rows])
         keys = np.concatenate([self.sample_keys, other.sample_keys])
         values = np.concatenate([self.sample_values, other.sample_values])
         keep = _smallest(keys, size)
-        return PartSummary(n, mean, m2, rows[keep], keys[keep], values[keep], size)
+        low, high = np.minimum(self.low, other.low), np.maximum(self.high, other.high)
+        return PartSummary(n, mean, m2, low, high, rows[keep], keys[keep], values[keep], size)
 
     def summary(self) -> DataSummary:
+        single_valued = self.low == self.high
+        if self.m2.ndim == 1:
+            return DataSummary.from_variances(self.mean, self.m2 / self.n_rows, single_valued)
         cov = 0.5 * (self.m2 + self.m2.T) / self.n_rows
-        return DataSummary(self.mean, cov, float(np.linalg.eigvalsh(cov)[0]))
+        return DataSummary.from_covariance(self.mean, cov, single_valued)
 
     def sample(self) -> np.ndarray:
         """The sampled rows in the order of the data."""
@@ -165,29 +175,36 @@ def _smallest(keys: np.ndarray, m: int) -> np.ndarray:
 
 
 def summarise_part(
-    x: np.ndarray, offset: int, key: np.uint64, sample_size: int, chunk_size: int
+    x: np.ndarray,
+    offset: int,
+    key: np.uint64,
+    sample_size: int,
+    chunk_size: int,
+    diagonal: bool = False,
 ) -> PartSummary:
     """The summary of rows offset..offset+n−1 of the data (two chunked passes, as in memory)
-    with their sample candidates."""
+    with their sample candidates; ``diagonal``: M2's diagonal only."""
     n, d = x.shape
     if n == 0:
         empty = np.empty(0, dtype=np.int64)
         return PartSummary(
             0,
             np.zeros(d),
-            np.zeros((d, d)),
+            np.zeros(d) if diagonal else np.zeros((d, d)),
+            *column_range(x),
             empty,
             empty.astype(np.uint64),
             np.empty((0, d)),
             sample_size,
         )
-    local = summarise(x, chunk_size)
+    local = summarise(x, chunk_size, diagonal)
     keys = row_keys(key, offset, offset + n)
     keep = np.sort(_smallest(keys, sample_size))
     return PartSummary(
         n,
         local.shift,
-        local.covariance * n,
+        (local.variances if local.covariance is None else local.covariance) * n,
+        *column_range(x),
         keep.astype(np.int64) + offset,
         keys[keep],
         x[keep].astype(np.float64, copy=True),
@@ -238,12 +255,12 @@ class BlockSource(SampledInit):
         # told the rows done so far after each block of a pass (set by the EM loop)
         self.on_rows: Callable[[int], None] | None = None
 
-    def summarise(self, chunk_size: int) -> tuple[int, DataSummary]:
+    def summarise(self, chunk_size: int, diagonal: bool = False) -> tuple[int, DataSummary]:
         key = sample_key(self.seed)
         parts: list[PartSummary] = []
         offset = 0
         for x in self.blocks():
-            parts.append(summarise_part(x, offset, key, self.sample_size, chunk_size))
+            parts.append(summarise_part(x, offset, key, self.sample_size, chunk_size, diagonal))
             offset += x.shape[0]
             if len(parts) > 1:  # merge as we go: memory stays one sample
                 parts = [parts[0] + parts[1]]

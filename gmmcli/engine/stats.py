@@ -98,7 +98,10 @@ def local_features(chunk: Chunk, origin: np.ndarray, strategy: CovarianceStrateg
 class SuffStats:
     """Sums over rows: N_k = Σ r_ik, S1_k = Σ r_ik z_i, S2 (type-shaped), the log-likelihood,
     the row count, and the ``n_worst`` rows with the lowest log density (for re-seeding): their
-    positions, log densities and values, so that whoever re-seeds needs no access to the data."""
+    positions, log densities and values, so that whoever re-seeds needs no access to the data.
+    The worst rows hold distinct values: a value repeated in many rows counts once (at its
+    first row), so re-seeding never has to put two components on one point while the data
+    has other points."""
 
     counts: np.ndarray
     first: np.ndarray
@@ -116,7 +119,7 @@ class SuffStats:
         rows = np.concatenate([self.worst_rows, other.worst_rows])
         values = np.concatenate([self.worst_values, other.worst_values])
         points = np.concatenate([self.worst_points, other.worst_points])
-        keep = _lowest(values, max(len(self.worst_rows), len(other.worst_rows)))
+        keep = _lowest_distinct(values, points, max(len(self.worst_rows), len(other.worst_rows)))
         return SuffStats(
             self.counts + other.counts,
             self.first + other.first,
@@ -137,6 +140,23 @@ def _lowest(values: np.ndarray, m: int) -> np.ndarray:
     candidates = np.argpartition(values, m - 1)[:m]
     candidates.sort()  # by position, so the stable sort below breaks ties by position
     return candidates[np.argsort(values[candidates], kind="stable")]
+
+
+def _lowest_distinct(values: np.ndarray, points: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the m lowest values whose rows of ``points`` differ, lowest first (ties by
+    position): among rows with equal points only the first of the lowest counts. The same as
+    ``_lowest`` when its m rows are distinct (then in O(n) for small m)."""
+    keep = _lowest(values, m)
+    if len(keep) < 2 or count_distinct_rows(points[keep]) == len(keep):
+        return keep
+    order = np.argsort(values, kind="stable")
+    _, first = np.unique(points[order], axis=0, return_index=True)
+    return order[np.sort(first)[:m]]
+
+
+def count_distinct_rows(points: np.ndarray) -> int:
+    """How many distinct rows an (m, d) array holds (−0 and 0 are one value)."""
+    return int(np.unique(points, axis=0).shape[0])
 
 
 def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarray) -> Model:
@@ -330,7 +350,7 @@ def reduce_chunk_blocks(
         worst_values = np.empty(0)
         worst_points = np.empty((0, d))
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
-        keep = _lowest(log_density, n_worst)
+        keep = _lowest_distinct(log_density, chunk.x, n_worst)
         worst_rows = keep.astype(np.int64) + chunk.offset
         worst_values = log_density[keep].astype(np.float64)
         worst_points = np.array(chunk.x[keep], dtype=np.float64)
