@@ -200,7 +200,7 @@ def fit(
     covariance: _opt(str, "--covariance", help="full, tied, diag, spherical, EII…VVV") = "full",
     n_init: _opt(int, "--n-init", help="Restarts; the best is kept.") = 1,
     init: _opt(
-        str, "--init", help="kmeans++, random, random-from-data, or a model file (warm start)."
+        str, "--init", help="kmeans++, hc, random, random-from-data, or a model file (warm start)."
     ) = "kmeans++",
     dtype: _opt(
         str,

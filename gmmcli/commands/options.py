@@ -26,7 +26,7 @@ FLAGS = {
     "n_samples": "-n/--n-samples",
 }
 ENGINES = ("memory", "dask", "stream")
-INIT_CHOICES = ("kmeans++", "random", "random-from-data")
+INIT_CHOICES = ("kmeans++", "hc", "random", "random-from-data")
 
 
 @dataclass(frozen=True)

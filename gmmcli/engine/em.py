@@ -19,7 +19,7 @@ import numpy as np
 
 from .constraints import ParameterError, check_all
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
-from .init import INITIALISERS, DataSummary
+from .init import INITIALISERS, LATER_RESTARTS, DataSummary
 from .params import MixtureParams, NumericalRangeError
 from .sources import ArraySource, Source
 from .stats import (
@@ -538,8 +538,9 @@ def fit_source(
         if start is not None:
             params = start
         else:
+            init = options.init if restart == 0 else LATER_RESTARTS.get(options.init, options.init)
             params = source.initialise(
-                options.init,
+                init,
                 options.n_components,
                 strategy,
                 summary,

@@ -275,8 +275,41 @@ def _distinct_values(
     return np.array(chosen, dtype=np.int64)
 
 
+def from_hierarchical(
+    x: np.ndarray,
+    k: int,
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float,
+    rng: np.random.Generator,
+    chunk_size: int,
+) -> MixtureParams:
+    """mclust's start: model-based hierarchical agglomeration (the VVV criterion on the
+    data's scaled SVD, ``hierarchical.build_tree``) cut into k groups, then the M-step of
+    that partition. The tree is built on at most ``HC_ROWS`` rows (drawn with ``rng``);
+    the others join the group with the nearest mean."""
+    from .hierarchical import build_tree
+
+    seed = int(rng.integers(2**31))
+    labels = build_tree(x, model="VVV", use="SVD", max_rows=HC_ROWS, seed=seed).partition(k)
+
+    def one_hot(span: slice) -> np.ndarray:
+        resp = np.zeros((k, span.stop - span.start))
+        resp[labels[span], np.arange(span.stop - span.start)] = 1.0
+        return resp
+
+    stats = stats_from_responsibilities(Rows(x, summary.shift), one_hot, strategy, chunk_size)
+    return mstep(stats, strategy, reg_covar).params
+
+
+# Rows the hierarchical tree is built on (its cost grows with their square).
+HC_ROWS = 2000
+
 INITIALISERS = {
     "kmeans++": from_kmeans,
     "random": from_random_responsibilities,
     "random-from-data": from_random_rows,
+    "hc": from_hierarchical,
 }
+# After the first restart, these initialisers hand over to another: a tree gives one start.
+LATER_RESTARTS = {"hc": "kmeans++"}
