@@ -25,6 +25,7 @@ from gmmcli.engine.em import (
     fit_source,
 )
 from gmmcli.engine.init import (
+    Start,
     from_random_rows,
     kmeans_plusplus,
     summarise,
@@ -156,19 +157,14 @@ def test_random_rows_start_draws_distinct_values(covariance_type):
     strategy = get_strategy(covariance_type)
     summary = summarise(x, 1024, strategy.is_diagonal)
     for seed in range(20):
-        start = from_random_rows(x, 4, strategy, summary, 1e-6, np.random.default_rng(seed), 1024)
+        request = Start(4, strategy, summary, 1e-6, np.random.default_rng(seed), 1024)
+        start = from_random_rows(x, request)
         means = start.means
         np.testing.assert_array_equal(means[np.lexsort(means.T[::-1])], POINTS)
     # fewer distinct values than components: every value once, then repeats
-    start = from_random_rows(
-        x[:, :1],
-        3,
-        get_strategy("diag"),
-        summarise(x[:, :1], 64, True),
-        1e-6,
-        np.random.default_rng(0),
-        64,
-    )
+    summary = summarise(x[:, :1], 64, True)
+    request = Start(3, get_strategy("diag"), summary, 1e-6, np.random.default_rng(0), 64)
+    start = from_random_rows(x[:, :1], request)
     assert sorted(set(start.means[:, 0].tolist())) == [0.0, 1.0]
 
 

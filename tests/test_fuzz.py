@@ -1291,8 +1291,8 @@ def test_float32_warm_start_far_in_scaled_units_is_refused(capsys):
     check_status(status, out, err, path)
     assert status == 2, out[:300]
     assert (
-        "a row lies 6.67e+19 from the column means: too far for float32 arithmetic (try --dtype float64"
-        in err
+        "a row lies 6.67e+19 from the column means: too far for float32 arithmetic "
+        "(try --dtype float64" in err
     ), err
 
 

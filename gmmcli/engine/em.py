@@ -19,7 +19,7 @@ import numpy as np
 
 from .constraints import ParameterError, check_all
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
-from .init import INITIALISERS, LATER_RESTARTS, DataSummary
+from .init import INITIALISERS, LATER_RESTARTS, DataSummary, Start
 from .params import MixtureParams, NumericalRangeError
 from .sources import ArraySource, Source
 from .stats import (
@@ -539,15 +539,10 @@ def fit_source(
             params = start
         else:
             init = options.init if restart == 0 else LATER_RESTARTS.get(options.init, options.init)
-            params = source.initialise(
-                init,
-                options.n_components,
-                strategy,
-                summary,
-                options.reg_covar,
-                rng,
-                chunk_size,
+            request = Start(
+                options.n_components, strategy, summary, options.reg_covar, rng, chunk_size
             )
+            params = INITIALISERS[init](source.init_rows(), request)
         result = run_restart(source, params, options, summary, restart, n, emit)
         results.append(result)
         if better(result, best):

@@ -190,74 +190,69 @@ def kmeans_labels(
     return labels
 
 
-def from_kmeans(
-    x: np.ndarray,
-    k: int,
-    strategy: CovarianceStrategy,
-    summary: DataSummary,
-    reg_covar: float,
-    rng: np.random.Generator,
-    chunk_size: int,
-) -> MixtureParams:
+@dataclass(frozen=True)
+class Start:
+    """What every initialiser is given besides the rows: k, the covariance model, the data
+    summary, the regularisation, the restart's random generator and the chunk size."""
+
+    k: int
+    strategy: CovarianceStrategy
+    summary: DataSummary
+    reg_covar: float | np.ndarray
+    rng: np.random.Generator
+    chunk_size: int
+
+
+def from_kmeans(x: np.ndarray, start: Start) -> MixtureParams:
     """k-means++ seeding, a few k-means steps, then the M-step of the hard assignment."""
-    centers = kmeans_plusplus(x, summary.shift, k, rng, chunk_size)
-    labels = kmeans_labels(x, summary.shift, centers, KMEANS_STEPS, chunk_size)
+    shift = start.summary.shift
+    centers = kmeans_plusplus(x, shift, start.k, start.rng, start.chunk_size)
+    return from_labels(x, kmeans_labels(x, shift, centers, KMEANS_STEPS, start.chunk_size), start)
+
+
+def from_labels(x: np.ndarray, labels: np.ndarray, start: Start) -> MixtureParams:
+    """The M-step of a hard partition of the rows (labels 0..k−1)."""
 
     def one_hot(span: slice) -> np.ndarray:
-        resp = np.zeros((k, span.stop - span.start))
+        resp = np.zeros((start.k, span.stop - span.start))
         resp[labels[span], np.arange(span.stop - span.start)] = 1.0
         return resp
 
-    rows = Rows(x, summary.shift)
-    stats = stats_from_responsibilities(rows, one_hot, strategy, chunk_size)
-    return mstep(stats, strategy, reg_covar).params
+    rows = Rows(x, start.summary.shift)
+    stats = stats_from_responsibilities(rows, one_hot, start.strategy, start.chunk_size)
+    return mstep(stats, start.strategy, start.reg_covar).params
 
 
-def from_random_responsibilities(
-    x: np.ndarray,
-    k: int,
-    strategy: CovarianceStrategy,
-    summary: DataSummary,
-    reg_covar: float,
-    rng: np.random.Generator,
-    chunk_size: int,
-) -> MixtureParams:
+def from_random_responsibilities(x: np.ndarray, start: Start) -> MixtureParams:
     """Uniform random responsibilities, normalised per row, then the M-step.
 
     They are drawn once (n × k), so that a second pass over them (``recentred``) sees the
     same values.
     """
-    drawn = rng.random((x.shape[0], k))
+    drawn = start.rng.random((x.shape[0], start.k))
     drawn /= drawn.sum(axis=1, keepdims=True)
 
     def uniform(span: slice) -> np.ndarray:
         return drawn[span].T
 
-    rows = Rows(x, summary.shift)
-    stats = stats_from_responsibilities(rows, uniform, strategy, chunk_size)
-    return mstep(stats, strategy, reg_covar).params
+    rows = Rows(x, start.summary.shift)
+    stats = stats_from_responsibilities(rows, uniform, start.strategy, start.chunk_size)
+    return mstep(stats, start.strategy, start.reg_covar).params
 
 
-def from_random_rows(
-    x: np.ndarray,
-    k: int,
-    strategy: CovarianceStrategy,
-    summary: DataSummary,
-    reg_covar: float,
-    rng: np.random.Generator,
-    chunk_size: int,
-) -> MixtureParams:
+def from_random_rows(x: np.ndarray, start: Start) -> MixtureParams:
     """k distinct random rows as means, the data's covariance for all, equal weights.
 
     Rows of equal values would make identical components that EM never separates: a row
     whose values were already drawn is replaced by further random rows of other values, as
     long as the data has any.
     """
-    rows = np.sort(rng.choice(x.shape[0], size=k, replace=False))
+    k, strategy, summary = start.k, start.strategy, start.summary
+    rows = np.sort(start.rng.choice(x.shape[0], size=k, replace=False))
     if count_distinct_rows(x[rows]) < k:
-        rows = np.sort(_distinct_values(x, rows, k, rng))
+        rows = np.sort(_distinct_values(x, rows, k, start.rng))
     data_cov = summary.variances if summary.covariance is None else summary.covariance
-    cov = strategy.regularise(strategy.from_data_covariance(data_cov, k), reg_covar)
+    cov = strategy.regularise(strategy.from_data_covariance(data_cov, k), start.reg_covar)
     return MixtureParams(strategy.name, np.full(k, 1.0 / k), x[rows].copy(), cov)
 
 
@@ -275,31 +270,16 @@ def _distinct_values(
     return np.array(chosen, dtype=np.int64)
 
 
-def from_hierarchical(
-    x: np.ndarray,
-    k: int,
-    strategy: CovarianceStrategy,
-    summary: DataSummary,
-    reg_covar: float,
-    rng: np.random.Generator,
-    chunk_size: int,
-) -> MixtureParams:
+def from_hierarchical(x: np.ndarray, start: Start) -> MixtureParams:
     """mclust's start: model-based hierarchical agglomeration (the VVV criterion on the
     data's scaled SVD, ``hierarchical.build_tree``) cut into k groups, then the M-step of
     that partition. The tree is built on at most ``HC_ROWS`` rows (drawn with ``rng``);
     the others join the group with the nearest mean."""
     from .hierarchical import build_tree
 
-    seed = int(rng.integers(2**31))
-    labels = build_tree(x, model="VVV", use="SVD", max_rows=HC_ROWS, seed=seed).partition(k)
-
-    def one_hot(span: slice) -> np.ndarray:
-        resp = np.zeros((k, span.stop - span.start))
-        resp[labels[span], np.arange(span.stop - span.start)] = 1.0
-        return resp
-
-    stats = stats_from_responsibilities(Rows(x, summary.shift), one_hot, strategy, chunk_size)
-    return mstep(stats, strategy, reg_covar).params
+    seed = int(start.rng.integers(2**31))
+    tree = build_tree(x, model="VVV", use="SVD", max_rows=HC_ROWS, seed=seed)
+    return from_labels(x, tree.partition(start.k), start)
 
 
 # Rows the hierarchical tree is built on (its cost grows with their square).

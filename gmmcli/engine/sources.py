@@ -21,9 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from .chunk import Rows
-from .covariance import CovarianceStrategy
-from .init import INITIALISERS, DataSummary, column_range, summarise
-from .params import MixtureParams
+from .init import DataSummary, column_range, summarise
 from .stats import Model, SuffStats, em_pass, total
 
 # Rows the initialisers see when the data is not in memory (k-means++ on a sample).
@@ -49,17 +47,9 @@ class Source(Protocol):
         the working precision (for the log-likelihood reported)."""
         ...
 
-    def initialise(
-        self,
-        init: str,
-        k: int,
-        strategy: CovarianceStrategy,
-        summary: DataSummary,
-        reg_covar: float,
-        rng: np.random.Generator,
-        chunk_size: int,
-    ) -> MixtureParams:
-        """Starting parameters by one of ``init.INITIALISERS``."""
+    def init_rows(self) -> np.ndarray:
+        """The rows the initialisers (``init.INITIALISERS``) see: all of them in memory, a
+        sample otherwise."""
         ...
 
 
@@ -90,17 +80,8 @@ class ArraySource:
         assert rows is not None, "bind() first"
         return em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
 
-    def initialise(
-        self,
-        init: str,
-        k: int,
-        strategy: CovarianceStrategy,
-        summary: DataSummary,
-        reg_covar: float,
-        rng: np.random.Generator,
-        chunk_size: int,
-    ) -> MixtureParams:
-        return INITIALISERS[init](self.x, k, strategy, summary, reg_covar, rng, chunk_size)
+    def init_rows(self) -> np.ndarray:
+        return self.x
 
 
 # -- summaries and samples of data seen in parts ---------------------------------------------
@@ -218,17 +199,8 @@ class SampledInit:
 
     sample: np.ndarray
 
-    def initialise(
-        self,
-        init: str,
-        k: int,
-        strategy: CovarianceStrategy,
-        summary: DataSummary,
-        reg_covar: float,
-        rng: np.random.Generator,
-        chunk_size: int,
-    ) -> MixtureParams:
-        return INITIALISERS[init](self.sample, k, strategy, summary, reg_covar, rng, chunk_size)
+    def init_rows(self) -> np.ndarray:
+        return self.sample
 
 
 class BlockSource(SampledInit):
