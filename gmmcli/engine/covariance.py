@@ -109,10 +109,16 @@ class CovarianceStrategy:
         raise NotImplementedError
 
     def raw_covariances(
-        self, n_k: np.ndarray, counts: np.ndarray, m: np.ndarray, s2: np.ndarray
+        self,
+        n_k: np.ndarray,
+        counts: np.ndarray,
+        m: np.ndarray,
+        s2: np.ndarray,
+        previous: np.ndarray | None = None,
     ) -> np.ndarray:
         """Covariances before regularisation from N_k (+10 eps), Σ_i r_ik, shifted means, and
         S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form.
+        ``previous`` (the current covariances) is where a model whose M-step iterates starts.
 
         Σ_k = Σ_i r_ik (z_i − m_k)(z_i − m_k)ᵀ / N_k = S2_k / N_k − m_k m_kᵀ (2 − Σ_i r_ik / N_k),
         which is scikit-learn's two-pass formula expanded about the shift.
@@ -264,7 +270,7 @@ class Full(CovarianceStrategy):
         precision = prec_chol @ np.swapaxes(prec_chol, 1, 2)
         return _quadratic_coefficients(precision, m, log_const)
 
-    def raw_covariances(self, n_k, counts, m, s2):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None):
         second = _unpack_symmetric(s2, m.shape[1])
         factor = 2.0 - counts / n_k
         cov = second / n_k[:, None, None] - factor[:, None, None] * m[:, :, None] * m[:, None, :]
@@ -330,7 +336,7 @@ class Tied(CovarianceStrategy):
         precision = np.broadcast_to(prec_chol @ prec_chol.T, (m.shape[0], *prec_chol.shape))
         return _quadratic_coefficients(precision, m, log_const)
 
-    def raw_covariances(self, n_k, counts, m, s2):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None):
         second = _unpack_symmetric(s2.sum(axis=0), m.shape[1])
         cov = (second - (n_k[:, None] * m).T @ m) / n_k.sum()
         return 0.5 * (cov + cov.T)
@@ -397,7 +403,7 @@ class Diag(CovarianceStrategy):
         const = log_const - 0.5 * (m * m * precision).sum(axis=1)
         return np.concatenate([precision * m, -0.5 * precision], axis=1), const
 
-    def raw_covariances(self, n_k, counts, m, s2):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None):
         factor = 2.0 - counts / n_k
         return np.maximum(s2 / n_k[:, None] - factor[:, None] * m * m, 0.0)
 
@@ -465,7 +471,7 @@ class Spherical(CovarianceStrategy):
         const = log_const - 0.5 * precision * (m * m).sum(axis=1)
         return np.column_stack([precision[:, None] * m, -0.5 * precision]), const
 
-    def raw_covariances(self, n_k, counts, m, s2):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None):
         factor = 2.0 - counts / n_k
         total = s2[:, 0] / n_k - factor * (m * m).sum(axis=1)
         return np.maximum(total / m.shape[1], 0.0)
@@ -513,7 +519,7 @@ class Family(Full):
 
         return n_covariance_parameters(self.name, k, d)
 
-    def raw_covariances(self, n_k, counts, m, s2):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None):
         from .families import m_step
 
         unconstrained = super().raw_covariances(n_k, counts, m, s2)
@@ -526,7 +532,10 @@ class Family(Full):
         jitter = 1e-12 * (pooled if pooled > 0 else 1.0) * np.eye(d)
         with np.errstate(all="ignore"):
             try:
-                cov = m_step(self.name, (unconstrained + jitter) * n_k[:, None, None], n_k)
+                usable = previous is not None and previous.shape == unconstrained.shape
+                start = previous if usable and np.isfinite(previous).all() else None
+                scatter = (unconstrained + jitter) * n_k[:, None, None]
+                cov = m_step(self.name, scatter, n_k, previous=start)
             except np.linalg.LinAlgError:
                 cov = np.full_like(unconstrained, np.nan)
         bad = ~np.isfinite(cov).all(axis=(1, 2))

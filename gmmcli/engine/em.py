@@ -427,7 +427,7 @@ def run_restart(
         current = stats.log_likelihood / n
         history.append(current)
         change = current - previous
-        step = mstep(stats, strategy, options.reg_covar)
+        step = mstep(stats, strategy, options.reg_covar, params.covariances)
         params = step.params
         n_iter = iteration
         collapses = find_collapses(

@@ -547,15 +547,21 @@ class MStep:
     raw_covariances: np.ndarray
 
 
-def mstep(stats: SuffStats, strategy: CovarianceStrategy, reg_covar: float | np.ndarray) -> MStep:
-    """π_k = N_k / n, μ_k = origin_k + S1_k / N_k, Σ_k from S2 (see the strategy), + reg_covar.
+def mstep(
+    stats: SuffStats,
+    strategy: CovarianceStrategy,
+    reg_covar: float | np.ndarray,
+    previous: np.ndarray | None = None,
+) -> MStep:
+    """π_k = N_k / n, μ_k = origin_k + S1_k / N_k, Σ_k from S2 (see the strategy), + reg_covar;
+    ``previous`` covariances start a model whose M-step iterates (so EM stays monotone).
 
     The origin is the shift, or a far component's previous mean (``Model``). N_k gets 10·eps
     added, as in scikit-learn, so an empty component gives finite numbers.
     """
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
-    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second)
+    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second, previous)
     cov = strategy.regularise(raw, reg_covar)
     weights = n_k / n_k.sum()
     return MStep(MixtureParams(strategy.name, weights, stats.origins + m, cov), raw)
