@@ -125,6 +125,14 @@ class CovarianceStrategy:
         """
         raise NotImplementedError
 
+    def spread(
+        self, n_k: np.ndarray, counts: np.ndarray, m: np.ndarray, s2: np.ndarray
+    ) -> np.ndarray:
+        """How far each component's rows spread, in this model's shape of covariances, for
+        checks that need no M-step (whether statistics were summed far from a mean): the
+        covariances themselves, unless the model's M-step is costly."""
+        return self.raw_covariances(n_k, counts, m, s2)
+
     def regularise(self, raw: np.ndarray, reg_covar: float | np.ndarray) -> np.ndarray:
         """Add reg_covar (a number, or one per column) to the diagonal."""
         raise NotImplementedError
@@ -541,6 +549,9 @@ class Family(Full):
         bad = ~np.isfinite(cov).all(axis=(1, 2))
         cov[bad] = unconstrained[bad]  # unconstrained where the model gave no number
         return cov
+
+    def spread(self, n_k, counts, m, s2):
+        return super().raw_covariances(n_k, counts, m, s2)  # the unconstrained scatter
 
     def rescaled(self, cov, s):
         return "full", cov * s[None, :, None] * s[None, None, :]  # D Σ_k D keeps no constraint

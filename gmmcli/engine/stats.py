@@ -502,7 +502,7 @@ def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | No
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
     k, d = m.shape
-    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second)
+    raw = strategy.spread(n_k, stats.counts, m, stats.second)
     variances = strategy.component_variances(raw, k, d)
     # a variance at or below 0 is rounding noise too (or a collapse, summed again once: it
     # is far, and summed about its mean, from the next iteration on)
