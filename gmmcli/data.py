@@ -1,8 +1,11 @@
-"""Tables in and out: read CSV from a path or stdin into a float array, and write CSV results.
+"""The input layer's core: parse and check one block of CSV text, and write CSV results.
 
-This module owns every message about malformed tables. Each is one line that starts with the
-file's display name (the path as given, or ``<stdin>``) and names the line and column if any.
-Line numbers assume no quoted field spans several lines.
+A block is a whole file (``read_table``, the memory engine) or a run of its lines
+(``dataset.CsvBlocks``, the stream and dask engines): both go through ``read_block``, so
+column choice, cell checks, line numbering and wording are the same whatever the engine.
+Every message is one line that starts with the file's display name (the path as given, or
+``<stdin>``) and names the line and column if any. Line numbers assume no quoted field
+spans several lines.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import io
 import itertools
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,18 +26,25 @@ import pandas as pd
 from gmmcli import files
 from gmmcli.errors import GmmError
 from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE
+from gmmcli.tableoptions import TableOptions
 
-MISSING_POLICIES = ("error", "drop")
 _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LISTED_NAMES = 10
+_LINE_END = re.compile(r"[\r\n]")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
+MAX_COLUMNS = 10_000  # fields on the first line (a wider one is refused before parsing)
+_EXCERPT_LIMIT, _EXCERPT = 60, 40  # a cell or name longer than the limit is shown cut
 _HAS_CONTENT = re.compile(r"\S")
+_HEXADECIMAL = re.compile(r"\s*[+-]?0[xX]")
+_HEXADECIMAL_ANYWHERE = re.compile(r"0[xX]")
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table read from a file: the selected features as floats, and the kept rows as read."""
+    """A table (or one block of it) read from a file: the selected features as floats, and
+    the kept rows as read."""
 
     values: np.ndarray  # float64, shape (n, d), C-contiguous, all finite
     names: list[str]  # the d selected feature names ("1", "2", ... without a header)
@@ -42,6 +52,38 @@ class Table:
     n_dropped: int  # rows dropped by missing="drop"
     frame: pd.DataFrame  # all columns of the kept rows as read, index 0..n-1
     skipped_columns: list[str]  # non-numeric columns ignored when no columns were selected
+    header: bool = True  # whether the file has a header line (how columns are named)
+    lines: np.ndarray | None = None  # the file's line number of each kept row
+    kept: np.ndarray | None = None  # per data row read (kept or dropped): whether it is kept
+    text: pd.DataFrame | None = None  # every column of every data row, as text (keep_text)
+
+
+@dataclass(frozen=True)
+class BlockPlace:
+    """Where a block of lines sits in its file, when it is not the whole file.
+
+    A block after the first is parsed after the file's first line (``first_line``, the header
+    or the first row), so that it is read exactly as the whole file would be; its own first
+    line is line ``line`` of the file, at byte ``byte``. ``whole``: the block is the file.
+    """
+
+    first_line: bytes = b""
+    line: int = 1
+    byte: int = 0
+    whole: bool = False
+
+    def file_line(self, text_line: int) -> int:
+        """The file's line number of line ``text_line`` of the parsed text."""
+        if not self.first_line or text_line == 1:
+            return text_line
+        return text_line + self.line - 2
+
+    def text_line(self, file_line: int) -> int:
+        """The line of the parsed text that is line ``file_line`` of the file."""
+        return file_line if not self.first_line else file_line - self.line + 2
+
+
+WHOLE_FILE = BlockPlace(whole=True)
 
 
 def read_table(
@@ -53,85 +95,288 @@ def read_table(
     missing: str = "error",
     required: list[str] | None = None,
     n_required: int | None = None,
+    keep_text: bool = False,
+    encoding: str = "utf-8",
     float32: bool = False,
 ) -> Table:
     """Read a CSV table from a path or ``-`` (stdin) and select its numeric feature columns.
 
-    ``columns`` selects names or 1-based positions; ``required`` selects exactly the model's
-    feature names; with neither, every numeric column is used and columns with no numeric cell
-    are skipped. ``n_required`` checks the number of selected columns. ``missing`` is "error"
-    or "drop" (drop rows with a missing or non-finite selected value). With ``float32`` (the
-    values will be worked on in float32), a value farther than ``FLOAT32_MAX_DEVIATION`` from
-    its column's mean is refused, since its square would overflow float32, and so is a column
-    whose standard deviation is not 0 but below ``FLOAT32_MIN_SPREAD``.
+    The options are those of ``TableOptions``. With ``float32`` (the values will be worked
+    on in float32), ``check_float32`` refuses values too far from their column's mean and
+    columns that vary too little. The whole file is one block (``read_block``).
     """
     name = files.display_name(source)
-    _check_options(name, delimiter, missing)
-    body, text = _decode(files.read_bytes(source), name)
-    if not _HAS_CONTENT.search(text):
+    options = TableOptions(
+        delimiter, header, columns, missing, required, n_required, keep_text, encoding
+    )
+    options.check(name)
+    raw = files.read_bytes(source)
+    if raw.startswith(GZIP_MAGIC):
+        raw = _gunzip(raw, name)
+    if raw.startswith(b"PAR1"):
+        table = _read_parquet(raw, name, options)
+    else:
+        refuse_binary(raw[:8], name)
+        table = read_block(transcode(raw, name, options.encoding), name, options)
+    if float32:
+        check_float32(lambda: [table])
+    return table
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+_BINARY = {
+    b"BZh": "bzip2-compressed (bzcat FILE | gmm ... -)",
+    b"\xfd7zXZ\x00": "xz-compressed (xzcat FILE | gmm ... -)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed (zstdcat FILE | gmm ... -)",
+    b"PK\x03\x04": "a zip archive (an .xlsx workbook is one): save it as CSV",
+}
+
+
+def refuse_binary(start: bytes, name: str) -> None:
+    """A compressed file gmm does not open itself, named with what to do."""
+    for magic, what in _BINARY.items():
+        if start.startswith(magic):
+            raise GmmError(f"{name}: {what}")
+
+
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """A gzip-compressed input, read transparently (the memory engine)."""
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise GmmError(f"{name}: gzip-compressed, but cannot be decompressed: {error}") from None
+
+
+def is_utf8(encoding: str) -> bool:
+    """Whether ``encoding`` names UTF-8 (an unknown name is a one-line error)."""
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        raise GmmError(
+            f"--encoding {encoding!r}: unknown encoding (e.g. latin-1, cp1252, utf-16)"
+        ) from None
+
+
+def transcode(raw: bytes, name: str, encoding: str) -> bytes:
+    """The input as UTF-8 bytes: as it is, or decoded from ``encoding`` (--encoding)."""
+    if is_utf8(encoding):
+        return raw
+    try:
+        return raw.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise GmmError(
+            f"{name}: not valid {encoding} text (byte 0x{raw[error.start]:02x} on line {line}, "
+            f"offset {error.start})"
+        ) from None
+
+
+def _read_parquet(raw: bytes, name: str, options: TableOptions) -> Table:
+    """A Parquet file read whole (the memory engine): its numeric columns chosen as the
+    Dask engine chooses them (``dataset.parquet_layout``), cells checked as a CSV's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if options.delimiter != "," or not options.header:
+        raise GmmError(f"{name}: -d and --no-header apply to CSV, not Parquet")
+    try:
+        arrow = pq.read_table(io.BytesIO(raw))
+    except Exception as error:  # pyarrow raises several types for a bad file
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise GmmError(f"{name}: cannot read as Parquet ({reason})") from None
+    names = [n for n in arrow.column_names if not n.startswith("__")]
+    kinds = {n: arrow.schema.field(n).type for n in names}
+    numeric = [n for n in names if pa.types.is_integer(kinds[n]) or pa.types.is_floating(kinds[n])]
+    frame = arrow.select(names).to_pandas()
+    reader = Cells(name, frame, numbered=False)
+    selected = choose_columns(reader, options)
+    skipped: list[str] = []
+    if selected is None:
+        selected, skipped = numeric, [n for n in names if n not in numeric]
+        if not selected:
+            raise GmmError(f"{name}: no numeric columns (columns: {_list_names(names)})")
+        if options.n_required is not None:
+            reader.check_count(options.n_required, selected, skipped, explicit=False)
+    for column in selected:
+        if column not in numeric:
+            raise GmmError(f"{name}: column {_q(column)} is not numeric ({kinds[column]})")
+    values = frame[selected].to_numpy(dtype=np.float64, na_value=np.nan)
+    text = frame if options.keep_text else None
+    return check_values(values, selected, skipped, reader, options, whole=True, text=text)
+
+
+def read_block(
+    raw: bytes,
+    name: str,
+    options: TableOptions,
+    place: BlockPlace = WHOLE_FILE,
+) -> Table:
+    """One block of CSV text (a whole file, or the lines at ``place``, after the file's first
+    line ``place.first_line`` unless it is the first block) parsed, its columns
+    chosen and its cells checked: missing or non-finite values (an error, or rows dropped)
+    and values beyond ±``MAX_MAGNITUDE``.
+
+    The whole file must have data rows; a block may have none (an empty ``Table``).
+    """
+    whole = place.whole
+    body, text = decode(raw, name, place)
+    if whole and not _HAS_CONTENT.search(text):
         raise GmmError(f"{name}: the file is empty")
-    options = (delimiter, header, columns, missing, required, n_required, float32)
-    fast = _parse_fast(body, text, delimiter, header)
+    if not whole and not _HAS_CONTENT.search(text, len(place.first_line.decode("utf-8"))):
+        return _empty_block(name, options)
+    if not place.first_line:  # the file's first line is here: judged before any parsing
+        _check_first_line(text, name, options, whole)
+    fast = _parse_fast(body, text, options.delimiter, options.header)
     if fast is not None:
         try:
-            return _select(name, text, fast, *options)
+            frame = _without_first_line(fast, place, options)
+            return _select(name, body, text, frame, options, place)
         except GmmError:
             pass  # the exact reader below finds the same problem and names its line
-    frame = _parse(body, text, name, delimiter, header)
-    frame = _drop_blank_lines(frame, text, header)
+    frame = _parse(body, text, name, options.delimiter, options.header, place)
+    frame = _without_first_line(_drop_blank_lines(frame, text, options.header), place, options)
     if frame.empty:
-        raise GmmError(f"{name}: no data rows" + (" (only a header)" if header else ""))
-    return _select(name, text, frame, *options)
+        if not whole:
+            return _empty_block(name, options)
+        raise GmmError(f"{name}: no data rows" + (" (only a header)" if options.header else ""))
+    return _select(name, body, text, frame, options, place)
+
+
+def _check_first_line(text: str, name: str, options: TableOptions, whole: bool) -> None:
+    """Refuse in a few milliseconds what parsing would take minutes and gigabytes to refuse:
+    a first line of more than ``MAX_COLUMNS`` fields (a 10 MB line of numbers), and a file
+    that is only a header line."""
+    end = _LINE_END.search(text)
+    stop = len(text) if end is None else end.start()
+    n_fields = text.count(options.delimiter, 0, stop) + 1  # quoted delimiters count too
+    if n_fields > MAX_COLUMNS:
+        raise GmmError(
+            f"{name}: line 1 has more than {MAX_COLUMNS:,} fields; gmm reads at most "
+            f"{MAX_COLUMNS:,} columns (wrong delimiter, or not a table?)"
+        )
+    if whole and options.header and not _HAS_CONTENT.search(text, stop):
+        raise GmmError(f"{name}: no data rows (only a header)")
+
+
+def _without_first_line(
+    frame: pd.DataFrame, place: BlockPlace, options: TableOptions
+) -> pd.DataFrame:
+    """A block's rows without the file's first line, parsed again before it (no header)."""
+    if not place.first_line or options.header:
+        return frame
+    return frame.drop(index=0, errors="ignore")
+
+
+def _empty_block(name: str, options: TableOptions) -> Table:
+    names = list(options.required or [])
+    return Table(
+        values=np.empty((0, len(names))),
+        names=names,
+        source=name,
+        n_dropped=0,
+        frame=pd.DataFrame(),
+        skipped_columns=[],
+        header=options.header,
+        lines=np.empty(0, dtype=np.int64),
+        kept=np.zeros(0, dtype=bool),
+    )
 
 
 def _select(
     name: str,
+    body: bytes,
     text: str,
     frame: pd.DataFrame,
-    delimiter: str,
-    header: bool,
-    columns: list[str] | None,
-    missing: str,
-    required: list[str] | None,
-    n_required: int | None,
-    float32: bool = False,
+    options: TableOptions,
+    place: BlockPlace,
 ) -> Table:
-    """The selected numeric columns of a parsed table, checked and with missing rows handled."""
-    reader = _Cells(name, text, frame, header, delimiter)
-
-    if required is not None:
-        selected = _resolve_required(reader, required)
-    elif columns is not None:
-        selected = _resolve_columns(reader, columns)
-    else:
-        selected = None
-    if n_required is not None and selected is not None:
-        reader.check_count(n_required, selected, [], explicit=columns is not None)
+    """The selected numeric columns of a parsed block, checked and with missing rows handled
+    (with ``options.keep_text``, every column of every row as text too)."""
+    cells = None
+    if options.keep_text or _HEXADECIMAL_ANYWHERE.search(text):
+        cells = _text_cells(body, name, options, list(frame.columns)).loc[frame.index]
+        frame = _hexadecimal_as_text(frame, cells)
+    reader = Cells(name, frame, options.header, options.delimiter, text, place)
+    explicit = options.columns is not None
+    selected = choose_columns(reader, options)
     values, selected, skipped = reader.numeric(selected)
-    if n_required is not None:
-        reader.check_count(n_required, selected, skipped, explicit=columns is not None)
+    if options.n_required is not None:
+        reader.check_count(options.n_required, selected, skipped, explicit=explicit)
+    if not options.keep_text:
+        cells = None
+    return check_values(values, selected, skipped, reader, options, whole=place.whole, text=cells)
 
+
+def _hexadecimal_as_text(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its hexadecimal cells (``0x10``, which pandas' parser reads as 16) put
+    back as the text they are, so that they are not numbers, as in every reader."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype.kind not in "iuf":
+            continue
+        hexadecimal = cells[column].str.match(_HEXADECIMAL).to_numpy(dtype=bool)
+        if hexadecimal.any():
+            frame[column] = frame[column].astype(object)
+            frame.loc[hexadecimal, column] = cells[column][hexadecimal]
+    return frame
+
+
+def _text_cells(body: bytes, name: str, options: TableOptions, names: list[str]) -> pd.DataFrame:
+    """Every cell of a block as the text it is in the file (``007``, ``1.50`` and ``1e2`` stay
+    as they are; quotes removed, as the csv module reads them), rows indexed as ``_parse``'s."""
+    try:
+        with warnings.catch_warnings():  # the typed read judged the fields already
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.BytesIO(body),
+                encoding="utf-8",
+                sep=options.delimiter,
+                header=0 if options.header else None,
+                index_col=False,
+                dtype=str,
+                na_filter=False,
+                skip_blank_lines=False,
+                skipinitialspace=True,
+                low_memory=False,
+                engine="c",
+            )
+    except (pd.errors.ParserError, ValueError) as error:  # read once already: unlikely
+        raise GmmError(f"{name}: cannot read the table as text: {error}") from None
+    frame.columns = names
+    return frame
+
+
+def check_values(
+    values: np.ndarray,
+    selected: list[str],
+    skipped: list[str],
+    reader: Cells,
+    options: TableOptions,
+    *,
+    whole: bool = False,
+    text: pd.DataFrame | None = None,
+) -> Table:
+    """The feature values (n, d) of ``reader``'s rows checked: a missing or non-finite value
+    is an error (or its row dropped, with missing="drop"), and so is a value beyond
+    ±``MAX_MAGNITUDE``. ``whole``: the rows are the whole table, which must keep one.
+    ``text``: the rows' cells as text, kept whole (dropped rows too) in the ``Table``."""
+    name, frame = reader.name, reader.frame
     problems = ~np.isfinite(values)
-    if missing == "error" and problems.any():
+    if options.missing == "error" and problems.any():
         raise GmmError(reader.missing_message(values, problems, selected))
     keep = ~problems.any(axis=1)
     n_dropped = int(len(keep) - keep.sum())
-    if not keep.any():
-        raise GmmError(f"{name}: no rows left after dropping {n_dropped} with missing values")
+    if not keep.any() and whole:
+        raise GmmError(no_rows_left(name, n_dropped))
     if n_dropped:
         values, frame = values[keep], frame[keep]
         reader.frame = frame  # rows below count the kept rows; their index is still the line
     huge = np.abs(values) > MAX_MAGNITUDE
     if huge.any():
         raise GmmError(reader.too_large_message(values, huge, selected))
-    if float32:
-        deviation = np.abs(values - values.mean(axis=0))
-        if (deviation >= FLOAT32_MAX_DEVIATION).any():
-            raise GmmError(reader.float32_message(values, deviation, selected))
-        spread = np.sqrt(np.mean(deviation**2, axis=0))
-        narrow = np.flatnonzero((spread > 0) & (spread < FLOAT32_MIN_SPREAD))
-        if narrow.size:
-            raise GmmError(reader.float32_narrow_message(spread, int(narrow[0]), selected))
     return Table(
         values=np.ascontiguousarray(values, dtype=np.float64),
         names=selected,
@@ -139,7 +384,113 @@ def _select(
         n_dropped=n_dropped,
         frame=frame.reset_index(drop=True),
         skipped_columns=skipped,
+        header=options.header,
+        lines=reader.lines(),
+        kept=keep,
+        text=None if text is None else text.reset_index(drop=True),
     )
+
+
+def no_rows_left(name: str, n_dropped: int) -> str:
+    """The message for a table whose every row was dropped for missing values."""
+    return f"{name}: no rows left after dropping {n_dropped} with missing values"
+
+
+def choose_columns(reader: Cells, options: TableOptions) -> list[str] | None:
+    """The selected column names (checked), or None for every numeric column."""
+    if options.required is not None:
+        selected = _resolve_required(reader, options.required)
+    elif options.columns is not None:
+        selected = _resolve_columns(reader, options.columns)
+    else:
+        return None
+    if options.n_required is not None:
+        reader.check_count(options.n_required, selected, [], explicit=options.columns is not None)
+    return selected
+
+
+def check_float32(blocks: Callable[[], Iterable[Table]]) -> None:
+    """Refuse data that --dtype float32 cannot hold, over every block (two passes).
+
+    A value whose distance from its column's mean is ``FLOAT32_MAX_DEVIATION`` or more is
+    refused, since its square would overflow float32, and so is a column whose standard
+    deviation (about the mean) is not 0 but below ``FLOAT32_MIN_SPREAD``. The message names
+    the farthest value (the first in reading order) by file, line and column.
+    """
+    n, total = 0, None
+    for block in blocks():
+        n += block.values.shape[0]
+        part = block.values.sum(axis=0)
+        total = part if total is None else total + part
+    if total is None or n == 0:
+        return
+    mean = total / n
+    farthest: tuple[float, Table, int, int] | None = None
+    squares = np.zeros_like(mean)
+    for block in blocks():
+        if not block.values.shape[0]:
+            continue
+        deviation = np.abs(block.values - mean)
+        squares += (deviation**2).sum(axis=0)
+        top = float(deviation.max())
+        if farthest is None or top > farthest[0]:
+            row, col = np.unravel_index(int(np.argmax(deviation == top)), deviation.shape)
+            farthest = (top, block, int(row), int(col))
+    assert farthest is not None
+    top, block, row, col = farthest
+    if top >= FLOAT32_MAX_DEVIATION:
+        column = block.names[col]
+        line = None if block.lines is None else int(block.lines[row])
+        raise GmmError(
+            f"{where(block, line, column)}: {block.values[row, col]:.6g} lies "
+            f"{top:.3g} from the column's mean ({mean[col]:.6g}), "
+            f"too far to square in --dtype float32 (gmm needs |x - mean| < "
+            f"{FLOAT32_MAX_DEVIATION:.0e}); use --dtype float64 or --standardize"
+        )
+    spread = np.sqrt(squares / n)
+    narrow = np.flatnonzero((spread > 0) & (spread < FLOAT32_MIN_SPREAD))
+    if narrow.size:
+        col = int(narrow[0])
+        raise GmmError(
+            f"{where(block, None, block.names[col])}: varies by only {spread[col]:.3g} "
+            "(standard deviation), too little for --dtype float32, where the inverse of such "
+            f"variances overflows (gmm needs at least {FLOAT32_MIN_SPREAD:.0e}); use --dtype "
+            "float64 or --standardize"
+        )
+
+
+def numeric_header(source: str, names: list[str], header: bool) -> str | None:
+    """A warning when every name of the header line is a number (``1.5,2,-3``): the file
+    probably has no header, and its first row was taken for one."""
+    if not header or not names:
+        return None
+    for name in names:
+        try:
+            float(name)
+        except ValueError:
+            return None
+    return (
+        f"{source}: the header line looks like data ({_list_names(names[:3])}"
+        + (", …" if len(names) > 3 else "")
+        + "): if the file has no header, use --no-header"
+    )
+
+
+def where(table: Table, line: int | None, column: str) -> str:
+    """Where a cell of ``table`` is (``describe_cell``)."""
+    return describe_cell(table.source, table.header, list(table.frame.columns), line, column)
+
+
+def describe_cell(
+    name: str, header: bool, all_columns: list[str], line: int | None, column: str
+) -> str:
+    """``FILE: line L, column 'c' (j)``, or ``FILE: line L, column j`` without a header;
+    without a line, only the column."""
+    at = "" if line is None else f"line {line}, "
+    if not header:
+        return f"{name}: {at}column {column}"
+    position = all_columns.index(column) + 1
+    return f"{name}: {at}column {_q(column)} ({position})"
 
 
 def write_csv(frame: pd.DataFrame, dest: str) -> None:
@@ -149,10 +500,49 @@ def write_csv(frame: pd.DataFrame, dest: str) -> None:
     frame goes through pyarrow's writer (measured at 1M rows × 9 columns: 0.9 s against
     pandas' 9 s); one with text columns through pandas, which quotes text only where needed.
     """
-    files.write_output(dest, _csv_bytes(frame))
+    files.write_output(dest, csv_bytes(frame))
 
 
-def _csv_bytes(frame: pd.DataFrame) -> bytes:
+def prediction_columns(resp: np.ndarray, no_proba: bool = False) -> dict[str, np.ndarray]:
+    """predict's result for scored rows, from their responsibilities (n, k): ``label`` (the
+    most probable component) and, unless ``no_proba``, ``prob_0 … prob_{k-1}``."""
+    columns = {"label": resp.argmax(axis=1)}
+    if not no_proba:
+        for c in range(resp.shape[1]):
+            columns[f"prob_{c}"] = resp[:, c]
+    return columns
+
+
+def scored_rows(
+    columns: dict[str, np.ndarray], kept: np.ndarray | None, inputs: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The output table of predict and loglik --per-sample (every engine, every block): one
+    row per data row read, in order. ``columns`` hold the results of the kept rows; a row
+    that was dropped (``kept`` False: a missing value) could not be scored and gets empty
+    cells. ``inputs`` (every column of every row, as text) go in front for --keep-input; a
+    result name that is also an input column's becomes ``gmm_NAME``."""
+    if kept is None or kept.all():
+        result = pd.DataFrame(columns)
+    else:
+        result = pd.DataFrame(index=pd.RangeIndex(len(kept)))
+        for name, values in columns.items():
+            if values.dtype.kind in "iub":
+                full = np.zeros(len(kept), dtype=np.int64)
+                full[kept] = values
+                result[name] = pd.arrays.IntegerArray(full, ~kept)  # empty where not kept
+            else:
+                full = np.full(len(kept), np.nan)
+                full[kept] = values
+                result[name] = full
+    if inputs is not None:
+        clash = [name for name in result.columns if name in inputs.columns]
+        result = result.rename(columns={name: f"gmm_{name}" for name in clash})
+        result = pd.concat([inputs.reset_index(drop=True), result], axis=1)
+    return result
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as CSV bytes, header included, as ``write_csv`` writes it."""
     numeric = all(kind in "biuf" for kind in frame.dtypes.map(lambda t: t.kind))
     if not numeric:
         return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
@@ -180,32 +570,28 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return out.getvalue()
 
 
-def _check_options(name: str, delimiter: str, missing: str) -> None:
-    if len(delimiter) != 1 or delimiter in '"\r\n':
-        raise GmmError(
-            f"{name}: the delimiter must be one character (not a quote or newline),"
-            f" got {delimiter!r}"
-        )
-    if missing not in MISSING_POLICIES:
-        raise GmmError(f"{name}: missing-value policy must be 'error' or 'drop', got {missing!r}")
-
-
-def _decode(raw: bytes, name: str) -> tuple[bytes, str]:
-    """The bytes without a byte-order mark, and their text (which must be UTF-8)."""
+def decode(raw: bytes, name: str, place: BlockPlace = WHOLE_FILE) -> tuple[bytes, str]:
+    """The bytes without a byte-order mark, and their text (which must be UTF-8); ``raw`` is
+    the block at ``place``, after the file's first line unless it is the first block."""
     start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    body = raw[start:]
+    body = raw[start:] if start else raw
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in raw[:4096]:
+        raise GmmError(f"{name}: UTF-16 text (or binary), not UTF-8: use --encoding utf-16")
     try:
         return body, body.decode("utf-8")
     except UnicodeDecodeError as error:
-        offset = start + error.start
-        line = raw.count(b"\n", 0, offset) + 1
+        at = start + error.start
+        line = place.file_line(raw.count(b"\n", 0, at) + 1)
+        offset = at - len(place.first_line) + place.byte
         raise GmmError(
-            f"{name}: not valid UTF-8 text (byte 0x{raw[offset]:02x} on line {line},"
-            f" offset {offset})"
+            f"{name}: not valid UTF-8 text (byte 0x{raw[at]:02x} on line {line}, offset {offset}):"
+            " use --encoding latin-1 (or cp1252) if that is what it is"
         ) from None
 
 
-def _parse(body: bytes, text: str, name: str, delimiter: str, header: bool) -> pd.DataFrame:
+def _parse(
+    body: bytes, text: str, name: str, delimiter: str, header: bool, place: BlockPlace
+) -> pd.DataFrame:
     """Parse with pandas; blank lines stay as all-missing rows so index i is line i+1+header.
 
     pandas reads the bytes (faster than from a str); ``text`` serves the csv module.
@@ -228,9 +614,9 @@ def _parse(body: bytes, text: str, name: str, delimiter: str, header: bool) -> p
     except pd.errors.EmptyDataError:
         raise GmmError(f"{name}: the file is empty") from None
     except pd.errors.ParserWarning:
-        raise GmmError(f"{name}: {_long_row(text, delimiter)}") from None
+        raise GmmError(f"{name}: {_long_row(text, delimiter, place)}") from None
     except (pd.errors.ParserError, ValueError) as error:
-        raise GmmError(f"{name}: {_parser_reason(error)}") from None
+        raise GmmError(f"{name}: {_parser_reason(error, place)}") from None
     if header:
         frame.columns = _header_names(text, name, delimiter, frame.shape[1])
     else:
@@ -256,8 +642,9 @@ def _drop_blank_lines(frame: pd.DataFrame, text: str, header: bool) -> pd.DataFr
 def _parse_fast(body: bytes, text: str, delimiter: str, header: bool) -> pd.DataFrame | None:
     """The table through pyarrow's multi-threaded reader (about 3× faster than pandas' C
     reader on 1M rows), or None unless the result is plainly clean: every column numeric,
-    no missing cell, header names as the csv module reads them. Anything else — and any
-    problem the selection finds — goes to the exact reader, which names lines and columns.
+    no missing cell, no blank line (row i is line i + 1 + header), header names as the csv
+    module reads them. Anything else — and any problem the selection finds — goes to the
+    exact reader, which names lines and columns.
     """
     try:
         import pyarrow as pa
@@ -268,7 +655,9 @@ def _parse_fast(body: bytes, text: str, delimiter: str, header: bool) -> pd.Data
         table = pa_csv.read_csv(
             io.BytesIO(body),
             read_options=pa_csv.ReadOptions(autogenerate_column_names=not header),
-            parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+            # an empty line is a row of missing cells (so the reader declines): row i is line
+            # i + 1 + header
+            parse_options=pa_csv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False),
         )
     except (pa.ArrowException, ValueError, OverflowError):
         return None
@@ -289,27 +678,29 @@ def _parse_fast(body: bytes, text: str, delimiter: str, header: bool) -> pd.Data
     return frame
 
 
-def _parser_reason(error: Exception) -> str:
+def _parser_reason(error: Exception, place: BlockPlace) -> str:
     message = " ".join(str(error).split())
     match = _TOKENIZE_ERROR.search(message)
     if match:
         expected, line, seen = match.groups()
-        return f"line {line} has {seen} fields, expected {expected}"
+        return f"line {place.file_line(int(line))} has {seen} fields, expected {expected}"
     match = _UNCLOSED_QUOTE.search(message)
     if match:
-        return f"line {int(match.group(1)) + 1}: a quoted field is not closed"
+        line = place.file_line(int(match.group(1)) + 1)
+        return f"line {line}: a quoted field is not closed"
     message = message.replace("Error tokenizing data. C error: ", "")
     return f"cannot parse the table: {message}"
 
 
-def _long_row(text: str, delimiter: str) -> str:
+def _long_row(text: str, delimiter: str, place: BlockPlace) -> str:
     """Describe the first row with more fields than the header (found with the csv module)."""
     rows = _csv_rows(text, delimiter)
     try:
         expected = len(next(rows, []))
         for row in rows:
             if len(row) > expected:
-                return f"line {rows.line_num} has {len(row)} fields, expected {expected}"
+                line = place.file_line(rows.line_num)
+                return f"line {line} has {len(row)} fields, expected {expected}"
     except csv.Error:
         pass
     return "a row has more fields than the header"
@@ -326,9 +717,10 @@ def _lines(text: str) -> Iterator[str]:
 
 
 def _header_names(text: str, name: str, delimiter: str, n_columns: int) -> list[str]:
-    """The header's names read with the csv module, since pandas renames duplicates."""
+    """The header's names read with the csv module, since pandas renames duplicates; spaces
+    around a name are not part of it (`` x val `` is ``x val``, as ``-c 'x val'`` names it)."""
     try:
-        names = next(_csv_rows(text, delimiter), [])
+        names = [n.strip() for n in next(_csv_rows(text, delimiter), [])]
     except csv.Error as error:
         raise GmmError(f"{name}: line 1 (the header) cannot be read: {error}") from None
     if not names:
@@ -348,7 +740,7 @@ def _header_names(text: str, name: str, delimiter: str, n_columns: int) -> list[
     return names
 
 
-def _resolve_columns(reader: _Cells, tokens: list[str]) -> list[str]:
+def _resolve_columns(reader: Cells, tokens: list[str]) -> list[str]:
     """Names or 1-based positions (a number that is not itself a column name) to names."""
     names = list(reader.frame.columns)
     selected: list[str] = []
@@ -368,7 +760,7 @@ def _resolve_columns(reader: _Cells, tokens: list[str]) -> list[str]:
     return selected
 
 
-def _resolve_required(reader: _Cells, required: list[str]) -> list[str]:
+def _resolve_required(reader: Cells, required: list[str]) -> list[str]:
     names = set(reader.frame.columns)
     for column in required:
         if column not in names:
@@ -397,20 +789,47 @@ def _to_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if column.dtype.kind == "b":  # True/False are not measurements
         return np.full(len(column), np.nan), present
     numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    parsed = present & ~np.isnan(numbers)
+    if parsed.any():  # pandas reads 0x10 as 16; a number is decimal, as the fast reader has it
+        hexadecimal = column.astype(str).str.match(_HEXADECIMAL).to_numpy(dtype=bool)
+        numbers = np.where(hexadecimal & parsed, np.nan, numbers)
     return numbers, present & np.isnan(numbers)
 
 
-class _Cells:
-    """The parsed table with what is needed to point at a cell: its line and column."""
+class Cells:
+    """A parsed block with what is needed to point at a cell: its line and column.
+
+    ``frame`` may be an empty frame of the file's columns (e.g. a Parquet schema's) when only
+    the columns are chosen; ``text`` and ``place`` give the lines of a parsed block.
+    """
 
     def __init__(
-        self, name: str, text: str, frame: pd.DataFrame, header: bool, delimiter: str
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        header: bool = True,
+        delimiter: str = ",",
+        text: str = "",
+        place: BlockPlace = WHOLE_FILE,
+        *,
+        numbered: bool = True,
+        all_columns: list[str] | None = None,
     ) -> None:
         self.name = name
         self.text = text
         self.frame = frame
         self.header = header
         self.delimiter = delimiter
+        self.place = place
+        self.numbered = numbered  # False: the rows' lines are not known (a Dask partition)
+        self.all_columns = all_columns  # the file's columns, when ``frame`` holds only some
+
+    def lines(self) -> np.ndarray:
+        """The file's line number of each row of ``frame``."""
+        text_lines = self.frame.index.to_numpy(dtype=np.int64) + 1 + int(self.header)
+        if not self.place.first_line:
+            return text_lines
+        return np.where(text_lines == 1, 1, text_lines + self.place.line - 2)
 
     def numeric(self, selected: list[str] | None) -> tuple[np.ndarray, list[str], list[str]]:
         """Values (n, d) of the selected columns, or of every numeric column when None.
@@ -470,24 +889,6 @@ class _Cells:
             f"to square in float64 (gmm needs |x| < {MAX_MAGNITUDE:.0e}); rescale the column"
         )
 
-    def float32_narrow_message(self, spread: np.ndarray, col: int, names: list[str]) -> str:
-        return (
-            f"{self._where_column(names[col])}: varies by only {spread[col]:.3g} (standard "
-            "deviation), too little for --dtype float32, where the inverse of such variances "
-            f"overflows (gmm needs at least {FLOAT32_MIN_SPREAD:.0e}); use --dtype float64 or "
-            "--standardize"
-        )
-
-    def float32_message(self, values: np.ndarray, deviation: np.ndarray, names: list[str]) -> str:
-        """About the value farthest from its column's mean."""
-        row, col = self._first(deviation == deviation.max())
-        return (
-            f"{self._where(self._line(row), names[col])}: {values[row, col]:.6g} lies "
-            f"{deviation[row, col]:.3g} from the column's mean ({values[:, col].mean():.6g}), "
-            f"too far to square in --dtype float32 (gmm needs |x - mean| < "
-            f"{FLOAT32_MAX_DEVIATION:.0e}); use --dtype float64 or --standardize"
-        )
-
     def check_count(
         self, needed: int, selected: list[str], skipped: list[str], explicit: bool
     ) -> None:
@@ -534,6 +935,8 @@ class _Cells:
             return message + hint
         if line == 1 and not self.header:
             message += " (is line 1 a header? drop --no-header)"
+        elif isinstance(cell, str) and _DECIMAL_COMMA.fullmatch(cell.strip()):
+            message += " (a decimal comma? gmm reads numbers with a decimal point: 1.5)"
         return message
 
     def _first(self, mask: np.ndarray) -> tuple[int, int]:
@@ -542,23 +945,17 @@ class _Cells:
         return int(row), int(col)
 
     def _line(self, row: int) -> int:
-        return int(self.frame.index[row]) + 1 + int(self.header)
-
-    def _where_column(self, column: str) -> str:
-        if not self.header:
-            return f"{self.name}: column {column}"
-        position = self.frame.columns.get_loc(column) + 1
-        return f"{self.name}: column {_q(column)} ({position})"
+        return self.place.file_line(int(self.frame.index[row]) + 1 + int(self.header))
 
     def _where(self, line: int, column: str) -> str:
-        if not self.header:
-            return f"{self.name}: line {line}, column {column}"
-        position = self.frame.columns.get_loc(column) + 1
-        return f"{self.name}: line {line}, column {_q(column)} ({position})"
+        at = line if self.numbered else None
+        columns = self.all_columns or list(self.frame.columns)
+        return describe_cell(self.name, self.header, columns, at, column)
 
     def _fields_on_line(self, line: int) -> int | None:
         """How many fields the raw text has on a line (only used to explain an error)."""
-        raw_line = next(itertools.islice(_lines(self.text), line - 1, None), None)
+        text_line = self.place.text_line(line)
+        raw_line = next(itertools.islice(_lines(self.text), text_line - 1, None), None)
         if raw_line is None:
             return None
         try:
@@ -568,12 +965,19 @@ class _Cells:
 
 
 def _q(value: object) -> str:
-    """A value quoted for a one-line message, with control characters escaped."""
-    return repr(str(value))
+    """A value quoted for a one-line message, with control characters escaped; a long one
+    (a 10 MB cell) cut to an excerpt: ``'abc…'… (10,000,000 characters)``."""
+    text = str(value)
+    if len(text) <= _EXCERPT_LIMIT:
+        return repr(text)
+    return f"{text[:_EXCERPT]!r}… ({len(text):,} characters)"
 
 
 def _plain(name: str) -> str:
-    """A name unquoted for a list, escaped if it holds control characters."""
+    """A name unquoted for a list, escaped if it holds control characters, cut to an
+    excerpt if long."""
+    if len(name) > _EXCERPT_LIMIT:
+        return f"{_plain(name[:_EXCERPT])}… ({len(name):,} characters)"
     return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 

@@ -20,12 +20,15 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gmmcli import dataset, files
+from gmmcli.data import Table, TableOptions, check_float32, prediction_columns, scored_rows
 from gmmcli.errors import GmmError
+from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD
 
 ENGINES = ("memory", "dask", "stream")
 CONNECT_TIMEOUT = 10  # seconds to reach an existing scheduler
@@ -103,9 +106,14 @@ def _reason(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def cluster_errors(
-    inputs: dataset.Inputs, layout: dataset.Layout, delimiter: str, header: bool
+    inputs: dataset.Inputs,
+    layout: dataset.Layout,
+    delimiter: str,
+    header: bool,
+    missing: str = "error",
 ) -> Iterator[None]:
-    """Dask's failures as one line: a cell pandas could not parse (located in the files), or
+    """Dask's failures as one line: bad input (for CSV, found again in the files by the
+    stream engine's reader, so that the message names the line as the other engines do), or
     the cluster losing the work."""
     from distributed.scheduler import KilledWorker
 
@@ -113,14 +121,23 @@ def cluster_errors(
 
     try:
         yield
+    except dataset.PartitionError as error:
+        found = None
+        if inputs.kind == "csv":
+            found = dataset.find_error(inputs, layout, delimiter, header, missing)
+        raise GmmError(found or error.message) from None
     except GmmError:
         raise
     except (KilledWorker, ClusterError) as error:
         raise GmmError(f"the Dask cluster lost the work: {_reason(error)}", 1) from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError) as error:  # e.g. pandas failing to parse a partition
+        found = None
+        if inputs.kind == "csv":
+            found = dataset.find_error(inputs, layout, delimiter, header, missing)
+        if found is not None:
+            raise GmmError(found) from None
         if inputs.kind == "csv" and _parse_failure(error):
-            found = dataset.locate_bad_cell(inputs, layout, delimiter, header)
-            raise GmmError(found or f"{inputs.display}: {_reason(error)}") from None
+            raise GmmError(f"{inputs.display}: {_reason(error)}") from None
         raise
     except OSError as error:  # connections closed for good
         raise GmmError(f"the Dask cluster failed: {_reason(error)}", 1) from None
@@ -135,30 +152,6 @@ def _parse_failure(error: BaseException) -> bool:
     )
 
 
-def _layout(
-    inputs: dataset.Inputs,
-    delimiter: str,
-    header: bool,
-    columns: list[str] | None,
-    missing: str,
-    required: list[str] | None,
-    n_required: int | None,
-) -> dataset.Layout:
-    if inputs.kind == "parquet":
-        return dataset.parquet_layout(
-            inputs, columns=columns, required=required, n_required=n_required
-        )
-    return dataset.csv_layout(
-        inputs,
-        delimiter=delimiter,
-        header=header,
-        columns=columns,
-        missing=missing,
-        required=required,
-        n_required=n_required,
-    )
-
-
 def open_input(
     engine: str,
     data: str,
@@ -169,17 +162,19 @@ def open_input(
     missing: str,
     required: list[str] | None = None,
     n_required: int | None = None,
+    keep_text: bool = False,
+    encoding: str = "utf-8",
 ) -> tuple[dataset.Inputs, dataset.Layout]:
     """The files and feature columns of DATA (checked before any cluster starts)."""
     if engine == "stream":
         few_malloc_arenas()  # before any thread allocates (pyarrow reads the head with some)
-    inputs = dataset.resolve(data)
+    inputs = dataset.resolve(data, engine, encoding)
     if engine == "stream" and inputs.kind != "csv":
         raise GmmError(f"{data}: --engine stream reads CSV; use --engine dask for Parquet")
     if inputs.kind == "parquet" and (delimiter != "," or not header):
         raise GmmError(f"{data}: -d and --no-header apply to CSV, not Parquet")
-    layout = _layout(inputs, delimiter, header, columns, missing, required, n_required)
-    return inputs, layout
+    options = TableOptions(delimiter, header, columns, missing, required, n_required)
+    return inputs, dataset.layout(inputs, options)
 
 
 # -- loading on the cluster ------------------------------------------------------------------
@@ -198,11 +193,18 @@ def load_partitions(
 
     from .engine.distributed import wait_result
 
-    frame = dataset.dask_frame(inputs, layout, delimiter=delimiter, header=header)
-    parts = [
-        dask.delayed(dataset.frame_values)(part, layout.names, missing, inputs.display)
-        for part in frame.to_delayed()
-    ]
+    if inputs.kind == "csv":
+        options = TableOptions(delimiter, header, None, missing, layout.names)
+        parts = [
+            dask.delayed(dataset.range_values)(part, options)
+            for part in dataset.byte_ranges(inputs)
+        ]
+    else:
+        frame = dataset.dask_frame(inputs, layout, delimiter=delimiter, header=header)
+        parts = [
+            dask.delayed(dataset.frame_values)(part, layout, missing, inputs.display, header)
+            for part in frame.to_delayed()
+        ]
     futures = client.compute(parts)
     sizes = [client.submit(_sizes, f, pure=False) for f in futures]
     counts = [wait_result(client, s) for s in sizes]
@@ -251,6 +253,8 @@ def fit(
 
         csv = dataset.CsvBlocks(inputs, layout, delimiter=delimiter, header=header, missing=missing)
         # parsed once, spilled to a temporary file (TMPDIR), read back on later passes
+        if model.dtype == "float32":
+            check_float32(csv.tables)  # two passes, before the fit's
         blocks = dataset.SpilledBlocks(csv, len(layout.names)) if spill else csv
         source = BlockSource(
             blocks, len(layout.names), threads or default_threads(), seed=model.seed
@@ -269,10 +273,13 @@ def fit(
         return csv.n_dropped
     from .engine.distributed import DaskSource
 
-    with dask_client(scheduler) as client, cluster_errors(inputs, layout, delimiter, header):
+    errors = cluster_errors(inputs, layout, delimiter, header, missing)
+    with dask_client(scheduler) as client, errors:
         parts, n_rows, n_dropped = load_partitions(
             client, inputs, layout, delimiter=delimiter, header=header, missing=missing
         )
+        if model.dtype == "float32":
+            _check_float32_parts(client, parts, inputs, layout, delimiter, header, missing)
         if n_rows < model.n_components:
             raise GmmError(
                 f"{inputs.display}: {n_rows} rows are fewer than the "
@@ -289,55 +296,125 @@ def fit(
     return n_dropped
 
 
+def _check_float32_parts(
+    client: Any,
+    parts: list[Any],
+    inputs: dataset.Inputs,
+    layout: dataset.Layout,
+    delimiter: str,
+    header: bool,
+    missing: str,
+) -> None:
+    """``data.check_float32`` over the partitions: the column sums and the deviations from
+    the mean computed on the workers; only if the data fails, the check is made again on
+    the client to word the message as the other engines do (over the CSV files, which name
+    the line; over the partitions for Parquet, which has no lines)."""
+    from .engine.distributed import wait_result
+
+    sums = [wait_result(client, client.submit(_part_sum, p, pure=False)) for p in parts]
+    n = sum(count for count, _ in sums)
+    if n == 0:
+        return
+    mean = np.sum([total for _, total in sums], axis=0) / n
+    spreads = [wait_result(client, client.submit(_part_spread, p, mean, pure=False)) for p in parts]
+    farthest = max(top for top, _ in spreads)
+    spread = np.sqrt(np.sum([squares for _, squares in spreads], axis=0) / n)
+    narrow = (spread > 0) & (spread < FLOAT32_MIN_SPREAD)
+    if farthest < FLOAT32_MAX_DEVIATION and not narrow.any():
+        return
+    if inputs.kind == "csv":
+        blocks = dataset.CsvBlocks(
+            inputs, layout, delimiter=delimiter, header=header, missing=missing
+        )
+        check_float32(blocks.tables)
+    import pandas as pd
+
+    frame = pd.DataFrame(columns=layout.all_names)
+
+    def tables() -> Iterator[Table]:
+        for part in parts:
+            x = wait_result(client, part).x
+            yield Table(x, layout.names, inputs.display, 0, frame, [], header)
+
+    check_float32(tables)
+
+
+def _part_sum(loaded: dataset.Loaded) -> tuple[int, np.ndarray]:
+    return int(loaded.x.shape[0]), loaded.x.sum(axis=0)
+
+
+def _part_spread(loaded: dataset.Loaded, mean: np.ndarray) -> tuple[float, np.ndarray]:
+    """The largest |x - mean| of a partition, and the column sums of (x - mean)²."""
+    if not loaded.x.shape[0]:
+        return 0.0, np.zeros_like(mean)
+    deviation = np.abs(loaded.x - mean)
+    return float(deviation.max()), (deviation**2).sum(axis=0)
+
+
 # -- predict and loglik ----------------------------------------------------------------------
 def _result_frame(
     loaded: dataset.Loaded, inputs: Any, params: Any, what: str, no_proba: bool
 ) -> Any:
-    """The output rows of one block: label (+ probabilities), or log_density; ``inputs``
-    (the block's kept rows, all columns) beside them for --keep-input."""
-    import pandas as pd
-
+    """The output rows of one block (``data.scored_rows``, as the memory engine's): label
+    (+ probabilities), or log_density, empty for rows dropped; ``inputs`` (every row of the
+    block, all columns) in front for --keep-input."""
     resp, log_density = _scores(loaded, params)
     if what == "loglik":
-        return pd.DataFrame({"log_density": log_density})
-    result = pd.DataFrame({"label": resp.argmax(axis=1)})
-    if not no_proba:
-        for c in range(resp.shape[1]):
-            result[f"prob_{c}"] = resp[:, c]
-    if inputs is not None:
-        clash = [name for name in result.columns if name in inputs.columns]
-        result = result.rename(columns={name: f"gmm_{name}" for name in clash})
-        result = pd.concat([inputs, result], axis=1)
-    return result
+        return scored_rows({"log_density": log_density}, loaded.kept, inputs)
+    return scored_rows(prediction_columns(resp, no_proba), loaded.kept, inputs)
 
 
-def _score_part(
-    frame: Any,
-    names: list[str],
-    missing: str,
-    display: str,
-    params: Any,
-    what: str,
-    no_proba: bool,
-    keep_input: bool,
-    index: int,
-    folder: str | None,
-    with_header: bool,
-) -> Any:
+@dataclass(frozen=True)
+class _Scoring:
+    """What every partition's scoring task needs (sent to the workers)."""
+
+    layout: dataset.Layout
+    missing: str
+    display: str
+    header: bool
+    params: Any
+    what: str  # "predict", "loglik" or "total"
+    no_proba: bool
+    keep_input: bool
+    folder: str | None  # a folder of part files, or None for CSV bytes in row order
+    delimiter: str = ","
+
+
+def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
     """One partition scored on a worker: written as a part file (returns its rows), or
-    returned as CSV bytes, or for loglik totals (sum of log densities, rows)."""
-    loaded = dataset.frame_values(frame, names, missing, display)
-    if what == "total":
-        _, log_density = _scores(loaded, params)
+    returned as CSV bytes (with the header for the first), or for loglik totals (sum of
+    log densities, rows)."""
+    loaded = dataset.frame_values(frame, job.layout, job.missing, job.display, job.header)
+    if job.what == "total":
+        _, log_density = _scores(loaded, job.params)
         return float(log_density.sum()), int(log_density.shape[0])
-    inputs = None
-    if keep_input:
-        kept = np.isfinite(frame[names].to_numpy(dtype=np.float64)).all(axis=1)
-        inputs = frame[kept].reset_index(drop=True)
-    result = _result_frame(loaded, inputs, params, what, no_proba)
-    if folder is not None:
-        return dataset.write_part(result, folder, index)
-    return dataset.csv_piece(result, with_header)
+    inputs = frame.reset_index(drop=True) if job.keep_input else None
+    return _finish_part(
+        _result_frame(loaded, inputs, job.params, job.what, job.no_proba), job, index
+    )
+
+
+def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
+    """``_score_part`` for a byte range of a CSV file, read by the input layer's reader."""
+    options = TableOptions(
+        job.delimiter, job.header, None, job.missing, job.layout.names, keep_text=job.keep_input
+    )
+    try:
+        table = dataset.read_range(part, options)
+    except GmmError as error:
+        raise dataset.PartitionError(error.message) from None
+    loaded = dataset.Loaded(table.values, table.n_dropped, table.kept)
+    if job.what == "total":
+        _, log_density = _scores(loaded, job.params)
+        return float(log_density.sum()), int(log_density.shape[0])
+    result = _result_frame(loaded, table.text, job.params, job.what, job.no_proba)
+    return _finish_part(result, job, index)
+
+
+def _finish_part(result: Any, job: _Scoring, index: int) -> Any:
+    if job.folder is not None:
+        return dataset.write_part(result, job.folder, index)
+    return dataset.csv_piece(result, index == 0)
 
 
 def _scores(loaded: dataset.Loaded, params: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -371,36 +448,27 @@ def score(
         if engine != "dask":
             raise GmmError(f"{output}: a folder of part files needs --engine dask")
         folder = dataset.prepare_folder(output)
+    job = _Scoring(
+        layout, missing, inputs.display, header, params, what, no_proba, keep_input, folder,
+        delimiter,
+    )  # fmt: skip
     if engine == "stream":
-        if keep_input:
-            raise GmmError("--keep-input is not available with --engine stream")
-        return _score_stream(
-            params, inputs, layout, what, output, delimiter, header, missing, no_proba
-        )
+        return _score_stream(job, inputs, output, delimiter)
     import dask
 
     from .engine.distributed import wait_result
 
-    with dask_client(scheduler) as client, cluster_errors(inputs, layout, delimiter, header):
-        frame = dataset.dask_frame(
-            inputs, layout, delimiter=delimiter, header=header, all_columns=keep_input
-        )
-        tasks = [
-            dask.delayed(_score_part)(
-                part,
-                layout.names,
-                missing,
-                inputs.display,
-                params,
-                what,
-                no_proba,
-                keep_input,
-                i,
-                folder,
-                i == 0,
+    errors = cluster_errors(inputs, layout, delimiter, header, missing)
+    with dask_client(scheduler) as client, errors:
+        if inputs.kind == "csv":
+            ranges = dataset.byte_ranges(inputs)
+            tasks = [dask.delayed(_score_range)(part, job, i) for i, part in enumerate(ranges)]
+        else:
+            frame = dataset.dask_frame(
+                inputs, layout, delimiter=delimiter, header=header, all_columns=keep_input
             )
-            for i, part in enumerate(frame.to_delayed())
-        ]
+            parts = frame.to_delayed()
+            tasks = [dask.delayed(_score_part)(part, job, i) for i, part in enumerate(parts)]
         futures = client.compute(tasks)
         if what == "total":
             totals = [wait_result(client, f) for f in futures]
@@ -421,18 +489,37 @@ def score(
     return None
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout is not None and sys.stdout.isatty()
+    except (ValueError, OSError):
+        return False
+
+
+def _check_before_writing(job: _Scoring, inputs: dataset.Inputs, delimiter: str) -> None:
+    """A pass that reads and checks every block, made before the first row goes to stdout,
+    a pipe or a device (which cannot be taken back, unlike a file renamed into place): bad
+    input then ends the command with nothing written. It costs one more parse of the file."""
+    blocks = dataset.CsvBlocks(
+        inputs, job.layout, delimiter=delimiter, header=job.header, missing=job.missing
+    )
+    for _ in blocks.tables():
+        pass
+
+
 def _score_stream(
-    params: Any,
-    inputs: dataset.Inputs,
-    layout: dataset.Layout,
-    what: str,
-    output: str,
-    delimiter: str,
-    header: bool,
-    missing: str,
-    no_proba: bool,
+    job: _Scoring, inputs: dataset.Inputs, output: str, delimiter: str
 ) -> tuple[float, int] | None:
-    blocks = dataset.CsvBlocks(inputs, layout, delimiter=delimiter, header=header, missing=missing)
+    """``score`` over the blocks of CSV input, in row order."""
+    params, what = job.params, job.what
+    blocks = dataset.CsvBlocks(
+        inputs,
+        job.layout,
+        delimiter=delimiter,
+        header=job.header,
+        missing=job.missing,
+        keep_text=job.keep_input,
+    )
     if what == "total":
         total, n = 0.0, 0
         for loaded in blocks.loaded():
@@ -445,9 +532,13 @@ def _score_stream(
     writer = files.Output(output)
     ok = False
     try:
+        if not writer.is_atomic and not (output == files.STDIO and _stdout_is_terminal()):
+            _check_before_writing(job, inputs, delimiter)
         first = True
-        for loaded in blocks.loaded():
-            result = _result_frame(loaded, None, params, what, no_proba)
+        for table in blocks.tables(every=True):
+            loaded = dataset.Loaded(table.values, table.n_dropped, table.kept)
+            result = _result_frame(loaded, table.text, params, what, job.no_proba)
+            del table
             writer.write(dataset.csv_piece(result, first))
             first = False
         ok = True

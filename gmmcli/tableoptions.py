@@ -32,6 +32,7 @@ class TableOptions:
     required: list[str] | None = None
     n_required: int | None = None
     keep_text: bool = False  # also keep every cell as the text it is (predict --keep-input)
+    encoding: str = "utf-8"  # of the text (other than UTF-8: read once and converted)
 
     def check(self, name: str) -> None:
         """Refuse a delimiter or missing-value policy that cannot be used."""
@@ -47,7 +48,13 @@ class TableOptions:
 
     @classmethod
     def from_words(
-        cls, columns: str | None, delimiter: str, tabs: bool, no_header: bool, missing: str
+        cls,
+        columns: str | None,
+        delimiter: str,
+        tabs: bool,
+        no_header: bool,
+        missing: str,
+        encoding: str = "utf-8",
     ) -> TableOptions:
         """The options as a user types them: ``columns`` comma-separated, ``delimiter`` may be
         '\\t' (as typed in a shell) or the word tab, and ``tabs`` says the same."""
@@ -55,7 +62,7 @@ class TableOptions:
         if names is not None and not all(names):
             raise GmmError(f"--columns {columns!r}: empty column name")
         tab = tabs or delimiter in ("\\t", "tab", "TAB")
-        return cls("\t" if tab else delimiter, not no_header, names, missing)
+        return cls("\t" if tab else delimiter, not no_header, names, missing, encoding=encoding)
 
     def matching(self, names: list[str], n_features: int) -> TableOptions:
         """These options for DATA scored by a model with these feature names: columns
@@ -64,6 +71,6 @@ class TableOptions:
         by_name = self.header and self.columns is None
         return dataclasses.replace(
             self,
-            required=names if by_name else None,
+            required=[n.strip() for n in names] if by_name else None,  # as headers are read
             n_required=None if by_name else n_features,
         )

@@ -498,7 +498,10 @@ def test_float32_refuses_columns_that_vary_too_little(tmp_path: Path) -> None:
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = write(tmp_path, b"x,y\n1,2\n3,\xff\n")
-    assert error(path) == f"{path}: not valid UTF-8 text (byte 0xff on line 3, offset 10)"
+    assert error(path) == (
+        f"{path}: not valid UTF-8 text (byte 0xff on line 3, offset 10): use --encoding latin-1"
+        " (or cp1252) if that is what it is"
+    )
 
 
 def test_not_utf8_after_bom(tmp_path: Path) -> None:
@@ -710,9 +713,9 @@ def test_fast_and_exact_readers_agree(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_fast_reader_declines_what_it_cannot_explain(tmp_path: Path) -> None:
     path = write(tmp_path, "a,b\n1,2\n3,\n")
-    assert data._parse_fast(*data._decode(Path(path).read_bytes(), path), ",", True) is None
+    assert data._parse_fast(*data.decode(Path(path).read_bytes(), path), ",", True) is None
     spaced = write(tmp_path, "a, b\n1,2\n")
-    assert data._parse_fast(*data._decode(Path(spaced).read_bytes(), spaced), ",", True) is None
+    assert data._parse_fast(*data.decode(Path(spaced).read_bytes(), spaced), ",", True) is None
     assert read_table(spaced).names == ["a", "b"]
 
 

@@ -952,7 +952,7 @@ def models(draw):
     weights = raw / raw.sum()
     means = array(floats, (k, d))
     stored = covariance_shape(cov_type, k, d)
-    if len(stored) == 1 or stored == (k, d) and cov_type == "diag":
+    if len(stored) == 1 or (stored == (k, d) and cov_type == "diag"):
         covariances = array(positive, stored)
     else:  # matrices: any symmetric positive definite ones (a model file does not check the
         a = array(small, (k, d, d))  # constraints of mclust's models, only the matrices)

@@ -4,8 +4,8 @@ memory from the same start, whatever the block size; predict/loglik in row order
 from __future__ import annotations
 
 import json
+import os
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,7 +182,6 @@ def test_stream_refuses_stdin_parquet_and_folders(tmp_path, capsys):
         (["fit", "-", "-k", "1"], "<stdin>: --engine dask and stream read files"),
         (["fit", tmp_path / "a.parquet", "-k", "1"], "--engine stream reads CSV"),
         (["predict", model, path, "-o", f"{tmp_path}/out/"], "a folder of part files needs"),
-        (["predict", model, path, "--keep-input"], "--keep-input is not available"),
     ]
     for argv, fragment in cases:
         status, out, err = gmm(*argv, "--engine", "stream", capsys=capsys)
@@ -194,12 +193,14 @@ def test_stream_refuses_stdin_parquet_and_folders(tmp_path, capsys):
 @pytest.mark.parametrize("rows_per_read", [500, 65536])
 def test_spilled_passes_give_the_same_rows_and_fit(csv, rows_per_read):
     """Later passes read the spill file back: the same rows, in order, exactly; the fit from
-    the same start matches the in-memory one; the spill file is gone after close()."""
+    the same start matches the in-memory one; the spill file has no name in $TMPDIR, and is
+    closed by close()."""
     path, x = csv
     spilled = dataset.SpilledBlocks(blocks_of(path, 3), 3, rows=rows_per_read)
     first = np.concatenate([b.copy() for b in spilled()])
-    assert spilled.path is not None and spilled.n_rows == len(x)
-    assert Path(spilled.path).stat().st_size == x.nbytes
+    assert spilled.spill is not None and spilled.n_rows == len(x)
+    assert os.fstat(spilled.spill.fileno()).st_size == x.nbytes
+    assert os.fstat(spilled.spill.fileno()).st_nlink == 0  # unlinked: SIGKILL leaves nothing
     again = [b.copy() for b in spilled()]  # read back, not parsed
     assert len(again) == -(-len(x) // rows_per_read)
     assert np.array_equal(first, x) and np.array_equal(np.concatenate(again), x)
@@ -207,9 +208,9 @@ def test_spilled_passes_give_the_same_rows_and_fit(csv, rows_per_read):
     options = EMOptions(3, tol=0.0, max_iter=8)
     ours = fit_source(BlockSource(spilled, 3, threads=1), options, start)
     assert_same_fit(ours, fit(x, options, start))
-    folder = Path(spilled.path).parent
+    spill = spilled.spill
     spilled.close()
-    assert not folder.exists()
+    assert spill.closed and spilled.spill is None
 
 
 def test_a_full_disk_falls_back_to_parsing_every_pass(csv, monkeypatch):
@@ -223,10 +224,10 @@ def test_a_full_disk_falls_back_to_parsing_every_pass(csv, monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(dataset, "open", lambda *a, **kw: FullDisk(), raising=False)
+    monkeypatch.setattr(dataset, "spill_file", FullDisk)
     first = np.concatenate([b.copy() for b in spilled()])
     monkeypatch.undo()
-    assert spilled.spill_failed and spilled.path is None
+    assert spilled.spill_failed and spilled.spill is None
     assert np.array_equal(first, x)
     assert np.array_equal(np.concatenate([b.copy() for b in spilled()]), x)  # parsed again
 

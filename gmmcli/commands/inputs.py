@@ -27,10 +27,19 @@ class MemoryInput:
 
     def note(self, report: Reporter) -> None:
         note_table(report, self.source, self.table.skipped_columns, self.table.n_dropped)
+        if self.header_warning:
+            report.warning(self.header_warning)
+
+    @property
+    def header_warning(self) -> str | None:
+        from ..data import numeric_header
+
+        columns = [str(c) for c in self.table.frame.columns]
+        return numeric_header(self.source, columns, self.table.header)
 
     @property
     def has_notes(self) -> bool:
-        return bool(self.table.skipped_columns or self.table.n_dropped)
+        return bool(self.table.skipped_columns or self.table.n_dropped or self.header_warning)
 
     def check_rows(self, components: int, asked: str = "") -> None:
         n = self.table.values.shape[0]
@@ -64,10 +73,19 @@ class ScaledInput:
 
     def note(self, report: Reporter) -> None:
         note_table(report, self.source, self.layout.skipped, 0)
+        if self.header_warning:
+            report.warning(self.header_warning)
+
+    @property
+    def header_warning(self) -> str | None:
+        from ..data import numeric_header
+
+        header = self.options.header and self.inputs.kind == "csv"
+        return numeric_header(self.source, self.layout.all_names, header)
 
     @property
     def has_notes(self) -> bool:
-        return bool(self.layout.skipped)
+        return bool(self.layout.skipped or self.header_warning)
 
     def check_rows(self, components: int, asked: str = "") -> None:
         """Not known before the first pass: the engine checks it then."""
