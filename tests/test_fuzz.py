@@ -1446,7 +1446,8 @@ NOTES = [
 @pytest.mark.parametrize(
     ("command", "text", "note"),
     # predict reads the model's columns by name, so it ignores no column and says nothing
-    [(c, *note) for c in ("fit", "select") for note in NOTES] + [("predict", *NOTES[0])],
+    [(c, *note) for c in ("fit", "select") for note in NOTES]
+    + [("predict", NOTES[0][0], "2 row(s) with missing or non-finite values were not scored")],
 )
 def test_notes_about_the_table_never_come_with_an_error(capsys, model_dir, text, note, command):
     model = str(model_dir / "model.json")

@@ -25,8 +25,9 @@ class MemoryInput:
         self.names: list[str] = table.names
         self.source: str = table.source
 
-    def note(self, report: Reporter) -> None:
-        note_table(report, self.source, self.table.skipped_columns, self.table.n_dropped)
+    def note(self, report: Reporter, scoring: bool = False) -> None:
+        table = self.table
+        note_table(report, self.source, table.skipped_columns, table.n_dropped, scoring)
         if self.header_warning:
             report.warning(self.header_warning)
 
@@ -71,7 +72,7 @@ class ScaledInput:
         self.names: list[str] = layout.names
         self.source: str = inputs.display
 
-    def note(self, report: Reporter) -> None:
+    def note(self, report: Reporter, scoring: bool = False) -> None:
         note_table(report, self.source, self.layout.skipped, 0)
         if self.header_warning:
             report.warning(self.header_warning)

@@ -117,7 +117,7 @@ def _open(
         check_output_path(output)
     params, _, _, opened = model_input(model_path, data, table, engine, engine_options.scheduler)
     if opened.has_notes:
-        opened.note(session.reporter(opened.names))
+        opened.note(session.reporter(opened.names), scoring=True)
     return params, opened
 
 

@@ -44,14 +44,22 @@ class Session:
         self.held.clear()
 
 
-def note_table(report: Reporter, source: str, skipped: list[str], dropped: int) -> None:
-    """The notes about a table that was read: non-numeric columns left out, rows dropped."""
+def note_table(
+    report: Reporter, source: str, skipped: list[str], dropped: int, scoring: bool = False
+) -> None:
+    """The notes about a table that was read: non-numeric columns left out, rows dropped
+    (when ``scoring``, they stay in the output, unscored)."""
     if skipped:
         report.info(
             f"{source}: ignoring non-numeric column(s) {', '.join(skipped)} "
             "(choose columns with --columns)"
         )
-    if dropped:
+    if dropped and scoring:
+        report.warning(
+            f"{source}: {dropped} row(s) with missing or non-finite values were not scored "
+            "(empty in the output)"
+        )
+    elif dropped:
         report.warning(f"{source}: dropped {dropped} row(s) with missing or non-finite values")
 
 
