@@ -151,8 +151,11 @@ def check_fit_output(out: str, k: int, expected_rows: int | None) -> dict:
     return doc
 
 
-def check_predict_output(out: str, k: int, expected_rows: int | None) -> pd.DataFrame:
-    """One row per kept input row: label and k finite probabilities in [0, 1] summing to 1."""
+def check_predict_output(
+    out: str, k: int, expected_rows: int | None, unscored: bool = False
+) -> pd.DataFrame:
+    """One row per input row: label and k finite probabilities in [0, 1] summing to 1; with
+    ``unscored`` (--missing drop) a row with a missing value has all of them empty."""
     frame = pd.read_csv(io.StringIO(out))
     result = frame.iloc[:, -(k + 1) :]
     if frame.shape[1] == k + 1:  # no input columns echoed: nothing may read as NaN or inf
@@ -161,7 +164,12 @@ def check_predict_output(out: str, k: int, expected_rows: int | None) -> pd.Data
     names = [name.removeprefix("gmm_") for name in result.columns]
     assert names == ["label"] + [f"prob_{c}" for c in range(k)], frame.columns
     probs = result.iloc[:, 1:].to_numpy(dtype=np.float64)
-    labels = result.iloc[:, 0].to_numpy()
+    labels = result.iloc[:, 0].to_numpy(dtype=np.float64)
+    scored = ~np.isnan(labels)
+    if not unscored:
+        assert scored.all(), out[:1000]
+    assert np.isnan(probs[~scored]).all(), out[:1000]  # an unscored row is empty throughout
+    probs, labels = probs[scored], labels[scored]
     assert np.isfinite(probs).all(), out[:1000]
     assert ((probs >= 0) & (probs <= 1)).all(), out[:1000]
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=0, atol=1e-9)
@@ -171,16 +179,21 @@ def check_predict_output(out: str, k: int, expected_rows: int | None) -> pd.Data
     return frame
 
 
-def check_loglik_output(out: str, mode: str, expected_rows: int | None) -> np.ndarray | dict:
-    """Text, --json or --per-sample output: every number finite."""
+def check_loglik_output(
+    out: str, mode: str, expected_rows: int | None, unscored: bool = False
+) -> np.ndarray | dict:
+    """Text, --json or --per-sample output: every number finite (with ``unscored``, a row
+    with a missing value has an empty log density)."""
     assert not NON_FINITE_TOKEN.search(out), out[:1000]
     if mode == "per-sample":
         frame = pd.read_csv(io.StringIO(out))
         assert list(frame.columns) == ["log_density"]
         values = frame["log_density"].to_numpy(dtype=np.float64)
-        assert np.isfinite(values).all(), out[:1000]
         if expected_rows is not None:
-            assert len(values) == expected_rows
+            assert len(values) == expected_rows  # one per input row, scored or not
+        if unscored:
+            values = values[~np.isnan(values)]
+        assert np.isfinite(values).all(), out[:1000]
         return values
     if mode == "json":
         result = strict_json(out)
@@ -572,12 +585,14 @@ def test_predict_and_loglik_on_malformed_tables(capsys, model_dir, data, table):
         status, out, err = gmm(capsys, [command, model, arg, *options, *extra], stdin)
     check_status(status, out, err, name)
     check_cell_error(status, err)
-    if status == 0:
-        expected = data_rows(table, header) if "drop" not in options else None
+    if status == 0:  # one output row per input row, rows with a missing value empty
+        drop = "drop" in options
+        expected = data_rows(table, header)
         if command == "predict":
-            check_predict_output(out, 2, expected)
+            check_predict_output(out, 2, expected, unscored=drop)
         else:
-            check_loglik_output(out, mode, expected)
+            rows = expected if mode == "per-sample" or not drop else None  # n_rows: scored
+            check_loglik_output(out, mode, rows, drop)
 
 
 # -- extreme but valid numbers -------------------------------------------------------------

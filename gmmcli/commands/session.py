@@ -96,10 +96,13 @@ def numerical_range(
 ) -> Iterator[None]:
     """The engine's NumericalRangeError (values beyond what the working precision holds) as a
     user error about the data (and the column, where the engine names one)."""
+    import numpy as np
+
     from ..engine.params import NumericalRangeError
 
     try:
-        yield
+        with np.errstate(all="ignore"):  # numbers out of range end as the error below, or as
+            yield  # the fitted model's range check: never as a Python warning on stderr
     except NumericalRangeError as error:
         hints = (["--dtype float64"] if dtype == "float32" else []) + (
             [] if standardize else ["--standardize"]
