@@ -28,21 +28,6 @@ from gmmcli.engine.params import MixtureParams  # noqa: E402
 TYPES = ["full", "tied", "diag", "spherical"]
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=50,
-    )
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
 def scattered(client, x: np.ndarray, n_parts: int) -> DaskSource:
     parts = client.scatter(np.array_split(x, n_parts))
     return DaskSource(client, parts, x.shape[1])

@@ -30,21 +30,6 @@ pytest.importorskip("dask.dataframe")
 ENGINES = ["memory", "stream", "dask"]
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=50,
-    )
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
 def gmm(*args: object, capsys) -> tuple[int, str, str]:
     capsys.readouterr()
     status = run([str(a) for a in args])
