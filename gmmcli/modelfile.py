@@ -389,9 +389,6 @@ def save_model(
     files.write_output(path, dumps_model(params, feature_names, fit).encode("utf-8"))
 
 
-check_output_path = files.check_output_path
-
-
 def _jsonable(value: object, path: str) -> object:
     """A deep copy of ``value`` with numpy scalars and arrays turned into plain JSON values."""
     if isinstance(value, np.ndarray):

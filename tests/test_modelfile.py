@@ -22,10 +22,10 @@ from gmmcli import files, modelfile
 from gmmcli.engine.covariance import covariance_names
 from gmmcli.engine.params import MixtureParams, covariance_shape
 from gmmcli.errors import GmmError
+from gmmcli.files import check_output_path
 from gmmcli.modelfile import (
     FORMAT_NAME,
     FORMAT_VERSION,
-    check_output_path,
     dumps_model,
     load_model,
     model_from_dict,
