@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,6 +60,20 @@ def few_malloc_arenas(arenas: int = 2) -> None:
 
 # -- the cluster -----------------------------------------------------------------------------
 @contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start the local cluster's processes with SIGINT ignored (a new Python process keeps an
+    ignored SIGINT ignored): Ctrl-C in a terminal reaches the whole process group, and only
+    gmm itself should answer it — with one line — and then close the cluster."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+
+@contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int | None = None) -> Iterator[Any]:
     """A Dask client: of a new LocalCluster (loopback only, closed on exit), or connected to
     ``scheduler`` (given up after CONNECT_TIMEOUT seconds)."""
@@ -69,14 +85,15 @@ def dask_client(scheduler: str | None, workers: int | None = None) -> Iterator[A
     if scheduler is None:
         n = workers or max(1, os.cpu_count() or 1)
         try:
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",  # the scheduler's HTTP routes: loopback too
-                silence_logs=logging.CRITICAL,
-            )
+            with _workers_ignore_ctrl_c():
+                cluster = LocalCluster(
+                    n_workers=n,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",  # the scheduler's HTTP routes: loopback
+                    silence_logs=logging.CRITICAL,
+                )
         except Exception as error:
             raise GmmError(f"cannot start a local Dask cluster: {_reason(error)}", 1) from None
         client = Client(cluster)

@@ -3,6 +3,7 @@ predict/loglik partition-wise; the CLI end to end; errors; a worker lost mid-fit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -291,3 +292,33 @@ def test_a_worker_killed_mid_fit_is_recomputed_or_fails_in_one_line(client, file
     else:
         assert "\n" not in outcome["error"] and "Dask cluster" in outcome["error"]
     del dataset
+
+
+def test_ctrl_c_under_dask_is_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group; the cluster's processes leave it to gmm,
+    which says one line (it used to print 68 lines of worker tracebacks)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "big.csv"
+    x = np.concatenate([rng.normal(size=(20_000, 5)) + 3 * c for c in range(4)])
+    np.savetxt(data, x, delimiter=",", fmt="%.5f", header="a,b,c,d,e", comments="")
+    command = [sys.executable, "-m", "gmmcli", "fit", str(data), "-k", "8", "--tol", "0"]
+    command += ["--max-iter", "100000", "--engine", "dask", "-q", "-o", str(tmp_path / "m.json")]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        time.sleep(12)  # the cluster is up and the fit iterating
+        assert process.poll() is None
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert (process.returncode, out, err.decode()) == (130, b"", "gmm: error: interrupted\n")
+        assert not (tmp_path / "m.json").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
