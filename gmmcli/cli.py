@@ -197,6 +197,7 @@ def fit(
     data: FitDataArg,
     components: _opt(int | None, "-k", "--components", help="Number of components.") = None,
     output: Output = "-",
+    labels: _opt(str | None, "--labels", help="Also write gmm predict's output here.") = None,
     covariance: _opt(str, "--covariance", help="full, tied, diag, spherical, EII…VVV") = "full",
     n_init: _opt(int, "--n-init", help="Restarts; the best is kept.") = 1,
     init: _opt(
@@ -219,7 +220,7 @@ def fit(
     from . import commands
 
     options = packed(commands.FitOptions, locals())
-    commands.fit(data, output, options, table, engine_options, session)
+    commands.fit(data, output, options, table, engine_options, session, labels)
 
 
 @command(

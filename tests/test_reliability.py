@@ -97,3 +97,20 @@ def test_covariance_names_are_case_insensitive(tmp_path):
         "gmm: error: --covariance 'dig': use one of full, tied, diag, spherical, EII, EEI, VEI, "
         "EVI, VEE, EVE, VVE, EEV, VEV, EVV\n"
     )
+
+
+@pytest.mark.parametrize("engine", ["memory", "stream"])
+def test_fit_labels_writes_what_predict_writes_for_the_new_model(tmp_path, engine):
+    model, labels = tmp_path / "m.json", tmp_path / "labels.csv"
+    args = ["fit", str(BLOBS), "-k", "4", "-q", "-o", str(model), "--engine", engine]
+    done = subprocess.run([*GMM, *args, "--labels", str(labels)], capture_output=True)
+    assert (done.returncode, done.stderr) == (0, b"")
+    predicted = subprocess.run([*GMM, "predict", str(model), str(BLOBS)], capture_output=True)
+    assert labels.read_bytes() == predicted.stdout
+    assert len(labels.read_text().splitlines()) == 1001
+    same = subprocess.run([*GMM, *args, "--labels", str(model)], capture_output=True)
+    assert same.returncode == 2
+    assert (
+        same.stderr.decode()
+        == f"gmm: error: --labels {model}: -o writes the model to that file too\n"
+    )

@@ -31,8 +31,11 @@ def fit(
     table: TableOptions,
     engine_options: EngineOptions,
     session: Session,
+    labels: str | None = None,
 ) -> None:
-    """Fit a Gaussian mixture to DATA by EM and write the model file to ``output``."""
+    """Fit a Gaussian mixture to DATA by EM and write the model file to ``output``; with
+    ``labels``, also each row's label and probabilities there (``gmm predict`` of the new
+    model on DATA: scikit-learn's fit_predict, mclust's classification)."""
     from .. import modelfile
 
     covariance = covariance_name(options.covariance)
@@ -58,6 +61,11 @@ def fit(
     if components is None:
         raise GmmError("missing option -k/--components (the number of components)")
     check_output(output, [data, init])
+    if labels is not None:
+        check_output(labels, [data, init])
+        if same_output(labels, output):
+            where = "stdout" if labels == "-" else "that file"
+            raise GmmError(f"--labels {labels}: -o writes the model to {where} too")
 
     scaling = None if start is None or start.scale is None else (start.center, start.scale)
     opened = open_input(
@@ -98,6 +106,10 @@ def fit(
     if start is not None:
         info["options"]["init"] = f"model file {init}"
     save_fitted(output, model, opened.names, info, data)
+    if labels is not None:
+        from .scoring import write_predictions
+
+        write_predictions(opened, model.params_, labels, "the fitted model")
     report.fit_summary(info, output)
 
 

@@ -26,13 +26,27 @@ def predict(
     with --engine dask, ``output`` may be a folder of part files."""
     table = dataclasses.replace(table, keep_text=keep_input)
     params, opened = _open(model_path, data, output, table, engine_options, session, "predict")
+    write_predictions(opened, params, output, model_path, no_proba, keep_input)
+
+
+def write_predictions(
+    opened: MemoryInput | ScaledInput,
+    params: Any,
+    output: str,
+    model_name: str,
+    no_proba: bool = False,
+    keep_input: bool = False,
+) -> None:
+    """Each row's label (and probabilities, and with ``keep_input`` its cells as read) under
+    ``params``, one output row per input row, to ``output``; ``model_name`` names the model
+    in a range error."""
     if isinstance(opened, ScaledInput):
         opened.score(params, "predict", output, no_proba=no_proba, keep_input=keep_input)
         return
     from ..data import prediction_columns, scored_rows, write_csv
     from ..engine.mixture import GaussianMixture
 
-    with scoring_range(opened.source, model_path):
+    with scoring_range(opened.source, model_name):
         resp = GaussianMixture.from_params(params).predict_proba(opened.table.values)
     columns = prediction_columns(resp, no_proba)
     write_csv(scored_rows(columns, opened.table.kept, opened.table.text), output)
