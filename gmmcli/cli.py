@@ -29,7 +29,7 @@ app = typer.Typer(
     "Data goes to stdout (CSV or JSON); tables, progress and warnings go to stderr. "
     "Add --debug anywhere to see a traceback on an internal error; gmm --version shows the "
     "version.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,

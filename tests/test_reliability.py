@@ -114,3 +114,14 @@ def test_fit_labels_writes_what_predict_writes_for_the_new_model(tmp_path, engin
         same.stderr.decode()
         == f"gmm: error: --labels {model}: -o writes the model to that file too\n"
     )
+
+
+def test_shell_completion_completes_commands_and_options():
+    import os
+
+    env = {**os.environ, "_GMM_COMPLETE": "complete_bash"}
+    words = {"gmm fi": ("1", "fit"), "gmm fit --cov": ("2", "--covariance")}
+    for line, (cword, expected) in words.items():
+        env.update(COMP_WORDS=line, COMP_CWORD=cword)
+        done = subprocess.run(GMM, capture_output=True, env=env, check=False)
+        assert (done.returncode, done.stdout.decode().split()) == (0, [expected])
