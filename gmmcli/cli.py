@@ -20,7 +20,7 @@ import typer
 from .commands.options import EMSettings, EngineOptions
 from .commands.session import Session
 from .errors import GmmError
-from .optiongroups import Group, declared, packed, with_groups
+from .optiongroups import Group, declared, option, packed, with_groups
 from .tableoptions import TableOptions
 
 app = typer.Typer(
@@ -37,11 +37,6 @@ app = typer.Typer(
 )
 
 DEBUG = {"on": False}
-
-
-def _opt(kind: Any, *names: str, help: str) -> Any:
-    """An option's type for typer: ``kind`` with its flags and help."""
-    return Annotated[kind, typer.Option(*names, help=help)]
 
 
 # -- options shared by several commands, declared once ---------------------------------------
@@ -116,11 +111,11 @@ EM = Group(
 )
 
 # -- options of one meaning in several commands ----------------------------------------------
-Output = _opt(str, "-o", "--output", help="Write the result here ('-' for stdout).")
+Output = option(str, "-o", "--output", help="Write the result here ('-' for stdout).")
 ModelArg = Annotated[str, typer.Argument(help="Model file written by gmm fit ('-' for stdin).")]
 DataArg = Annotated[str, typer.Argument(help="CSV file of points ('-' for stdin).")]
 FitDataArg = Annotated[str, typer.Argument(help="CSV file to fit ('-' for stdin).")]
-AsJson = _opt(bool, "--json", help="One JSON object instead of text.")
+AsJson = option(bool, "--json", help="One JSON object instead of text.")
 
 
 def command(*groups: Group, epilog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -195,21 +190,21 @@ def _quiet_broken_pipe() -> None:
 )
 def fit(
     data: FitDataArg,
-    components: _opt(int | None, "-k", "--components", help="Number of components.") = None,
+    components: option(int | None, "-k", "--components", help="Number of components.") = None,
     output: Output = "-",
-    labels: _opt(str | None, "--labels", help="Also write gmm predict's output here.") = None,
-    covariance: _opt(str, "--covariance", help="full, tied, diag, spherical, EII…VVV") = "full",
-    n_init: _opt(int, "--n-init", help="Restarts; the best is kept.") = 1,
-    init: _opt(
+    labels: option(str | None, "--labels", help="Also write gmm predict's output here.") = None,
+    covariance: option(str, "--covariance", help="full, tied, diag, spherical, EII…VVV") = "full",
+    n_init: option(int, "--n-init", help="Restarts; the best is kept.") = 1,
+    init: option(
         str, "--init", help="kmeans++, hc, random, random-from-data, or a model file (warm start)."
     ) = "kmeans++",
-    dtype: _opt(
+    dtype: option(
         str,
         "--dtype",
         help="Working precision of the iterations: float64, or float32 (faster; the "
         "log-likelihood reported is still computed in float64).",
     ) = "float64",
-    threads: _opt(int | None, "--threads", help="Worker threads (default: one per core).") = None,
+    threads: option(int | None, "--threads", help="Worker threads (default: one per core).") = None,
     *,
     em: EMSettings,
     table: TableOptions,
@@ -233,10 +228,9 @@ def predict(
     model: ModelArg,
     data: DataArg,
     output: Output = "-",
-    no_proba: _opt(bool, "--no-proba", help="Only the label; leave the probabilities out.") = False,
-    keep_input: _opt(
-        bool, "--keep-input", help="Keep the input columns beside the result."
-    ) = False,
+    no_proba: option(bool, "--no-proba", help="Only the label, no probabilities.") = False,
+    uncertainty: option(bool, "--uncertainty", help="Add 1 − the largest probability.") = False,
+    keep_input: option(bool, "--keep-input", help="Input columns in front, as read.") = False,
     *,
     table: TableOptions,
     session: Session,
@@ -249,7 +243,8 @@ def predict(
     """
     from . import commands
 
-    commands.predict(model, data, output, table, engine_options, session, no_proba, keep_input)
+    shown = commands.PredictColumns(proba=not no_proba, uncertainty=uncertainty)
+    commands.predict(model, data, output, table, engine_options, session, shown, keep_input)
 
 
 @command(
@@ -260,7 +255,7 @@ def loglik(
     data: DataArg,
     output: Output = "-",
     as_json: AsJson = False,
-    per_sample: _opt(bool, "--per-sample", help="Each row's log density, as CSV.") = False,
+    per_sample: option(bool, "--per-sample", help="Each row's log density, as CSV.") = False,
     *,
     table: TableOptions,
     session: Session,
@@ -281,18 +276,18 @@ def loglik(
 )
 def select(
     data: FitDataArg,
-    components: _opt(
+    components: option(
         str, "-k", "--components", help="Component counts: a range 1-9 or a list."
     ) = "1-9",
-    covariance: _opt(
-        str, "--covariance", help="Comma-separated covariance types to try."
-    ) = "full,tied,diag,spherical",
-    criterion: _opt(str, "--criterion", help="bic, aic or icl (lower is better).") = "bic",
+    covariance: option(str, "--covariance", help="Models to try, comma-separated.") = (
+        "full,tied,diag,spherical"
+    ),
+    criterion: option(str, "--criterion", help="bic, aic or icl (lower is better).") = "bic",
     output: Output = "-",
-    table_path: _opt(str | None, "--table", help="Also write the whole grid as CSV here.") = None,
-    plot: _opt(str | None, "--plot", help="Also draw the criterion against k here (.png…).") = None,
-    n_init: _opt(int, "--n-init", help="Restarts per cell.") = 5,
-    jobs: _opt(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
+    table_path: option(str | None, "--table", help="Also write the whole grid as CSV here.") = None,
+    plot: option(str | None, "--plot", help="Also draw the criterion against k here.") = None,
+    n_init: option(int, "--n-init", help="Restarts per cell.") = 5,
+    jobs: option(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
     *,
     em: EMSettings,
     table: TableOptions,
@@ -311,8 +306,8 @@ def select(
 @command(epilog="Example: gmm sample model.json -n 1000 --seed 7 > synthetic.csv")
 def sample(
     model: ModelArg,
-    n_samples: _opt(int, "-n", "--n-samples", help="How many rows.") = 100,
-    seed: _opt(int, "--seed", help="Random seed.") = 0,
+    n_samples: option(int, "-n", "--n-samples", help="How many rows.") = 100,
+    seed: option(int, "--seed", help="Random seed.") = 0,
     output: Output = "-",
 ) -> None:
     """Draw rows from the mixture: CSV with the model's columns and a final component column."""
@@ -324,7 +319,7 @@ def sample(
 @command(QUIET, epilog="Example: gmm describe model.json   (or --json for a JSON object)")
 def describe(
     model: ModelArg,
-    as_json: _opt(bool, "--json", help="A JSON object on stdout.") = False,
+    as_json: option(bool, "--json", help="A JSON object on stdout.") = False,
     *,
     session: Session,
 ) -> None:
@@ -345,10 +340,10 @@ def plot(
     data: Annotated[
         str | None, typer.Argument(help="CSV of points to draw ('-' for stdin); optional.")
     ] = None,
-    output: _opt(str, "-o", "--output", help="Image file (.png, .svg, .pdf).") = "gmm.png",
-    x: _opt(str | None, "--x", help="Column on the horizontal axis.") = None,
-    y: _opt(str | None, "--y", help="Column on the vertical axis.") = None,
-    convergence: _opt(bool, "--convergence", help="Draw the log-likelihood per iteration.") = False,
+    output: option(str, "-o", "--output", help="Image file (.png, .svg, .pdf).") = "gmm.png",
+    x: option(str | None, "--x", help="Column on the horizontal axis.") = None,
+    y: option(str | None, "--y", help="Column on the vertical axis.") = None,
+    convergence: option(bool, "--convergence", help="The log-likelihood per iteration.") = False,
     *,
     table: TableOptions,
     session: Session,

@@ -26,7 +26,7 @@ import pandas as pd
 from gmmcli import files
 from gmmcli.errors import GmmError
 from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE
-from gmmcli.tableoptions import TableOptions
+from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns, TableOptions
 
 _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
@@ -503,13 +503,18 @@ def write_csv(frame: pd.DataFrame, dest: str) -> None:
     files.write_output(dest, csv_bytes(frame))
 
 
-def prediction_columns(resp: np.ndarray, no_proba: bool = False) -> dict[str, np.ndarray]:
+def prediction_columns(
+    resp: np.ndarray, shown: PredictColumns = PREDICT_COLUMNS
+) -> dict[str, np.ndarray]:
     """predict's result for scored rows, from their responsibilities (n, k): ``label`` (the
-    most probable component) and, unless ``no_proba``, ``prob_0 … prob_{k-1}``."""
+    most probable component), then as ``shown`` says ``prob_0 … prob_{k-1}`` and
+    ``uncertainty``."""
     columns = {"label": resp.argmax(axis=1)}
-    if not no_proba:
+    if shown.proba:
         for c in range(resp.shape[1]):
             columns[f"prob_{c}"] = resp[:, c]
+    if shown.uncertainty:
+        columns["uncertainty"] = 1.0 - resp.max(axis=1)
     return columns
 
 

@@ -30,6 +30,11 @@ def declared(default: Any, flags: str, help: str, kind: Any = None) -> tuple[Any
     return Annotated[kind, typer.Option(*flags.split(), help=help)], default
 
 
+def option(kind: Any, *names: str, help: str) -> Any:
+    """One command's own option for typer: ``kind`` with its flags and help."""
+    return Annotated[kind, typer.Option(*names, help=help)]
+
+
 def with_groups(
     function: Callable[..., Any], groups: tuple[Group, ...]
 ) -> Callable[..., dict[str, Any]]:

@@ -28,9 +28,16 @@ from typing import Any
 import numpy as np
 
 from gmmcli import dataset, files
-from gmmcli.data import Table, TableOptions, check_float32, prediction_columns, scored_rows
+from gmmcli.data import (
+    Table,
+    TableOptions,
+    check_float32,
+    prediction_columns,
+    scored_rows,
+)
 from gmmcli.errors import GmmError
 from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD
+from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns
 
 ENGINES = ("memory", "dask", "stream")
 CONNECT_TIMEOUT = 10  # seconds to reach an existing scheduler
@@ -370,7 +377,7 @@ def _part_spread(loaded: dataset.Loaded, mean: np.ndarray) -> tuple[float, np.nd
 
 # -- predict and loglik ----------------------------------------------------------------------
 def _result_frame(
-    loaded: dataset.Loaded, inputs: Any, params: Any, what: str, no_proba: bool
+    loaded: dataset.Loaded, inputs: Any, params: Any, what: str, shown: PredictColumns
 ) -> Any:
     """The output rows of one block (``data.scored_rows``, as the memory engine's): label
     (+ probabilities), or log_density, empty for rows dropped; ``inputs`` (every row of the
@@ -378,7 +385,7 @@ def _result_frame(
     resp, log_density = _scores(loaded, params)
     if what == "loglik":
         return scored_rows({"log_density": log_density}, loaded.kept, inputs)
-    return scored_rows(prediction_columns(resp, no_proba), loaded.kept, inputs)
+    return scored_rows(prediction_columns(resp, shown), loaded.kept, inputs)
 
 
 @dataclass(frozen=True)
@@ -391,7 +398,7 @@ class _Scoring:
     header: bool
     params: Any
     what: str  # "predict", "loglik" or "total"
-    no_proba: bool
+    shown: PredictColumns
     keep_input: bool
     folder: str | None  # a folder of part files, or None for CSV bytes in row order
     delimiter: str = ","
@@ -406,9 +413,7 @@ def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
         _, log_density = _scores(loaded, job.params)
         return float(log_density.sum()), int(log_density.shape[0])
     inputs = frame.reset_index(drop=True) if job.keep_input else None
-    return _finish_part(
-        _result_frame(loaded, inputs, job.params, job.what, job.no_proba), job, index
-    )
+    return _finish_part(_result_frame(loaded, inputs, job.params, job.what, job.shown), job, index)
 
 
 def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
@@ -424,7 +429,7 @@ def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
         return float(log_density.sum()), int(log_density.shape[0])
-    result = _result_frame(loaded, table.text, job.params, job.what, job.no_proba)
+    result = _result_frame(loaded, table.text, job.params, job.what, job.shown)
     return _finish_part(result, job, index)
 
 
@@ -454,7 +459,7 @@ def score(
     header: bool,
     missing: str,
     scheduler: str | None,
-    no_proba: bool = False,
+    shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
 ) -> tuple[float, int] | None:
     """predict ("predict") or per-row log densities ("loglik") written to ``output`` (a
@@ -466,7 +471,7 @@ def score(
             raise GmmError(f"{output}: a folder of part files needs --engine dask")
         folder = dataset.prepare_folder(output)
     job = _Scoring(
-        layout, missing, inputs.display, header, params, what, no_proba, keep_input, folder,
+        layout, missing, inputs.display, header, params, what, shown, keep_input, folder,
         delimiter,
     )  # fmt: skip
     if engine == "stream":
@@ -554,7 +559,7 @@ def _score_stream(
         first = True
         for table in blocks.tables(every=True):
             loaded = dataset.Loaded(table.values, table.n_dropped, table.kept)
-            result = _result_frame(loaded, table.text, params, what, job.no_proba)
+            result = _result_frame(loaded, table.text, params, what, job.shown)
             del table
             writer.write(dataset.csv_piece(result, first))
             first = False

@@ -1,5 +1,6 @@
-"""How a table is read: the options every command that reads data shares (light: the
-command line builds them before numpy or pandas are imported; ``data`` reads with them)."""
+"""How a table is read (the options every command that reads data shares) and which
+columns predict writes: light, so the command line builds them before numpy or pandas are
+imported; ``data`` reads and writes with them."""
 
 from __future__ import annotations
 
@@ -74,3 +75,15 @@ class TableOptions:
             required=[n.strip() for n in names] if by_name else None,  # as headers are read
             n_required=None if by_name else n_features,
         )
+
+
+@dataclass(frozen=True)
+class PredictColumns:
+    """Which of predict's columns are written besides ``label``: the membership
+    probabilities, and the uncertainty (1 − the largest of them, as mclust reports it)."""
+
+    proba: bool = True
+    uncertainty: bool = False
+
+
+PREDICT_COLUMNS = PredictColumns()  # label and probabilities, predict's default

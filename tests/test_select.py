@@ -70,3 +70,22 @@ def test_select_draws_the_criterion_against_k(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.decode().startswith(f"gmm: error: {tmp_path / 'bic.gif'}: cannot draw")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bic.png", "m.json"]  # nothing else
+
+
+@pytest.mark.parametrize("engine", ["memory", "stream"])
+def test_predict_uncertainty_is_one_minus_the_largest_probability(tmp_path, engine):
+    model = tmp_path / "m.json"
+    subprocess.run([sys.executable, "-m", "gmmcli", "fit", str(BLOBS), "-k", "4", "-q", "-o",
+                    str(model)], check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "gmmcli", "predict", str(model), str(BLOBS), "--uncertainty",
+         "--engine", engine],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    import io
+
+    frame = pd.read_csv(io.StringIO(done.stdout.decode()))
+    assert list(frame.columns) == ["label", "prob_0", "prob_1", "prob_2", "prob_3", "uncertainty"]
+    probs = frame[[f"prob_{c}" for c in range(4)]].to_numpy()
+    np.testing.assert_allclose(frame["uncertainty"], 1 - probs.max(axis=1), rtol=0, atol=1e-15)
+    assert frame["uncertainty"].max() > 1e-3  # the blobs overlap: some rows are uncertain

@@ -9,7 +9,7 @@ through the ``Session``'s reporters, which hold them back until the work starts 
 
 from __future__ import annotations
 
-from ..tableoptions import TableOptions
+from ..tableoptions import PredictColumns, TableOptions
 from .fitting import fit, select
 from .models import describe, plot, sample
 from .options import EMSettings, EngineOptions, FitOptions, SelectOptions
@@ -20,6 +20,7 @@ __all__ = [
     "EMSettings",
     "EngineOptions",
     "FitOptions",
+    "PredictColumns",
     "SelectOptions",
     "Session",
     "TableOptions",

@@ -124,7 +124,7 @@ class ScaledInput:
         return n_dropped
 
     def score(
-        self, params: Any, what: str, output: str, no_proba: bool = False, keep_input: bool = False
+        self, params: Any, what: str, output: str, shown: Any = None, keep_input: bool = False
     ) -> tuple[float, int] | None:
         """predict ("predict") or per-row log densities ("loglik") written to ``output``, or
         ("total") the sum of the log densities and the number of rows."""
@@ -141,7 +141,7 @@ class ScaledInput:
             header=self.options.header,
             missing=self.options.missing,
             scheduler=self.scheduler,
-            no_proba=no_proba,
+            shown=shown or scale.PREDICT_COLUMNS,
             keep_input=keep_input,
         )
 

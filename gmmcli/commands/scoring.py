@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import GmmError
-from ..tableoptions import MISSING_POLICIES, TableOptions
+from ..tableoptions import MISSING_POLICIES, PREDICT_COLUMNS, PredictColumns, TableOptions
 from .inputs import MemoryInput, ScaledInput, model_input
 from .options import EngineOptions, check_engine, choice
 from .session import Session, check_not_input, scoring_range
@@ -19,14 +19,15 @@ def predict(
     table: TableOptions,
     engine_options: EngineOptions,
     session: Session,
-    no_proba: bool = False,
+    shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
 ) -> None:
-    """Label each row of DATA with its most probable component (and the probabilities);
-    with --engine dask, ``output`` may be a folder of part files."""
+    """Label each row of DATA with its most probable component (and the columns ``shown``
+    says: probabilities, uncertainty); with --engine dask, ``output`` may be a folder of
+    part files."""
     table = dataclasses.replace(table, keep_text=keep_input)
     params, opened = _open(model_path, data, output, table, engine_options, session, "predict")
-    write_predictions(opened, params, output, model_path, no_proba, keep_input)
+    write_predictions(opened, params, output, model_path, shown, keep_input)
 
 
 def write_predictions(
@@ -34,21 +35,21 @@ def write_predictions(
     params: Any,
     output: str,
     model_name: str,
-    no_proba: bool = False,
+    shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
 ) -> None:
     """Each row's label (and probabilities, and with ``keep_input`` its cells as read) under
     ``params``, one output row per input row, to ``output``; ``model_name`` names the model
     in a range error."""
     if isinstance(opened, ScaledInput):
-        opened.score(params, "predict", output, no_proba=no_proba, keep_input=keep_input)
+        opened.score(params, "predict", output, shown=shown, keep_input=keep_input)
         return
     from ..data import prediction_columns, scored_rows, write_csv
     from ..engine.mixture import GaussianMixture
 
     with scoring_range(opened.source, model_name):
         resp = GaussianMixture.from_params(params).predict_proba(opened.table.values)
-    columns = prediction_columns(resp, no_proba)
+    columns = prediction_columns(resp, shown)
     write_csv(scored_rows(columns, opened.table.kept, opened.table.text), output)
 
 
