@@ -398,10 +398,10 @@ def _draw_convergence(axes: Axes, history: np.ndarray) -> None:
     axes.set_title(f"EM convergence: {done} iteration{'' if done == 1 else 's'}")
 
 
-def render_criterion(out: str, records: Sequence[dict], criterion: str) -> None:
+def render_criterion(out: str, records: Sequence[dict], criterion: str, chosen: dict) -> None:
     """The criterion against k, one line per covariance model (mclust's ``plot(BIC)``, in
-    gmm's lower-is-better sign); degenerate cells are left out of the lines, and the chosen
-    cell is ringed."""
+    gmm's lower-is-better sign); degenerate cells are left out of the lines, and ``chosen``
+    (select's choice) is ringed."""
     _require_matplotlib()
     fmt = output_format(out)
     figure = _new_figure((7.0, 4.5))
@@ -418,10 +418,8 @@ def render_criterion(out: str, records: Sequence[dict], criterion: str) -> None:
             axes.plot(
                 ks, values, marker="o", markersize=4, linewidth=1.2, color=colour, label=model
             )
-    if healthy:
-        best = min(healthy, key=lambda r: (r[criterion], r["n_parameters"]))
-        axes.scatter([best["n_components"]], [best[criterion]], s=160, facecolors="none",
-                     edgecolors="black", linewidths=1.2, zorder=4)  # fmt: skip
+    axes.scatter([chosen["n_components"]], [chosen[criterion]], s=160, facecolors="none",
+                 edgecolors="black", linewidths=1.2, zorder=4)  # fmt: skip
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -170,7 +170,7 @@ def select(
     if plot_path is not None:
         from ..plot import render_criterion
 
-        render_criterion(plot_path, [cell.record() for cell in cells], criterion)
+        render_criterion(plot_path, [cell.record() for cell in cells], criterion, chosen.record())
     for message in info["warnings"]:
         report.warning(message)
 

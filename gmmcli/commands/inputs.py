@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GmmError
-from ..tableoptions import TableOptions
+from ..tableoptions import PREDICT_COLUMNS, PredictColumns, TableOptions
 from .session import note_table, numerical_range
 
 if TYPE_CHECKING:
@@ -124,7 +124,12 @@ class ScaledInput:
         return n_dropped
 
     def score(
-        self, params: Any, what: str, output: str, shown: Any = None, keep_input: bool = False
+        self,
+        params: Any,
+        what: str,
+        output: str,
+        shown: PredictColumns = PREDICT_COLUMNS,
+        keep_input: bool = False,
     ) -> tuple[float, int] | None:
         """predict ("predict") or per-row log densities ("loglik") written to ``output``, or
         ("total") the sum of the log densities and the number of rows."""
@@ -141,7 +146,7 @@ class ScaledInput:
             header=self.options.header,
             missing=self.options.missing,
             scheduler=self.scheduler,
-            shown=shown or scale.PREDICT_COLUMNS,
+            shown=shown,
             keep_input=keep_input,
         )
 
