@@ -102,6 +102,7 @@ def bench_size(n: int, n_iter: int, repeats: int, client, spark: bool) -> dict:
     from gmmcli.engine.params import MixtureParams
     from gmmcli.engine.sources import ArraySource, BlockSource
     from gmmcli.scale import open_input
+    from gmmcli.tableoptions import TableOptions
 
     x = make_blobs(n, D, K)
     init = GaussianMixture(K, max_iter=0, seed=1).fit(x)
@@ -126,13 +127,12 @@ def bench_size(n: int, n_iter: int, repeats: int, client, spark: bool) -> dict:
         path = os.path.join(folder, "x.csv")
         write_csv(x, path)
         row["csv_mb"] = os.path.getsize(path) / 1e6
-        inputs, layout = open_input(
-            "stream", path, delimiter=",", header=True, columns=None, missing="error"
-        )
+        table = TableOptions()
+        inputs, layout = open_input("stream", path, table)
 
         def stream_source(spill: bool) -> Callable[[], BlockSource]:
             def make() -> BlockSource:
-                blocks = CsvBlocks(inputs, layout, delimiter=",", header=True, missing="error")
+                blocks = CsvBlocks(inputs, layout, table)
                 return BlockSource(SpilledBlocks(blocks, D) if spill else blocks, D, threads=2)
 
             return make

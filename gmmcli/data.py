@@ -180,8 +180,7 @@ def _read_parquet(raw: bytes, name: str, options: TableOptions) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if options.delimiter != "," or not options.header:
-        raise GmmError(f"{name}: -d and --no-header apply to CSV, not Parquet")
+    options.check_parquet(name)
     try:
         arrow = pq.read_table(io.BytesIO(raw))
     except Exception as error:  # pyarrow raises several types for a bad file

@@ -348,15 +348,13 @@ class PartitionError(GmmError):
     """Bad input found in a Dask partition, which cannot name the line (see ``find_error``)."""
 
 
-def frame_values(
-    frame: pd.DataFrame, layout: Layout, missing: str, display: str, header: bool = True
-) -> Loaded:
-    """A dask partition (pandas) as checked feature rows (runs on the workers): the checks
-    of ``data.read_block``, naming the column but not the line (see ``find_error``)."""
+def frame_values(frame: pd.DataFrame, layout: Layout, missing: str, display: str) -> Loaded:
+    """A Parquet partition (pandas) as checked feature rows (runs on the workers): the checks
+    of ``data.read_block``, naming the column (Parquet has no lines)."""
     names = layout.names
     x = frame[names].to_numpy(dtype=np.float64)
     rows = frame[names].reset_index(drop=True)
-    cells = data.Cells(display, rows, header, numbered=False, all_columns=layout.all_names)
+    cells = data.Cells(display, rows, numbered=False, all_columns=layout.all_names)
     try:
         table = data.check_values(x, names, [], cells, data.TableOptions(missing=missing))
     except GmmError as error:
@@ -472,18 +470,14 @@ class CsvBlocks:
         self,
         inputs: Inputs,
         layout: Layout,
+        table: data.TableOptions,
         *,
-        delimiter: str,
-        header: bool,
-        missing: str,
         block_bytes: int = BLOCK_BYTES,
         keep_text: bool = False,
     ) -> None:
         self.inputs = inputs
         self.layout = layout
-        self.options = data.TableOptions(
-            delimiter, header, None, missing, layout.names, keep_text=keep_text
-        )
+        self.options = table.reading(layout.names, keep_text=keep_text)
         self.block_bytes = block_bytes
         self.n_dropped = 0
 
@@ -521,12 +515,10 @@ class CsvBlocks:
             )
 
 
-def find_error(
-    inputs: Inputs, layout: Layout, delimiter: str, header: bool, missing: str
-) -> str | None:
+def find_error(inputs: Inputs, layout: Layout, table: data.TableOptions) -> str | None:
     """After a Dask partition failed: the first problem in the CSV input, worded as by the
     stream and memory engines (a pass over the files, made only to explain an error)."""
-    blocks = CsvBlocks(inputs, layout, delimiter=delimiter, header=header, missing=missing)
+    blocks = CsvBlocks(inputs, layout, table)
     try:
         for _ in blocks.tables():
             pass
@@ -536,39 +528,19 @@ def find_error(
 
 
 # -- dask.dataframe --------------------------------------------------------------------------
-def dask_frame(
-    inputs: Inputs,
-    layout: Layout,
-    *,
-    delimiter: str,
-    header: bool,
-    all_columns: bool = False,
-    blocksize: int | str = "default",
-):
-    """The input as a dask DataFrame of the feature columns (float64), or with
-    ``all_columns`` every column (the others as text)."""
+def parquet_frame(inputs: Inputs, layout: Layout, *, all_columns: bool = False):
+    """Parquet input as a dask DataFrame of the feature columns (float64), or with
+    ``all_columns`` every column (CSV input is read in byte ranges: ``read_range``)."""
     import dask.dataframe as dd
 
     wanted = layout.all_names if all_columns else layout.names
-    if inputs.kind == "parquet":
-        where = inputs.paths[0] if inputs.is_folder else inputs.paths
-        try:
-            frame = dd.read_parquet(where, columns=wanted)
-        except Exception as error:
-            reason = " ".join(str(error).split()) or type(error).__name__
-            raise GmmError(f"{inputs.display}: cannot read as Parquet ({reason})") from None
-        return frame.astype({c: "float64" for c in layout.names})
-    dtypes = {c: ("float64" if c in layout.names else "object") for c in wanted}
-    return dd.read_csv(
-        inputs.paths,
-        blocksize=blocksize,
-        sep=delimiter,
-        header=0 if header else None,
-        names=None if header else layout.all_names,
-        usecols=wanted,
-        dtype=dtypes,
-        skipinitialspace=True,
-    )
+    where = inputs.paths[0] if inputs.is_folder else inputs.paths
+    try:
+        frame = dd.read_parquet(where, columns=wanted)
+    except Exception as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise GmmError(f"{inputs.display}: cannot read as Parquet ({reason})") from None
+    return frame.astype({c: "float64" for c in layout.names})
 
 
 # -- results ---------------------------------------------------------------------------------

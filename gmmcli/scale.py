@@ -130,11 +130,7 @@ def _reason(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def cluster_errors(
-    inputs: dataset.Inputs,
-    layout: dataset.Layout,
-    delimiter: str,
-    header: bool,
-    missing: str = "error",
+    inputs: dataset.Inputs, layout: dataset.Layout, table: TableOptions
 ) -> Iterator[None]:
     """Dask's failures as one line: bad input (for CSV, found again in the files by the
     stream engine's reader, so that the message names the line as the other engines do), or
@@ -148,7 +144,7 @@ def cluster_errors(
     except dataset.PartitionError as error:
         found = None
         if inputs.kind == "csv":
-            found = dataset.find_error(inputs, layout, delimiter, header, missing)
+            found = dataset.find_error(inputs, layout, table)
         raise GmmError(found or error.message) from None
     except GmmError:
         raise
@@ -157,7 +153,7 @@ def cluster_errors(
     except (ValueError, TypeError) as error:  # e.g. pandas failing to parse a partition
         found = None
         if inputs.kind == "csv":
-            found = dataset.find_error(inputs, layout, delimiter, header, missing)
+            found = dataset.find_error(inputs, layout, table)
         if found is not None:
             raise GmmError(found) from None
         if inputs.kind == "csv" and _parse_failure(error):
@@ -177,28 +173,17 @@ def _parse_failure(error: BaseException) -> bool:
 
 
 def open_input(
-    engine: str,
-    data: str,
-    *,
-    delimiter: str,
-    header: bool,
-    columns: list[str] | None,
-    missing: str,
-    required: list[str] | None = None,
-    n_required: int | None = None,
-    keep_text: bool = False,
-    encoding: str = "utf-8",
+    engine: str, data: str, table: TableOptions
 ) -> tuple[dataset.Inputs, dataset.Layout]:
     """The files and feature columns of DATA (checked before any cluster starts)."""
     if engine == "stream":
         few_malloc_arenas()  # before any thread allocates (pyarrow reads the head with some)
-    inputs = dataset.resolve(data, engine, encoding)
+    inputs = dataset.resolve(data, engine, table.encoding)
     if engine == "stream" and inputs.kind != "csv":
         raise GmmError(f"{data}: --engine stream reads CSV; use --engine dask for Parquet")
-    if inputs.kind == "parquet" and (delimiter != "," or not header):
-        raise GmmError(f"{data}: -d and --no-header apply to CSV, not Parquet")
-    options = TableOptions(delimiter, header, columns, missing, required, n_required)
-    return inputs, dataset.layout(inputs, options)
+    if inputs.kind == "parquet":
+        table.check_parquet(data)
+    return inputs, dataset.layout(inputs, table)
 
 
 # -- loading on the cluster ------------------------------------------------------------------
@@ -206,10 +191,7 @@ def load_partitions(
     client: Any,
     inputs: dataset.Inputs,
     layout: dataset.Layout,
-    *,
-    delimiter: str,
-    header: bool,
-    missing: str,
+    table: TableOptions,
 ) -> tuple[list[Any], int, int]:
     """Read and check every partition on the workers, keeping it there; returns the futures
     (of ``dataset.Loaded``), the number of rows and of rows dropped."""
@@ -218,15 +200,15 @@ def load_partitions(
     from .engine.distributed import wait_result
 
     if inputs.kind == "csv":
-        options = TableOptions(delimiter, header, None, missing, layout.names)
+        options = table.reading(layout.names)
         parts = [
             dask.delayed(dataset.range_values)(part, options)
             for part in dataset.byte_ranges(inputs)
         ]
     else:
-        frame = dataset.dask_frame(inputs, layout, delimiter=delimiter, header=header)
+        frame = dataset.parquet_frame(inputs, layout)
         parts = [
-            dask.delayed(dataset.frame_values)(part, layout, missing, inputs.display, header)
+            dask.delayed(dataset.frame_values)(part, layout, table.missing, inputs.display)
             for part in frame.to_delayed()
         ]
     futures = client.compute(parts)
@@ -253,10 +235,8 @@ def fit(
     model: Any,
     inputs: dataset.Inputs,
     layout: dataset.Layout,
+    table: TableOptions,
     *,
-    delimiter: str,
-    header: bool,
-    missing: str,
     scheduler: str | None,
     threads: int | None,
     announce: Callable[[int | None], None],
@@ -275,7 +255,7 @@ def fit(
     if engine == "stream":
         from .engine.sources import BlockSource
 
-        csv = dataset.CsvBlocks(inputs, layout, delimiter=delimiter, header=header, missing=missing)
+        csv = dataset.CsvBlocks(inputs, layout, table)
         # parsed once, spilled to a temporary file (TMPDIR), read back on later passes
         if model.dtype == "float32":
             check_float32(csv.tables)  # two passes, before the fit's
@@ -297,13 +277,11 @@ def fit(
         return csv.n_dropped
     from .engine.distributed import DaskSource
 
-    errors = cluster_errors(inputs, layout, delimiter, header, missing)
+    errors = cluster_errors(inputs, layout, table)
     with dask_client(scheduler) as client, errors:
-        parts, n_rows, n_dropped = load_partitions(
-            client, inputs, layout, delimiter=delimiter, header=header, missing=missing
-        )
+        parts, n_rows, n_dropped = load_partitions(client, inputs, layout, table)
         if model.dtype == "float32":
-            _check_float32_parts(client, parts, inputs, layout, delimiter, header, missing)
+            _check_float32_parts(client, parts, inputs, layout, table)
         if n_rows < model.n_components:
             raise GmmError(
                 f"{inputs.display}: {n_rows} rows are fewer than the "
@@ -325,9 +303,7 @@ def _check_float32_parts(
     parts: list[Any],
     inputs: dataset.Inputs,
     layout: dataset.Layout,
-    delimiter: str,
-    header: bool,
-    missing: str,
+    table: TableOptions,
 ) -> None:
     """``data.check_float32`` over the partitions: the column sums and the deviations from
     the mean computed on the workers; only if the data fails, the check is made again on
@@ -347,10 +323,7 @@ def _check_float32_parts(
     if farthest < FLOAT32_MAX_DEVIATION and not narrow.any():
         return
     if inputs.kind == "csv":
-        blocks = dataset.CsvBlocks(
-            inputs, layout, delimiter=delimiter, header=header, missing=missing
-        )
-        check_float32(blocks.tables)
+        check_float32(dataset.CsvBlocks(inputs, layout, table).tables)
     import pandas as pd
 
     frame = pd.DataFrame(columns=layout.all_names)
@@ -358,7 +331,7 @@ def _check_float32_parts(
     def tables() -> Iterator[Table]:
         for part in parts:
             x = wait_result(client, part).x
-            yield Table(x, layout.names, inputs.display, 0, frame, [], header)
+            yield Table(x, layout.names, inputs.display, 0, frame, [], table.header)
 
     check_float32(tables)
 
@@ -393,22 +366,20 @@ class _Scoring:
     """What every partition's scoring task needs (sent to the workers)."""
 
     layout: dataset.Layout
-    missing: str
+    table: TableOptions  # how DATA is read
     display: str
-    header: bool
     params: Any
     what: str  # "predict", "loglik" or "total"
     shown: PredictColumns
     keep_input: bool
     folder: str | None  # a folder of part files, or None for CSV bytes in row order
-    delimiter: str = ","
 
 
 def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
     """One partition scored on a worker: written as a part file (returns its rows), or
     returned as CSV bytes (with the header for the first), or for loglik totals (sum of
     log densities, rows)."""
-    loaded = dataset.frame_values(frame, job.layout, job.missing, job.display, job.header)
+    loaded = dataset.frame_values(frame, job.layout, job.table.missing, job.display)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
         return float(log_density.sum()), int(log_density.shape[0])
@@ -418,9 +389,7 @@ def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
 
 def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
     """``_score_part`` for a byte range of a CSV file, read by the input layer's reader."""
-    options = TableOptions(
-        job.delimiter, job.header, None, job.missing, job.layout.names, keep_text=job.keep_input
-    )
+    options = job.table.reading(job.layout.names, keep_text=job.keep_input)
     try:
         table = dataset.read_range(part, options)
     except GmmError as error:
@@ -455,9 +424,7 @@ def score(
     *,
     what: str,
     output: str,
-    delimiter: str,
-    header: bool,
-    missing: str,
+    table: TableOptions,
     scheduler: str | None,
     shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
@@ -470,25 +437,20 @@ def score(
         if engine != "dask":
             raise GmmError(f"{output}: a folder of part files needs --engine dask")
         folder = dataset.prepare_folder(output)
-    job = _Scoring(
-        layout, missing, inputs.display, header, params, what, shown, keep_input, folder,
-        delimiter,
-    )  # fmt: skip
+    job = _Scoring(layout, table, inputs.display, params, what, shown, keep_input, folder)
     if engine == "stream":
-        return _score_stream(job, inputs, output, delimiter)
+        return _score_stream(job, inputs, output)
     import dask
 
     from .engine.distributed import wait_result
 
-    errors = cluster_errors(inputs, layout, delimiter, header, missing)
+    errors = cluster_errors(inputs, layout, table)
     with dask_client(scheduler) as client, errors:
         if inputs.kind == "csv":
             ranges = dataset.byte_ranges(inputs)
             tasks = [dask.delayed(_score_range)(part, job, i) for i, part in enumerate(ranges)]
         else:
-            frame = dataset.dask_frame(
-                inputs, layout, delimiter=delimiter, header=header, all_columns=keep_input
-            )
+            frame = dataset.parquet_frame(inputs, layout, all_columns=keep_input)
             parts = frame.to_delayed()
             tasks = [dask.delayed(_score_part)(part, job, i) for i, part in enumerate(parts)]
         futures = client.compute(tasks)
@@ -518,30 +480,18 @@ def _stdout_is_terminal() -> bool:
         return False
 
 
-def _check_before_writing(job: _Scoring, inputs: dataset.Inputs, delimiter: str) -> None:
+def _check_before_writing(job: _Scoring, inputs: dataset.Inputs) -> None:
     """A pass that reads and checks every block, made before the first row goes to stdout,
     a pipe or a device (which cannot be taken back, unlike a file renamed into place): bad
     input then ends the command with nothing written. It costs one more parse of the file."""
-    blocks = dataset.CsvBlocks(
-        inputs, job.layout, delimiter=delimiter, header=job.header, missing=job.missing
-    )
-    for _ in blocks.tables():
+    for _ in dataset.CsvBlocks(inputs, job.layout, job.table).tables():
         pass
 
 
-def _score_stream(
-    job: _Scoring, inputs: dataset.Inputs, output: str, delimiter: str
-) -> tuple[float, int] | None:
+def _score_stream(job: _Scoring, inputs: dataset.Inputs, output: str) -> tuple[float, int] | None:
     """``score`` over the blocks of CSV input, in row order."""
     params, what = job.params, job.what
-    blocks = dataset.CsvBlocks(
-        inputs,
-        job.layout,
-        delimiter=delimiter,
-        header=job.header,
-        missing=job.missing,
-        keep_text=job.keep_input,
-    )
+    blocks = dataset.CsvBlocks(inputs, job.layout, job.table, keep_text=job.keep_input)
     if what == "total":
         total, n = 0.0, 0
         for loaded in blocks.loaded():
@@ -555,7 +505,7 @@ def _score_stream(
     ok = False
     try:
         if not writer.is_atomic and not (output == files.STDIO and _stdout_is_terminal()):
-            _check_before_writing(job, inputs, delimiter)
+            _check_before_writing(job, inputs)
         first = True
         for table in blocks.tables(every=True):
             loaded = dataset.Loaded(table.values, table.n_dropped, table.kept)

@@ -47,6 +47,11 @@ class TableOptions:
                 f"{name}: missing-value policy must be 'error' or 'drop', got {self.missing!r}"
             )
 
+    def check_parquet(self, name: str) -> None:
+        """Refuse the options that apply to CSV text only, for Parquet input."""
+        if self.delimiter != "," or not self.header:
+            raise GmmError(f"{name}: -d and --no-header apply to CSV, not Parquet")
+
     @classmethod
     def from_words(
         cls,
@@ -64,6 +69,13 @@ class TableOptions:
             raise GmmError(f"--columns {columns!r}: empty column name")
         tab = tabs or delimiter in ("\\t", "tab", "TAB")
         return cls("\t" if tab else delimiter, not no_header, names, missing, encoding=encoding)
+
+    def reading(self, names: list[str], keep_text: bool = False) -> TableOptions:
+        """These options reading exactly the columns ``names`` (chosen once, on the head of
+        the input, by ``dataset.layout``): how every block and partition is read."""
+        return dataclasses.replace(
+            self, columns=None, required=list(names), n_required=None, keep_text=keep_text
+        )
 
     def matching(self, names: list[str], n_features: int) -> TableOptions:
         """These options for DATA scored by a model with these feature names: columns

@@ -25,6 +25,7 @@ from gmmcli.cli import run  # noqa: E402
 from gmmcli.engine.distributed import DaskSource  # noqa: E402
 from gmmcli.engine.em import EMOptions, ReseedEvent, fit, fit_source  # noqa: E402
 from gmmcli.engine.params import MixtureParams  # noqa: E402
+from gmmcli.tableoptions import TableOptions  # noqa: E402
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -249,13 +250,9 @@ def test_a_worker_killed_mid_fit_is_recomputed_or_fails_in_one_line(client, file
     from gmmcli import dataset, scale
     from gmmcli.errors import GmmError
 
-    inputs, layout = scale.open_input(
-        "dask", str(files / "parts" / "p*.csv"), delimiter=",", header=True, columns=None,
-        missing="error",
-    )  # fmt: skip
-    parts, n_rows, _ = scale.load_partitions(
-        client, inputs, layout, delimiter=",", header=True, missing="error"
-    )
+    table = TableOptions()
+    inputs, layout = scale.open_input("dask", str(files / "parts" / "p*.csv"), table)
+    parts, n_rows, _ = scale.load_partitions(client, inputs, layout, table)
     assert n_rows == 2100
     x = pd.read_csv(files / "all.csv")[["a", "b", "c"]].to_numpy()
     start = start_params(x, 3, "full")
@@ -275,7 +272,7 @@ def test_a_worker_killed_mid_fit_is_recomputed_or_fails_in_one_line(client, file
 
     def work() -> None:
         try:
-            with scale.cluster_errors(inputs, layout, ",", True):
+            with scale.cluster_errors(inputs, layout, table):
                 outcome["result"] = fit_source(
                     DaskSource(client, parts, 3), options, start, on_event
                 )

@@ -18,6 +18,7 @@ from gmmcli import dataset, scale
 from gmmcli.cli import run
 from gmmcli.data import check_float32, read_table
 from gmmcli.errors import GmmError
+from gmmcli.tableoptions import TableOptions
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
@@ -141,12 +142,9 @@ def test_the_same_error_under_every_engine(name, engine, tables, client, capsys)
 # -- the block reader against the whole-table reader, without the CLI -------------------------
 def blocks_of(path: Path, block_bytes: int, header: bool, missing: str) -> dataset.CsvBlocks:
     """The stream engine's blocks of ``path``, with the columns chosen on its first lines."""
-    inputs, layout = scale.open_input(
-        "stream", str(path), delimiter=",", header=header, columns=None, missing=missing
-    )
-    return dataset.CsvBlocks(
-        inputs, layout, delimiter=",", header=header, missing=missing, block_bytes=block_bytes
-    )
+    table = TableOptions(header=header, missing=missing)
+    inputs, layout = scale.open_input("stream", str(path), table)
+    return dataset.CsvBlocks(inputs, layout, table, block_bytes=block_bytes)
 
 
 def read_error(read) -> str:

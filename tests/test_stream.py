@@ -16,6 +16,7 @@ from gmmcli import dataset, scale
 from gmmcli.cli import run
 from gmmcli.engine.em import EMOptions, fit, fit_source
 from gmmcli.engine.sources import BlockSource
+from gmmcli.tableoptions import TableOptions
 
 TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -33,13 +34,10 @@ def csv(tmp_path_factory):
 
 
 def blocks_of(path, n_blocks: int, **kw) -> dataset.CsvBlocks:
-    inputs, layout = scale.open_input(
-        "stream", str(path), delimiter=",", header=True, columns=None, missing="error", **kw
-    )
+    table = TableOptions(**kw)
+    inputs, layout = scale.open_input("stream", str(path), table)
     size = path.stat().st_size // n_blocks + 64
-    return dataset.CsvBlocks(
-        inputs, layout, delimiter=",", header=True, missing="error", block_bytes=size
-    )
+    return dataset.CsvBlocks(inputs, layout, table, block_bytes=size)
 
 
 @pytest.mark.parametrize("covariance_type", TYPES)

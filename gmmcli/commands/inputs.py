@@ -112,9 +112,7 @@ class ScaledInput:
             model,
             self.inputs,
             self.layout,
-            delimiter=self.options.delimiter,
-            header=self.options.header,
-            missing=self.options.missing,
+            self.options,
             scheduler=self.scheduler,
             threads=model.threads,
             announce=announce,
@@ -142,9 +140,7 @@ class ScaledInput:
             self.layout,
             what=what,
             output=output,
-            delimiter=self.options.delimiter,
-            header=self.options.header,
-            missing=self.options.missing,
+            table=self.options,
             scheduler=self.scheduler,
             shown=shown,
             keep_input=keep_input,
@@ -166,7 +162,7 @@ def open_input(
         return MemoryInput(read_table(data, float32=float32, **dataclasses.asdict(table)))
     from .. import scale
 
-    inputs, layout = scale.open_input(engine, data, **dataclasses.asdict(table))
+    inputs, layout = scale.open_input(engine, data, table)
     return ScaledInput(engine, scheduler, inputs, layout, table)
 
 
