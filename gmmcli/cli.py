@@ -59,6 +59,11 @@ TABLE = Group(
             "Rows with missing or non-finite values: 'error' (default) or 'drop' them.",
         ),
         "encoding": declared("utf-8", "--encoding", "Text encoding of DATA (e.g. latin-1)."),
+        "decimal": declared(".", "--decimal", "Decimal mark of DATA's numbers: . or , (1,5)."),
+        "skip_lines": declared(0, "--skip-lines", "Lines before DATA's table (title, notes)."),
+        "comment": declared(
+            None, "--comment", "Lines starting with this character are not data.", str | None
+        ),
     },
     TableOptions.from_words,
 )

@@ -18,7 +18,8 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LISTED_NAMES = 10
 _LINE_END = re.compile(r"[\r\n]")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
+_DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+")
 MAX_COLUMNS = 10_000  # fields on the first line (a wider one is refused before parsing)
 _EXCERPT_LIMIT, _EXCERPT = 60, 40  # a cell or name longer than the limit is shown cut
 _HAS_CONTENT = re.compile(r"\S")
@@ -62,53 +64,46 @@ class Table:
 class BlockPlace:
     """Where a block of lines sits in its file, when it is not the whole file.
 
-    A block after the first is parsed after the file's first line (``first_line``, the header
-    or the first row), so that it is read exactly as the whole file would be; its own first
-    line is line ``line`` of the file, at byte ``byte``. ``whole``: the block is the file.
+    A block after the first is parsed after the table's first line (``first_line``, the
+    header or the first row), so that it is read exactly as the whole file would be; its own
+    first line is line ``line`` of the file, at byte ``byte``. ``whole``: the block is the
+    file. ``lead``: the lines before the table (--skip-lines, comments), which the first
+    block's parsed text leaves out.
     """
 
     first_line: bytes = b""
     line: int = 1
     byte: int = 0
     whole: bool = False
+    lead: int = 0
 
     def file_line(self, text_line: int) -> int:
         """The file's line number of line ``text_line`` of the parsed text."""
         if not self.first_line or text_line == 1:
-            return text_line
+            return text_line + self.lead
         return text_line + self.line - 2
 
     def text_line(self, file_line: int) -> int:
         """The line of the parsed text that is line ``file_line`` of the file."""
-        return file_line if not self.first_line else file_line - self.line + 2
+        return file_line - self.lead if not self.first_line else file_line - self.line + 2
 
 
 WHOLE_FILE = BlockPlace(whole=True)
 
 
-def read_table(
-    source: str,
-    *,
-    delimiter: str = ",",
-    header: bool = True,
-    columns: list[str] | None = None,
-    missing: str = "error",
-    required: list[str] | None = None,
-    n_required: int | None = None,
-    keep_text: bool = False,
-    encoding: str = "utf-8",
-    float32: bool = False,
-) -> Table:
+def read_table(source: str, *, float32: bool = False, **options: Any) -> Table:
     """Read a CSV table from a path or ``-`` (stdin) and select its numeric feature columns.
 
-    The options are those of ``TableOptions``. With ``float32`` (the values will be worked
-    on in float32), ``check_float32`` refuses values too far from their column's mean and
-    columns that vary too little. The whole file is one block (``read_block``).
+    ``options`` are the fields of ``TableOptions``. With ``float32`` (the values will be
+    worked on in float32), ``check_float32`` refuses values too far from their column's mean
+    and columns that vary too little. The whole file is one block (``read_block``).
     """
+    return read_file(source, TableOptions(**options), float32=float32)
+
+
+def read_file(source: str, options: TableOptions, *, float32: bool = False) -> Table:
+    """``read_table`` with the options as one value."""
     name = files.display_name(source)
-    options = TableOptions(
-        delimiter, header, columns, missing, required, n_required, keep_text, encoding
-    )
     options.check(name)
     raw = files.read_bytes(source)
     if raw.startswith(GZIP_MAGIC):
@@ -221,21 +216,28 @@ def read_block(
     The whole file must have data rows; a block may have none (an empty ``Table``).
     """
     whole = place.whole
+    if not place.first_line and (options.skip_lines or options.comment):
+        raw, lead = cut_lead(raw, options)
+        place = replace(place, lead=lead)
+        if whole and not raw.strip():
+            raise GmmError(f"{name}: no table after the first {lead} lines (--skip-lines)")
+    if options.comment:
+        raw = _blank_comments(raw, options.comment)
     body, text = decode(raw, name, place)
     if whole and not _HAS_CONTENT.search(text):
         raise GmmError(f"{name}: the file is empty")
     if not whole and not _HAS_CONTENT.search(text, len(place.first_line.decode("utf-8"))):
         return _empty_block(name, options)
     if not place.first_line:  # the file's first line is here: judged before any parsing
-        _check_first_line(text, name, options, whole)
-    fast = _parse_fast(body, text, options.delimiter, options.header)
+        _check_first_line(text, name, options, place)
+    fast = _parse_fast(body, text, options)
     if fast is not None:
         try:
             frame = _without_first_line(fast, place, options)
             return _select(name, body, text, frame, options, place)
         except GmmError:
             pass  # the exact reader below finds the same problem and names its line
-    frame = _parse(body, text, name, options.delimiter, options.header, place)
+    frame = _parse(body, text, name, options, place)
     frame = _without_first_line(_drop_blank_lines(frame, text, options.header), place, options)
     if frame.empty:
         if not whole:
@@ -244,7 +246,35 @@ def read_block(
     return _select(name, body, text, frame, options, place)
 
 
-def _check_first_line(text: str, name: str, options: TableOptions, whole: bool) -> None:
+def cut_lead(raw: bytes, options: TableOptions) -> tuple[bytes, int]:
+    """``raw`` (the start of a file) from the table's first line on, without a byte-order
+    mark, and how many lines came before it: ``options.skip_lines`` lines, then every comment
+    line. ``dataset.table_head`` finds the same line in a file."""
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    start = lead = 0
+    while start < len(raw):
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end + 1
+        if lead >= options.skip_lines and not is_comment(raw[start:end], options.comment):
+            break
+        start, lead = end, lead + 1
+    return raw[start:], lead
+
+
+def is_comment(line: bytes, comment: str | None) -> bool:
+    """Whether a line of the file is a comment line (--comment): its first character other
+    than a space or tab is ``comment``."""
+    return comment is not None and line.lstrip(b" \t").startswith(comment.encode("utf-8"))
+
+
+def _blank_comments(raw: bytes, comment: str) -> bytes:
+    """The block with each comment line emptied (its line ending kept), so that it is dropped
+    as a blank line and the line numbers stay the file's."""
+    pattern = rb"(?m)^[ \t]*" + re.escape(comment.encode("utf-8")) + rb"[^\r\n]*"
+    return re.sub(pattern, b"", raw)
+
+
+def _check_first_line(text: str, name: str, options: TableOptions, place: BlockPlace) -> None:
     """Refuse in a few milliseconds what parsing would take minutes and gigabytes to refuse:
     a first line of more than ``MAX_COLUMNS`` fields (a 10 MB line of numbers), and a file
     that is only a header line."""
@@ -253,10 +283,10 @@ def _check_first_line(text: str, name: str, options: TableOptions, whole: bool) 
     n_fields = text.count(options.delimiter, 0, stop) + 1  # quoted delimiters count too
     if n_fields > MAX_COLUMNS:
         raise GmmError(
-            f"{name}: line 1 has more than {MAX_COLUMNS:,} fields; gmm reads at most "
-            f"{MAX_COLUMNS:,} columns (wrong delimiter, or not a table?)"
+            f"{name}: line {place.file_line(1)} has more than {MAX_COLUMNS:,} fields; gmm "
+            f"reads at most {MAX_COLUMNS:,} columns (wrong delimiter, or not a table?)"
         )
-    if whole and options.header and not _HAS_CONTENT.search(text, stop):
+    if place.whole and options.header and not _HAS_CONTENT.search(text, stop):
         raise GmmError(f"{name}: no data rows (only a header)")
 
 
@@ -298,7 +328,9 @@ def _select(
     if options.keep_text or _HEXADECIMAL_ANYWHERE.search(text):
         cells = _text_cells(body, name, options, list(frame.columns)).loc[frame.index]
         frame = _hexadecimal_as_text(frame, cells)
-    reader = Cells(name, frame, options.header, options.delimiter, text, place)
+    reader = Cells(
+        name, frame, options.header, options.delimiter, text, place, decimal=options.decimal
+    )
     explicit = options.columns is not None
     selected = choose_columns(reader, options)
     values, selected, skipped = reader.numeric(selected)
@@ -594,12 +626,13 @@ def decode(raw: bytes, name: str, place: BlockPlace = WHOLE_FILE) -> tuple[bytes
 
 
 def _parse(
-    body: bytes, text: str, name: str, delimiter: str, header: bool, place: BlockPlace
+    body: bytes, text: str, name: str, options: TableOptions, place: BlockPlace
 ) -> pd.DataFrame:
     """Parse with pandas; blank lines stay as all-missing rows so index i is line i+1+header.
 
     pandas reads the bytes (faster than from a str); ``text`` serves the csv module.
     """
+    delimiter, header = options.delimiter, options.header
     try:
         with warnings.catch_warnings():
             # pandas only warns, and drops fields, when the first data row outgrows the header
@@ -614,6 +647,7 @@ def _parse(
                 skipinitialspace=True,
                 low_memory=False,
                 engine="c",
+                decimal=options.decimal,
             )
     except pd.errors.EmptyDataError:
         raise GmmError(f"{name}: the file is empty") from None
@@ -622,7 +656,7 @@ def _parse(
     except (pd.errors.ParserError, ValueError) as error:
         raise GmmError(f"{name}: {_parser_reason(error, place)}") from None
     if header:
-        frame.columns = _header_names(text, name, delimiter, frame.shape[1])
+        frame.columns = _header_names(text, name, delimiter, frame.shape[1], place.file_line(1))
     else:
         frame.columns = [str(i) for i in range(1, frame.shape[1] + 1)]
     return frame
@@ -643,13 +677,14 @@ def _drop_blank_lines(frame: pd.DataFrame, text: str, header: bool) -> pd.DataFr
     return frame[~(empty & drop)]
 
 
-def _parse_fast(body: bytes, text: str, delimiter: str, header: bool) -> pd.DataFrame | None:
+def _parse_fast(body: bytes, text: str, options: TableOptions) -> pd.DataFrame | None:
     """The table through pyarrow's multi-threaded reader (about 3× faster than pandas' C
     reader on 1M rows), or None unless the result is plainly clean: every column numeric,
     no missing cell, no blank line (row i is line i + 1 + header), header names as the csv
     module reads them. Anything else — and any problem the selection finds — goes to the
     exact reader, which names lines and columns.
     """
+    delimiter, header = options.delimiter, options.header
     try:
         import pyarrow as pa
         import pyarrow.csv as pa_csv
@@ -662,6 +697,7 @@ def _parse_fast(body: bytes, text: str, delimiter: str, header: bool) -> pd.Data
             # an empty line is a row of missing cells (so the reader declines): row i is line
             # i + 1 + header
             parse_options=pa_csv.ParseOptions(delimiter=delimiter, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(decimal_point=options.decimal),
         )
     except (pa.ArrowException, ValueError, OverflowError):
         return None
@@ -720,24 +756,26 @@ def _lines(text: str) -> Iterator[str]:
     return (match.group(0) for match in _LINE.finditer(text))
 
 
-def _header_names(text: str, name: str, delimiter: str, n_columns: int) -> list[str]:
+def _header_names(text: str, name: str, delimiter: str, n_columns: int, line: int = 1) -> list[str]:
     """The header's names read with the csv module, since pandas renames duplicates; spaces
     around a name are not part of it (`` x val `` is ``x val``, as ``-c 'x val'`` names it)."""
     try:
         names = [n.strip() for n in next(_csv_rows(text, delimiter), [])]
     except csv.Error as error:
-        raise GmmError(f"{name}: line 1 (the header) cannot be read: {error}") from None
+        raise GmmError(f"{name}: line {line} (the header) cannot be read: {error}") from None
     if not names:
-        raise GmmError(f"{name}: line 1 (the header) is empty")
+        raise GmmError(f"{name}: line {line} (the header) is empty")
     if len(names) != n_columns:
-        raise GmmError(f"{name}: line 1 (the header) has {len(names)} fields, expected {n_columns}")
+        raise GmmError(
+            f"{name}: line {line} (the header) has {len(names)} fields, expected {n_columns}"
+        )
     seen: dict[str, int] = {}
     for position, column in enumerate(names, start=1):
         if not column.strip():
-            raise GmmError(f"{name}: line 1 (the header): column {position} has an empty name")
+            raise GmmError(f"{name}: line {line} (the header): column {position} has an empty name")
         if column in seen:
             raise GmmError(
-                f"{name}: line 1 (the header): duplicate column name {_q(column)}"
+                f"{name}: line {line} (the header): duplicate column name {_q(column)}"
                 f" (columns {seen[column]} and {position})"
             )
         seen[column] = position
@@ -782,8 +820,9 @@ def _as_int(token: str) -> int | None:
         return None
 
 
-def _to_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The column as float64, and a mask of cells present but not readable as numbers.
+def _to_numbers(column: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.ndarray]:
+    """The column as float64, and a mask of cells present but not readable as numbers (with
+    ``decimal`` as the decimal mark: with ",", ``1.5`` is not a number).
 
     Columns pandas already typed as numbers cost nothing; others are coerced cell by cell.
     """
@@ -792,7 +831,13 @@ def _to_numbers(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     present = column.notna().to_numpy()
     if column.dtype.kind == "b":  # True/False are not measurements
         return np.full(len(column), np.nan), present
-    numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    cells = column
+    if decimal != ".":
+        text = column.astype(str)
+        cells = text.str.replace(decimal, ".", regex=False).where(
+            ~text.str.contains(".", regex=False)
+        )
+    numbers = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     parsed = present & ~np.isnan(numbers)
     if parsed.any():  # pandas reads 0x10 as 16; a number is decimal, as the fast reader has it
         hexadecimal = column.astype(str).str.match(_HEXADECIMAL).to_numpy(dtype=bool)
@@ -818,6 +863,7 @@ class Cells:
         *,
         numbered: bool = True,
         all_columns: list[str] | None = None,
+        decimal: str = ".",
     ) -> None:
         self.name = name
         self.text = text
@@ -827,13 +873,14 @@ class Cells:
         self.place = place
         self.numbered = numbered  # False: the rows' lines are not known (a Dask partition)
         self.all_columns = all_columns  # the file's columns, when ``frame`` holds only some
+        self.decimal = decimal  # the numbers' decimal mark
 
     def lines(self) -> np.ndarray:
         """The file's line number of each row of ``frame``."""
         text_lines = self.frame.index.to_numpy(dtype=np.int64) + 1 + int(self.header)
         if not self.place.first_line:
-            return text_lines
-        return np.where(text_lines == 1, 1, text_lines + self.place.line - 2)
+            return text_lines + self.place.lead
+        return np.where(text_lines == 1, 1 + self.place.lead, text_lines + self.place.line - 2)
 
     def numeric(self, selected: list[str] | None) -> tuple[np.ndarray, list[str], list[str]]:
         """Values (n, d) of the selected columns, or of every numeric column when None.
@@ -846,7 +893,7 @@ class Cells:
         arrays: list[np.ndarray] = []
         bad_masks: list[np.ndarray] = []
         for column in self.frame.columns if selected is None else selected:
-            numbers, bad = _to_numbers(self.frame[column])
+            numbers, bad = _to_numbers(self.frame[column], self.decimal)
             if selected is None and bad.any() and np.isnan(numbers).all():
                 skipped.append(column)
                 continue
@@ -856,7 +903,7 @@ class Cells:
         if not kept:
             raise GmmError(
                 f"{self.name}: no numeric columns (skipped: {_list_names(skipped)})"
-                + self._hint(" (", ")")
+                + (self._hint(" (", ")") or self._decimal_hint(self.frame[skipped[0]]))
             )
         if any(mask.any() for mask in bad_masks):
             row, col = self._first(np.column_stack(bad_masks))
@@ -937,11 +984,24 @@ class Cells:
         hint = self._hint(" (", ")", sure=True)
         if hint:
             return message + hint
-        if line == 1 and not self.header:
+        if line == self.place.file_line(1) and not self.header:
             message += " (is line 1 a header? drop --no-header)"
-        elif isinstance(cell, str) and _DECIMAL_COMMA.fullmatch(cell.strip()):
-            message += " (a decimal comma? gmm reads numbers with a decimal point: 1.5)"
+        else:
+            message += self._decimal_hint(pd.Series([cell]))
         return message
+
+    def _decimal_hint(self, cells: pd.Series) -> str:
+        """A hint when the first present cell of ``cells`` is a number written with the
+        other decimal mark (``1,5`` without --decimal ,; ``1.5`` with it)."""
+        present = cells.dropna()
+        if present.empty or not isinstance(present.iloc[0], str):
+            return ""
+        cell = present.iloc[0].strip()
+        if self.decimal == "." and _DECIMAL_COMMA.fullmatch(cell):
+            return " (a decimal comma? use --decimal ,)"
+        if self.decimal == "," and _DECIMAL_POINT.fullmatch(cell):
+            return " (with --decimal , a number is written 1,5)"
+        return ""
 
     def _first(self, mask: np.ndarray) -> tuple[int, int]:
         """(row, column) of the first True cell of a (n, d) mask in reading order."""

@@ -402,7 +402,7 @@ def read_range(part: ByteRange, options: data.TableOptions) -> data.Table:
     with handle:
         if part.whole:
             return data.read_block(handle.read(), name, options)
-        first_line = handle.readline().removeprefix(codecs.BOM_UTF8)
+        first_line, lead = table_head(handle, options)
         if part.start == 0:
             handle.seek(0)
             place = data.BlockPlace()
@@ -410,7 +410,7 @@ def read_range(part: ByteRange, options: data.TableOptions) -> data.Table:
         else:
             handle.seek(part.start - 1)
             handle.readline()  # the line under way belongs to the range before
-            place = data.BlockPlace(first_line, 2, handle.tell())
+            place = data.BlockPlace(first_line, 2 + lead, handle.tell(), lead=lead)
             before = first_line
         start = handle.tell()
         raw = handle.read(max(0, part.end - start)) if start < part.end else b""
@@ -428,10 +428,23 @@ def range_values(part: ByteRange, options: data.TableOptions) -> Loaded:
     return Loaded(table.values, table.n_dropped, table.kept)
 
 
+def table_head(handle: BinaryIO, options: data.TableOptions) -> tuple[bytes, int]:
+    """The table's first line in an open CSV file (its header, or first row, without a
+    byte-order mark) and how many lines come before it, as ``data.cut_lead`` counts them:
+    --skip-lines lines, then comment lines. Leaves the handle anywhere."""
+    handle.seek(0)
+    line, lead = handle.readline().removeprefix(codecs.BOM_UTF8), 0
+    while line and (lead < options.skip_lines or data.is_comment(line, options.comment)):
+        line, lead = handle.readline(), lead + 1
+    return line, lead
+
+
 # -- CSV files in blocks of lines ------------------------------------------------------------
-def file_blocks(path: str, block_bytes: int) -> Iterator[tuple[bytes, data.BlockPlace]]:
+def file_blocks(
+    path: str, block_bytes: int, options: data.TableOptions
+) -> Iterator[tuple[bytes, data.BlockPlace]]:
     """A CSV file as blocks of whole lines (about ``block_bytes`` each), each after the
-    file's first line but the first, and where each sits (``data.BlockPlace``); a file no
+    table's first line but the first, and where each sits (``data.BlockPlace``); a file no
     bigger than one block is one block, ``data.WHOLE_FILE``."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 (closed below)
@@ -441,24 +454,24 @@ def file_blocks(path: str, block_bytes: int) -> Iterator[tuple[bytes, data.Block
         if os.fstat(handle.fileno()).st_size <= block_bytes:
             yield handle.read(), data.WHOLE_FILE
             return
+        first_line, lead = table_head(handle, options)
+        start = handle.tell() - len(first_line)  # the first block holds the lines before it
+        handle.seek(0)
         place = data.BlockPlace()  # the first block: line 1, byte 0, nothing before it
         while True:
             buffer = bytearray(place.first_line)
-            buffer += handle.read(block_bytes)
+            buffer += handle.read(block_bytes if place.first_line else max(block_bytes, start + 1))
             buffer += handle.readline()  # to the end of the line
             if len(buffer) == len(place.first_line):
                 return
             before = len(place.first_line)
-            if not before:  # the first block: keep the file's first line, without a BOM
-                body = buffer.removeprefix(codecs.BOM_UTF8)
-                first_line = bytes(body[: body.find(b"\n") + 1])
-                del body
             block = bytes(buffer)
             del buffer
             n_lines, size = block.count(b"\n", before), len(block) - before
             yield block, place
             del block  # hold one block only while the next is read
-            place = data.BlockPlace(first_line, place.line + n_lines, place.byte + size)
+            line = place.line + n_lines
+            place = data.BlockPlace(first_line, line, place.byte + size, lead=lead)
 
 
 class CsvBlocks:
@@ -499,7 +512,7 @@ class CsvBlocks:
         dropped = kept = 0
         for path in self.inputs.paths:
             name = self.inputs.name_of(path)
-            for raw, place in file_blocks(path, self.block_bytes):
+            for raw, place in file_blocks(path, self.block_bytes, self.options):
                 table = data.read_block(raw, name, self.options, place)
                 del raw  # hold one block only while the next is read
                 dropped += table.n_dropped

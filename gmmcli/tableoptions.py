@@ -23,7 +23,10 @@ class TableOptions:
 
     One rule for every engine: fields are split at the delimiter (csv quoting), spaces around
     a header name are not part of it, a cell is a number in decimal notation (``0x10`` is
-    not), and an empty cell or an NA word (``NA``, ``nan``, ``None``, ``null``…) is missing.
+    not) with ``decimal`` as its decimal mark, and an empty cell or an NA word (``NA``,
+    ``nan``, ``None``, ``null``…) is missing. The table starts after ``skip_lines`` lines
+    and the comment lines that follow them; a line whose first character other than a space
+    is ``comment`` is not data, wherever it is. Messages count every line of the file.
     """
 
     delimiter: str = ","
@@ -34,14 +37,34 @@ class TableOptions:
     n_required: int | None = None
     keep_text: bool = False  # also keep every cell as the text it is (predict --keep-input)
     encoding: str = "utf-8"  # of the text (other than UTF-8: read once and converted)
+    decimal: str = "."  # the decimal mark of numbers: "." or "," (European exports)
+    skip_lines: int = 0  # lines before the table (a title, notes)
+    comment: str | None = None  # lines starting with it are not data ("#")
 
     def check(self, name: str) -> None:
-        """Refuse a delimiter or missing-value policy that cannot be used."""
+        """Refuse a delimiter, decimal mark, comment character or missing-value policy that
+        cannot be used."""
         if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
             raise GmmError(
                 f"{name}: the delimiter must be one character (not a quote or newline),"
                 f" got {self.delimiter!r}"
             )
+        if self.decimal not in (".", ","):
+            raise GmmError(f"--decimal {self.decimal!r}: the decimal mark is '.' or ','")
+        if self.decimal == self.delimiter:
+            raise GmmError(
+                f"--decimal {self.decimal!r} is also the delimiter: name the delimiter of a "
+                "table with decimal commas (-d ';' is usual)"
+            )
+        if self.comment is not None and (
+            len(self.comment) != 1 or self.comment in f'"\r\n {self.delimiter}'
+        ):
+            raise GmmError(
+                f"--comment {self.comment!r}: one character, not a quote, space, newline or "
+                "the delimiter (e.g. '#')"
+            )
+        if self.skip_lines < 0:
+            raise GmmError(f"--skip-lines {self.skip_lines}: a count of lines, 0 or more")
         if self.missing not in MISSING_POLICIES:
             raise GmmError(
                 f"{name}: missing-value policy must be 'error' or 'drop', got {self.missing!r}"
@@ -61,6 +84,9 @@ class TableOptions:
         no_header: bool,
         missing: str,
         encoding: str = "utf-8",
+        decimal: str = ".",
+        skip_lines: int = 0,
+        comment: str | None = None,
     ) -> TableOptions:
         """The options as a user types them: ``columns`` comma-separated, ``delimiter`` may be
         '\\t' (as typed in a shell) or the word tab, and ``tabs`` says the same."""
@@ -68,7 +94,11 @@ class TableOptions:
         if names is not None and not all(names):
             raise GmmError(f"--columns {columns!r}: empty column name")
         tab = tabs or delimiter in ("\\t", "tab", "TAB")
-        return cls("\t" if tab else delimiter, not no_header, names, missing, encoding=encoding)
+        delimiter = "\t" if tab else delimiter
+        return cls(
+            delimiter, not no_header, names, missing, encoding=encoding, decimal=decimal,
+            skip_lines=skip_lines, comment=comment,
+        )  # fmt: skip
 
     def reading(self, names: list[str], keep_text: bool = False) -> TableOptions:
         """These options reading exactly the columns ``names`` (chosen once, on the head of

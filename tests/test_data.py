@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from gmmcli import data, files
 from gmmcli.data import Table, read_table, write_csv
 from gmmcli.errors import GmmError
+from gmmcli.tableoptions import TableOptions
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "data.csv") -> str:
@@ -713,9 +714,9 @@ def test_fast_and_exact_readers_agree(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_fast_reader_declines_what_it_cannot_explain(tmp_path: Path) -> None:
     path = write(tmp_path, "a,b\n1,2\n3,\n")
-    assert data._parse_fast(*data.decode(Path(path).read_bytes(), path), ",", True) is None
+    assert data._parse_fast(*data.decode(Path(path).read_bytes(), path), TableOptions()) is None
     spaced = write(tmp_path, "a, b\n1,2\n")
-    assert data._parse_fast(*data.decode(Path(spaced).read_bytes(), spaced), ",", True) is None
+    assert data._parse_fast(*data.decode(Path(spaced).read_bytes(), spaced), TableOptions()) is None
     assert read_table(spaced).names == ["a", "b"]
 
 

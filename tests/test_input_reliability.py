@@ -438,8 +438,10 @@ def test_decimal_commas_are_named_in_the_error(tmp_path, capsys):
     assert status == 2 and out == ""
     assert err == (
         f"gmm: error: {path}: line 2, column 'a' (1): cannot read '1,5' as a number (a decimal "
-        "comma? gmm reads numbers with a decimal point: 1.5)\n"
+        "comma? use --decimal ,)\n"
     )
+    status, out, err = gmm("fit", path, "-k", 1, "-d", ";", "--decimal", ",", capsys=capsys)
+    assert status == 0, err
 
 
 @pytest.mark.parametrize(
