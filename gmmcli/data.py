@@ -58,6 +58,7 @@ class Table:
     lines: np.ndarray | None = None  # the file's line number of each kept row
     kept: np.ndarray | None = None  # per data row read (kept or dropped): whether it is kept
     text: pd.DataFrame | None = None  # every column of every data row, as text (keep_text)
+    weights: np.ndarray | None = None  # each kept row's weight (--weights), float64
 
 
 @dataclass(frozen=True)
@@ -333,12 +334,30 @@ def _select(
     )
     explicit = options.columns is not None
     selected = choose_columns(reader, options)
-    values, selected, skipped = reader.numeric(selected)
+    weights = None
+    if options.weights is not None:
+        column = weight_column(reader, options.weights, selected)
+        weights = reader.numeric([column])[0][:, 0]
+        reader.check_weights(weights, column)
+        if selected is None:
+            selected = [c for c in reader.frame.columns if c != column]
+    automatic = options.columns is None and options.required is None
+    values, selected, skipped = reader.numeric(selected, automatic=automatic)
     if options.n_required is not None:
         reader.check_count(options.n_required, selected, skipped, explicit=explicit)
     if not options.keep_text:
         cells = None
-    return check_values(values, selected, skipped, reader, options, whole=place.whole, text=cells)
+    return check_values(
+        values, selected, skipped, reader, options, whole=place.whole, text=cells, weights=weights
+    )
+
+
+def weight_column(reader: Cells, token: str, selected: list[str] | None) -> str:
+    """The column --weights names (a name or a 1-based position), which is no feature."""
+    column = _resolve_columns(reader, [token])[0]
+    if selected is not None and column in selected:
+        raise GmmError(f"{reader.name}: column {_q(column)} is selected as a feature and weights")
+    return column
 
 
 def _hexadecimal_as_text(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
@@ -389,11 +408,14 @@ def check_values(
     *,
     whole: bool = False,
     text: pd.DataFrame | None = None,
+    weights: np.ndarray | None = None,
 ) -> Table:
     """The feature values (n, d) of ``reader``'s rows checked: a missing or non-finite value
     is an error (or its row dropped, with missing="drop"), and so is a value beyond
     ±``MAX_MAGNITUDE``. ``whole``: the rows are the whole table, which must keep one.
-    ``text``: the rows' cells as text, kept whole (dropped rows too) in the ``Table``."""
+    ``text``: the rows' cells as text, kept whole (dropped rows too) in the ``Table``.
+    ``weights``: one per row, checked (``Cells.check_weights``); the whole table's must not
+    all be 0."""
     name, frame = reader.name, reader.frame
     problems = ~np.isfinite(values)
     if options.missing == "error" and problems.any():
@@ -404,7 +426,10 @@ def check_values(
         raise GmmError(no_rows_left(name, n_dropped))
     if n_dropped:
         values, frame = values[keep], frame[keep]
+        weights = None if weights is None else weights[keep]
         reader.frame = frame  # rows below count the kept rows; their index is still the line
+    if whole and weights is not None and not weights.any():
+        raise GmmError(all_weights_zero(name, options.weights or ""))
     huge = np.abs(values) > MAX_MAGNITUDE
     if huge.any():
         raise GmmError(reader.too_large_message(values, huge, selected))
@@ -419,7 +444,13 @@ def check_values(
         lines=reader.lines(),
         kept=keep,
         text=None if text is None else text.reset_index(drop=True),
+        weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
     )
+
+
+def all_weights_zero(name: str, column: str) -> str:
+    """The message for a table whose rows all weigh 0 (--weights)."""
+    return f"{name}: every weight (--weights {column}) is 0: there is nothing to fit"
 
 
 def no_rows_left(name: str, n_dropped: int) -> str:
@@ -882,19 +913,23 @@ class Cells:
             return text_lines + self.place.lead
         return np.where(text_lines == 1, 1 + self.place.lead, text_lines + self.place.line - 2)
 
-    def numeric(self, selected: list[str] | None) -> tuple[np.ndarray, list[str], list[str]]:
+    def numeric(
+        self, selected: list[str] | None, automatic: bool | None = None
+    ) -> tuple[np.ndarray, list[str], list[str]]:
         """Values (n, d) of the selected columns, or of every numeric column when None.
 
-        With no selection, a column in which no present cell is a number is skipped.
-        Any other cell that is not a number is an error.
+        With no selection (or ``automatic``: the selection is every column but some), a
+        column in which no present cell is a number is skipped. Any other cell that is not
+        a number is an error.
         """
+        automatic = selected is None if automatic is None else automatic
         skipped: list[str] = []
         kept: list[str] = []
         arrays: list[np.ndarray] = []
         bad_masks: list[np.ndarray] = []
         for column in self.frame.columns if selected is None else selected:
             numbers, bad = _to_numbers(self.frame[column], self.decimal)
-            if selected is None and bad.any() and np.isnan(numbers).all():
+            if automatic and bad.any() and np.isnan(numbers).all():
                 skipped.append(column)
                 continue
             kept.append(column)
@@ -932,6 +967,20 @@ class Cells:
             shown = cell if isinstance(cell, str) else str(value)
             what = f"value is not finite ({_q(shown)}) (use --missing drop to skip such rows)"
         return f"{self._where(line, names[col])}: {what}"
+
+    def check_weights(self, weights: np.ndarray, column: str) -> None:
+        """A missing, non-finite or negative weight is an error naming its line, whatever
+        the missing-value policy."""
+        bad = ~np.isfinite(weights) | (weights < 0)
+        if not bad.any():
+            return
+        row = int(np.argmax(bad))
+        value = weights[row]
+        where = self._where(self._line(row), column)
+        if np.isnan(value):
+            raise GmmError(f"{where}: missing weight (a weight is a number, 0 or more)")
+        what = "not finite" if not np.isfinite(value) else "negative"
+        raise GmmError(f"{where}: weight is {what} ({value:g})")
 
     def too_large_message(self, values: np.ndarray, huge: np.ndarray, names: list[str]) -> str:
         row, col = self._first(huge)

@@ -40,6 +40,7 @@ class TableOptions:
     decimal: str = "."  # the decimal mark of numbers: "." or "," (European exports)
     skip_lines: int = 0  # lines before the table (a title, notes)
     comment: str | None = None  # lines starting with it are not data ("#")
+    weights: str | None = None  # the column of row weights (a name or 1-based position)
 
     def check(self, name: str) -> None:
         """Refuse a delimiter, decimal mark, comment character or missing-value policy that

@@ -738,3 +738,47 @@ def test_numeric_csv_round_trips_exactly_with_a_plain_header(tmp_path: Path) -> 
     with_text = pd.DataFrame({"id": ["p1", "a,b"], "v": [1.5, 2.0]})
     write_csv(with_text, str(dest))
     assert dest.read_text() == 'id,v\np1,1.5\n"a,b",2.0\n'
+
+
+# -- row weights (--weights) ----------------------------------------------------------------
+def test_a_weights_column_is_read_beside_the_features_and_is_no_feature(tmp_path):
+    path = write(tmp_path, "a,id,b,w\n1,x,2,1\n3,y,4,2.5\n5,z,6,0\n")
+    table = read_table(path, weights="w")
+    assert table.names == ["a", "b"]
+    assert table.weights.tolist() == [1.0, 2.5, 0.0]
+    by_position = read_table(path, weights="4", columns=["a"])
+    assert by_position.names == ["a"]
+    assert by_position.weights.tolist() == [1.0, 2.5, 0.0]
+
+
+def test_rows_dropped_for_missing_values_drop_their_weights(tmp_path):
+    table = read_table(write(tmp_path, "a,w\n1,1\n,2\n3,3\n"), weights="w", missing="drop")
+    assert table.values[:, 0].tolist() == [1.0, 3.0]
+    assert table.weights.tolist() == [1.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a,w\n1,1\n2,-2\n", "line 3, column 'w' (2): weight is negative (-2)"),
+        (
+            "a,w\n1,\n2,2\n",
+            "line 2, column 'w' (2): missing weight (a weight is a number, 0 or more)",
+        ),
+        ("a,w\n1,1\n2,inf\n", "line 3, column 'w' (2): weight is not finite (inf)"),
+        ("a,w\n1,x\n", "line 2, column 'w' (2): cannot read 'x' as a number"),
+        ("a,w\n1,0\n2,0\n", "every weight (--weights w) is 0: there is nothing to fit"),
+        ("a,w\n1,0\n,2\n", "every weight (--weights w) is 0: there is nothing to fit"),
+    ],
+)
+def test_bad_weights_are_one_line_naming_the_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(GmmError) as caught:
+        read_table(path, weights="w", missing="drop")
+    assert caught.value.message == f"{path}: {message}"
+
+
+def test_the_weights_column_cannot_also_be_a_feature(tmp_path):
+    path = write(tmp_path, "a,w\n1,1\n")
+    with pytest.raises(GmmError, match="selected as a feature and weights"):
+        read_table(path, weights="w", columns=["a", "w"])
