@@ -15,6 +15,7 @@ switches on a covariance type name. A new model is one more subclass in ``_STRAT
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -187,12 +188,24 @@ def get_strategy(name: str) -> CovarianceStrategy:
 
 
 def cholesky_precision(cov: np.ndarray) -> np.ndarray:
-    """Upper-triangular P = L⁻ᵀ for Σ = L Lᵀ, so that P Pᵀ = Σ⁻¹."""
-    from scipy import linalg  # here, so that the registry imports without scipy
+    """Upper-triangular P = L⁻ᵀ for Σ = L Lᵀ, so that P Pᵀ = Σ⁻¹: of one (d, d) matrix, or of
+    each of a stack (k, d, d) at once (numpy's stacked LAPACK calls; a loop of scipy calls
+    cost 20× more on the small matrices of a model selection grid). LinAlgError when a
+    matrix is not positive definite (or not finite)."""
+    lower = np.linalg.cholesky(cov)
+    inverse = np.linalg.inv(lower)
+    # the inverse of a triangular matrix is triangular: drop the rounding that the pivoted
+    # LU behind inv() may leave above the diagonal
+    inverse *= _lower_mask(cov.shape[-1])
+    return np.swapaxes(inverse, -1, -2)
 
-    lower = linalg.cholesky(cov, lower=True, check_finite=False)
-    eye = np.eye(cov.shape[0])
-    return linalg.solve_triangular(lower, eye, lower=True, check_finite=False).T
+
+@functools.cache
+def _lower_mask(d: int) -> np.ndarray:
+    """(d, d) ones on and below the diagonal, zeros above (read-only)."""
+    mask = np.tri(d)
+    mask.flags.writeable = False
+    return mask
 
 
 def _inverse_sqrt(variances: np.ndarray) -> np.ndarray:
@@ -217,14 +230,25 @@ def _pairs(zt: np.ndarray, out: np.ndarray) -> None:
         start += d - a
 
 
+@functools.cache
+def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.triu_indices(d)`` (a, b) and the coefficient of Λ_ab on z_a z_b in
+    −½ zᵀ Λ z: −½ on the diagonal, −1 off it (the pair stands for both (a, b) and (b, a)).
+    Computed once per d (read-only): every E-step of a full model needs them."""
+    a, b = np.triu_indices(d)
+    weight = np.where(a == b, -0.5, -1.0)
+    for array in (a, b, weight):
+        array.flags.writeable = False
+    return a, b, weight
+
+
 def _quadratic_coefficients(
     precision: np.ndarray, m: np.ndarray, log_const: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients on [z; pairs] for −½ (z − m_k)ᵀ Λ_k (z − m_k) + log_const_k, with
     Λ_k (k, d, d): Λ_k m_k on z, −½ Λ_k,ab (doubled off the diagonal) on z_a z_b."""
-    d = m.shape[1]
-    a, b = np.triu_indices(d)
-    quadratic = precision[:, a, b] * np.where(a == b, -0.5, -1.0)
+    a, b, weight = _triangle(m.shape[1])
+    quadratic = precision[:, a, b] * weight
     linear = np.einsum("kab,kb->ka", precision, m)
     const = log_const - 0.5 * np.einsum("ka,ka->k", linear, m)
     return np.concatenate([linear, quadratic], axis=1), const
@@ -232,7 +256,7 @@ def _quadratic_coefficients(
 
 def _unpack_symmetric(packed: np.ndarray, d: int) -> np.ndarray:
     """(..., d(d+1)/2) upper triangles in triu order to (..., d, d) symmetric matrices."""
-    a, b = np.triu_indices(d)
+    a, b, _ = _triangle(d)
     out = np.empty((*packed.shape[:-1], d, d))
     out[..., a, b] = packed
     out[..., b, a] = packed
@@ -289,7 +313,7 @@ class Full(CovarianceStrategy):
         return raw + reg_covar * np.eye(d)[None]
 
     def precision_cholesky(self, cov):
-        return np.stack([cholesky_precision(c) for c in cov])
+        return cholesky_precision(cov)
 
     def reach(self, m, prec_chol):
         return (np.einsum("kab,ka->kb", prec_chol, m) ** 2).sum(axis=1)
