@@ -242,30 +242,38 @@ def find_collapses(
     """
     k = step_counts.shape[0]
     d = summary.shift.shape[0]
-    data_var = summary.variances
-    floor = np.minimum(reg_covar, RELATIVE_FLOOR * data_var)
+    floor = np.minimum(reg_covar, RELATIVE_FLOOR * summary.variances)
     variances = strategy.component_variances(raw, k, d)
-    found = []
-    min_count = strategy.min_rows(d)
+    few = step_counts < strategy.min_rows(d)
+    below = (variances < floor).any(axis=1)  # where pinned_variance may find one
+    found: list[Collapse] = []
+    spread: list[int] = []  # the components left for the subspace check
     for c in range(k):
-        if step_counts[c] < min_count:
+        if few[c]:
             found.append(Collapse(c, None, "few-points", float(step_counts[c])))
             continue
-        pinned = strategy.pinned_variance(variances[c], floor)
+        pinned = strategy.pinned_variance(variances[c], floor) if below[c] else None
         if pinned is not None:
             found.append(Collapse(c, pinned[0], "zero-variance", pinned[1]))
             if strategy.shared:
-                break
+                return found
             continue
-        # A direction with no spread; checked only where the data itself spreads in every
-        # direction beyond reg_covar (collinear columns are the data's property).
-        if not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar):
-            matrix = strategy.matrices(raw)[0 if strategy.shared else c]
-            smallest = float(np.linalg.eigvalsh(matrix)[0])
-            if smallest < min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue):
-                found.append(Collapse(c, None, "subspace", smallest))
-                if strategy.shared:
-                    break
+        spread.append(c)
+    # A direction with no spread; checked only where the data itself spreads in every
+    # direction beyond reg_covar (collinear columns are the data's property). One stacked
+    # eigenvalue call for every component left (the shared matrix once).
+    if spread and not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar):
+        if strategy.shared:
+            spread = spread[:1]
+        matrices = strategy.matrices(raw)[[0] if strategy.shared else spread]
+        smallest = np.linalg.eigvalsh(matrices)[:, 0]
+        limit = min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue)
+        found += [
+            Collapse(c, None, "subspace", float(value))
+            for c, value in zip(spread, smallest, strict=True)
+            if value < limit
+        ]
+        found.sort(key=lambda collapse: collapse.component)
     return found
 
 
