@@ -20,9 +20,9 @@ W_k, largest first.
 
 from __future__ import annotations
 
-import itertools
-import math
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -135,7 +135,7 @@ def m_step(
 
 def _gm(values: FloatArray) -> FloatArray:
     """Geometric mean over the last axis: gm(v) = exp(mean(log v))."""
-    return np.exp(np.mean(np.log(values), axis=-1))
+    return np.exp(np.log(values).sum(axis=-1) / values.shape[-1])
 
 
 def _diagonals(matrices: FloatArray) -> FloatArray:
@@ -349,33 +349,75 @@ def _plane_rotations(
     orientation: FloatArray,
     inverse_diagonals: Callable[[FloatArray], FloatArray],
 ) -> FloatArray:
-    """One sweep of plane rotations of D, each the least of f(D) = Σ_k tr(Dᵀ W_k D P_k).
+    """One sweep of plane rotations of D, each the least of f(D) = Σ_k tr(Dᵀ W_k D P_k);
+    returns the new orientation.
 
     ``rotated`` holds M_k = Dᵀ W_k D and ``inverse_diagonals(diag M)`` the diagonal weights
-    P_k; both arrays are updated in place, the orientation returned. Turning columns i and j
-    of D by θ changes f by (a cos 2θ + b sin 2θ) − a, with
+    P_k. Turning columns i and j of D by θ changes f by (a cos 2θ + b sin 2θ) − a, with
     a = Σ_k (P_ki − P_kj)(M_k,ii − M_k,jj) / 2 and b = Σ_k (P_ki − P_kj) M_k,ij, which is
     least at cos 2θ = −a / r, sin 2θ = −b / r, r = √(a² + b²): the Jacobi-type pairwise
-    rotations of Flury & Gautschi's common-principal-components algorithm. The P_k are
-    recomputed after every rotation, which is the closed-form step for them.
+    rotations of Flury & Gautschi's common-principal-components algorithm. The sweep visits
+    every pair once, in d − 1 rounds (d rounds for odd d) of disjoint pairs (``_rounds``):
+    with the P_k fixed, f is a sum over columns, so the rotations of disjoint planes do not
+    interact and each round turns all its planes at once, then recomputes the P_k (the
+    closed-form step for them). No step raises f.
     """
-    d = rotated.shape[-1]
-    for i, j in itertools.combinations(range(d), 2):
-        weights = inverse_diagonals(_diagonals(rotated))
-        spread = weights[:, i] - weights[:, j]
-        a = 0.5 * float(spread @ (rotated[:, i, i] - rotated[:, j, j]))
-        b = float(spread @ rotated[:, i, j])
-        r = math.hypot(a, b)
-        if r == 0.0 or a <= -r:  # θ = 0 is already the least
-            continue
-        cos = math.sqrt(0.5 * (1.0 - a / r))
-        sin = math.copysign(math.sqrt(0.5 * (1.0 + a / r)), -b)
-        turn = np.array([[cos, -sin], [sin, cos]])
-        pair = [i, j]
-        orientation[:, pair] = orientation[:, pair] @ turn
-        rotated[:, :, pair] = rotated[:, :, pair] @ turn
-        rotated[:, pair, :] = turn.T @ rotated[:, pair, :]
+    k, d, _ = rotated.shape
+    for plan in _rounds(d):
+        flat = rotated.reshape(k, d * d)
+        diagonals = flat[:, :: d + 1]
+        weights = inverse_diagonals(diagonals)
+        spread = weights[:, plan.first] - weights[:, plan.second]
+        a = 0.5 * np.einsum(
+            "kp,kp->p", spread, diagonals[:, plan.first] - diagonals[:, plan.second]
+        )
+        b = np.einsum("kp,kp->p", spread, flat[:, plan.pairs])
+        r = np.hypot(a, b)
+        # cos 2θ = −a / r; r = 0 (or a = −r) leaves the plane as it is (θ = 0)
+        ratio = np.divide(a, r, out=np.full_like(a, -1.0), where=r > 0.0)
+        np.clip(ratio, -1.0, 1.0, out=ratio)
+        cos = np.sqrt(0.5 - 0.5 * ratio)
+        sin = np.copysign(np.sqrt(0.5 + 0.5 * ratio), -b)
+        turn = np.eye(d)
+        turn.flat[plan.cells] = np.concatenate((cos, -sin, sin, cos))
+        orientation = orientation @ turn
+        rotated = np.ascontiguousarray(turn.T @ rotated @ turn)
     return orientation
+
+
+@dataclass(frozen=True)
+class _Round:
+    """Disjoint pairs (first[p], second[p]) of columns, with flat indices into a d × d
+    matrix: ``pairs`` of the (i, j) entries, ``cells`` of a rotation's (i, i), (i, j),
+    (j, i) and (j, j) entries for every pair."""
+
+    first: np.ndarray
+    second: np.ndarray
+    pairs: np.ndarray
+    cells: np.ndarray
+
+
+@functools.cache
+def _rounds(d: int) -> tuple[_Round, ...]:
+    """Every pair (i, j), i < j, of 0..d−1 once, in rounds of disjoint pairs (the circle
+    method of round-robin tournaments)."""
+    players = list(range(d)) + ([-1] if d % 2 else [])  # −1 sits a round out
+    rounds = []
+    for _ in range(len(players) - 1):
+        half = len(players) // 2
+        pairs = [
+            tuple(sorted((players[i], players[-1 - i])))
+            for i in range(half)
+            if players[i] >= 0 and players[-1 - i] >= 0
+        ]
+        first = np.array([i for i, _ in pairs], dtype=np.intp)
+        second = np.array([j for _, j in pairs], dtype=np.intp)
+        cells = np.concatenate(
+            [first * d + first, first * d + second, second * d + first, second * d + second]
+        )
+        rounds.append(_Round(first, second, first * d + second, cells))
+        players = [players[0], players[-1], *players[1:-1]]
+    return tuple(rounds)
 
 
 def _start_orientation(
