@@ -37,6 +37,8 @@ class CovarianceStrategy:
     description : what the stored covariances are, in words (model-file messages).
     shared : one covariance for every component (Σ_k = Σ), stored without a component axis.
     is_diagonal : every Σ_k is diagonal (no correlations between columns).
+    iterated_mstep : the M-step has no closed form and iterates (several times the work of
+        a closed-form one).
     """
 
     name: str = ""
@@ -44,6 +46,7 @@ class CovarianceStrategy:
     description: str = ""
     shared: bool = False
     is_diagonal: bool = False
+    iterated_mstep: bool = False
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         """Shape of the covariances array for k components and d columns: full (k, d, d),
@@ -201,6 +204,14 @@ def cholesky_precision(cov: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
+def _identity(d: int) -> np.ndarray:
+    """The (d, d) identity (read-only): made once, as regularising needs it every M-step."""
+    eye = np.eye(d)
+    eye.flags.writeable = False
+    return eye
+
+
+@functools.cache
 def _lower_mask(d: int) -> np.ndarray:
     """(d, d) ones on and below the diagonal, zeros above (read-only)."""
     mask = np.tri(d)
@@ -309,8 +320,7 @@ class Full(CovarianceStrategy):
         return 0.5 * (cov + np.swapaxes(cov, 1, 2))
 
     def regularise(self, raw, reg_covar):
-        d = raw.shape[-1]
-        return raw + reg_covar * np.eye(d)[None]
+        return raw + reg_covar * _identity(raw.shape[-1])
 
     def precision_cholesky(self, cov):
         return cholesky_precision(cov)
@@ -374,7 +384,7 @@ class Tied(CovarianceStrategy):
         return 0.5 * (cov + cov.T)
 
     def regularise(self, raw, reg_covar):
-        return raw + reg_covar * np.eye(raw.shape[0])
+        return raw + reg_covar * _identity(raw.shape[0])
 
     def precision_cholesky(self, cov):
         return cholesky_precision(cov)
@@ -538,8 +548,11 @@ class Family(Full):
     aliases = ()
 
     def __init__(self, name: str, description: str) -> None:
+        from .families import ITERATIVE_MODELS
+
         self.name = name
         self.description = description  # stored and checked as full matrices: not is_diagonal
+        self.iterated_mstep = name in ITERATIVE_MODELS
 
     def min_rows(self, d: int) -> int:
         if self.name[0] == "E" and self.name[1] == "E":
@@ -552,7 +565,7 @@ class Family(Full):
         return n_covariance_parameters(self.name, k, d)
 
     def raw_covariances(self, n_k, counts, m, s2, previous=None):
-        from .families import m_step
+        from .families import IN_EM_MAX_ITER, IN_EM_TOL, m_step
 
         unconstrained = super().raw_covariances(n_k, counts, m, s2)
         d = unconstrained.shape[-1]
@@ -561,13 +574,13 @@ class Family(Full):
         # 1e-12 of the mean variance keeps the maths finite, and the collapse checks and
         # reg_covar do the rest, as for every model.
         pooled = np.einsum("k,kii->", n_k, unconstrained) / (d * n_k.sum())
-        jitter = 1e-12 * (pooled if pooled > 0 else 1.0) * np.eye(d)
+        jitter = 1e-12 * (pooled if pooled > 0 else 1.0) * _identity(d)
         with np.errstate(all="ignore"):
             try:
                 usable = previous is not None and previous.shape == unconstrained.shape
                 start = previous if usable and np.isfinite(previous).all() else None
                 scatter = (unconstrained + jitter) * n_k[:, None, None]
-                cov = m_step(self.name, scatter, n_k, previous=start)
+                cov = m_step(self.name, scatter, n_k, start, tol=IN_EM_TOL, max_iter=IN_EM_MAX_ITER)
             except np.linalg.LinAlgError:
                 cov = np.full_like(unconstrained, np.nan)
         bad = ~np.isfinite(cov).all(axis=(1, 2))
