@@ -113,7 +113,8 @@ def m_step(
         (VEI, VEE, VEV) or the eigenvectors of W (EVE, VVE).
     tol : float
         The iterative models stop when no entry of any Σ_k moves by more than ``tol`` times
-        the largest entry in one sweep.
+        the largest entry in one sweep (EVE and VVE: when no plane of D turns by more than
+        ``tol``, as |sin θ|, which moves the entries by about as much).
     max_iter : int
         At most this many sweeps of the iterative models (at least 1).
 
@@ -358,9 +359,9 @@ def _plane_rotations(
     rotated: FloatArray,
     orientation: FloatArray,
     inverse_diagonals: Callable[[FloatArray], FloatArray],
-) -> FloatArray:
+) -> tuple[FloatArray, FloatArray, float]:
     """One sweep of plane rotations of D, each the least of f(D) = Σ_k tr(Dᵀ W_k D P_k);
-    returns the new orientation.
+    returns the new orientation, the new M_k and the largest |sin θ| the sweep turned by.
 
     ``rotated`` holds M_k = Dᵀ W_k D and ``inverse_diagonals(diag M)`` the diagonal weights
     P_k. Turning columns i and j of D by θ changes f by (a cos 2θ + b sin 2θ) − a, with
@@ -373,6 +374,7 @@ def _plane_rotations(
     closed-form step for them). No step raises f.
     """
     k, d, _ = rotated.shape
+    turned = 0.0
     for plan in _rounds(d):
         flat = rotated.reshape(k, d * d)
         weights = inverse_diagonals(flat[:, :: d + 1])[:, plan.ends]
@@ -386,11 +388,12 @@ def _plane_rotations(
         ratio = np.divide(a, r, out=np.full_like(a, -1.0), where=r > 0.0)
         cos = np.sqrt(0.5 - 0.5 * ratio)
         sin = np.copysign(np.sqrt(0.5 + 0.5 * ratio), -b)
+        turned = max(turned, float(abs(sin).max()))
         turn = np.eye(d)
         turn.flat[plan.cells] = np.concatenate((cos, -sin, sin, cos))
         orientation = orientation @ turn
         rotated = turn.T @ rotated @ turn
-    return orientation
+    return orientation, rotated, turned
 
 
 @dataclass(frozen=True)
@@ -417,6 +420,9 @@ def _rounds(d: int) -> tuple[_Round, ...]:
             for i in range(half)
             if players[i] >= 0 and players[-1 - i] >= 0
         ]
+        players = [players[0], players[-1], *players[1:-1]]
+        if not pairs:  # d = 1: nothing to turn
+            continue
         first = np.array([i for i, _ in pairs], dtype=np.intp)
         second = np.array([j for _, j in pairs], dtype=np.intp)
         ii, ij, ji, jj = first * (d + 1), first * d + second, second * d + first, second * (d + 1)
@@ -427,7 +433,6 @@ def _rounds(d: int) -> tuple[_Round, ...]:
                 np.concatenate([ii, ij, ji, jj]),
             )
         )
-        players = [players[0], players[-1], *players[1:-1]]
     return tuple(rounds)
 
 
@@ -445,6 +450,27 @@ def _in_axes(scatter: FloatArray, orientation: FloatArray) -> FloatArray:
     return _symmetrise(orientation.T @ scatter @ orientation)
 
 
+def _common_axes(
+    scatter: FloatArray,
+    n_k: FloatArray,
+    previous: FloatArray | None,
+    tol: float,
+    max_iter: int,
+    inverse_diagonals: Callable[[FloatArray], FloatArray],
+) -> tuple[FloatArray, FloatArray]:
+    """The orientation D of EVE or VVE and the diagonals of Dᵀ W_k D: sweeps of plane
+    rotations (``_plane_rotations``, the P_k from ``inverse_diagonals``) from the start's D,
+    until no plane turns by more than ``tol`` (|sin θ|; the covariances then move by about
+    that much of their largest entry) or after ``max_iter`` sweeps."""
+    orientation = _start_orientation(scatter, n_k, previous)
+    rotated = _in_axes(scatter, orientation)
+    for _ in range(max_iter):
+        orientation, rotated, turned = _plane_rotations(rotated, orientation, inverse_diagonals)
+        if turned <= tol:
+            break
+    return orientation, _diagonals(_in_axes(scatter, orientation))  # afresh, without drift
+
+
 def _eve(
     scatter: FloatArray, n_k: FloatArray, previous: FloatArray | None, tol: float, max_iter: int
 ) -> FloatArray:
@@ -453,20 +479,12 @@ def _eve(
     Given D, with T_k = diag(Dᵀ W_k D): A_k = T_k / gm(T_k) and λ = Σ_k gm(T_k) / n. Given
     the A_k, D turns plane by plane to lower Σ_k tr(Dᵀ W_k D A_k⁻¹) (``_plane_rotations``).
     """
-    orientation = _start_orientation(scatter, n_k, previous)
-    covariances = np.zeros_like(scatter)
-    for _ in range(max_iter):
-        rotated = _in_axes(scatter, orientation)
-        diagonals = _diagonals(rotated)
-        sizes = _gm(diagonals)
-        volume = sizes.sum() / n_k.sum()
-        new = _rotate(orientation, volume * diagonals / sizes[:, None])
-        converged = not _moved(new, covariances, tol)
-        covariances = new
-        if converged:
-            break
-        orientation = _plane_rotations(rotated, orientation, lambda t: _gm(t)[:, None] / t)
-    return covariances
+    orientation, diagonals = _common_axes(
+        scatter, n_k, previous, tol, max_iter, lambda t: _gm(t)[:, None] / t
+    )
+    sizes = _gm(diagonals)
+    volume = sizes.sum() / n_k.sum()
+    return _rotate(orientation, volume * diagonals / sizes[:, None])
 
 
 def _vve(
@@ -478,17 +496,10 @@ def _vve(
     Σ_k tr(Dᵀ W_k D B_k⁻¹). (mclust 6.0.0 instead takes EVE's D, chosen with the volumes
     left out, which does not minimise F; its VVE fits differ from these, see the tests.)
     """
-    orientation = _start_orientation(scatter, n_k, previous)
-    covariances = np.zeros_like(scatter)
-    for _ in range(max_iter):
-        rotated = _in_axes(scatter, orientation)
-        new = _rotate(orientation, _diagonals(rotated) / n_k[:, None])
-        converged = not _moved(new, covariances, tol)
-        covariances = new
-        if converged:
-            break
-        orientation = _plane_rotations(rotated, orientation, lambda t: n_k[:, None] / t)
-    return covariances
+    orientation, diagonals = _common_axes(
+        scatter, n_k, previous, tol, max_iter, lambda t: n_k[:, None] / t
+    )
+    return _rotate(orientation, diagonals / n_k[:, None])
 
 
 _CLOSED_FORM: dict[str, Callable[[FloatArray, FloatArray], FloatArray]] = {
