@@ -119,10 +119,13 @@ class CovarianceStrategy:
         m: np.ndarray,
         s2: np.ndarray,
         previous: np.ndarray | None = None,
+        spread: np.ndarray | None = None,
     ) -> np.ndarray:
         """Covariances before regularisation from N_k (+10 eps), Σ_i r_ik, shifted means, and
         S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form.
-        ``previous`` (the current covariances) is where a model whose M-step iterates starts.
+        ``previous`` (the current covariances) is where a model whose M-step iterates starts;
+        ``spread`` is ``self.spread`` of the same statistics when it was computed already
+        (it is these covariances, for a model whose M-step does not constrain them further).
 
         Σ_k = Σ_i r_ik (z_i − m_k)(z_i − m_k)ᵀ / N_k = S2_k / N_k − m_k m_kᵀ (2 − Σ_i r_ik / N_k),
         which is scikit-learn's two-pass formula expanded about the shift.
@@ -313,7 +316,9 @@ class Full(CovarianceStrategy):
         precision = prec_chol @ np.swapaxes(prec_chol, 1, 2)
         return _quadratic_coefficients(precision, m, log_const)
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         second = _unpack_symmetric(s2, m.shape[1])
         factor = 2.0 - counts / n_k
         cov = second / n_k[:, None, None] - factor[:, None, None] * m[:, :, None] * m[:, None, :]
@@ -378,7 +383,9 @@ class Tied(CovarianceStrategy):
         precision = np.broadcast_to(prec_chol @ prec_chol.T, (m.shape[0], *prec_chol.shape))
         return _quadratic_coefficients(precision, m, log_const)
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         second = _unpack_symmetric(s2.sum(axis=0), m.shape[1])
         cov = (second - (n_k[:, None] * m).T @ m) / n_k.sum()
         return 0.5 * (cov + cov.T)
@@ -445,7 +452,9 @@ class Diag(CovarianceStrategy):
         const = log_const - 0.5 * (m * m * precision).sum(axis=1)
         return np.concatenate([precision * m, -0.5 * precision], axis=1), const
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         factor = 2.0 - counts / n_k
         return np.maximum(s2 / n_k[:, None] - factor[:, None] * m * m, 0.0)
 
@@ -513,7 +522,9 @@ class Spherical(CovarianceStrategy):
         const = log_const - 0.5 * precision * (m * m).sum(axis=1)
         return np.column_stack([precision[:, None] * m, -0.5 * precision]), const
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         factor = 2.0 - counts / n_k
         total = s2[:, 0] / n_k - factor * (m * m).sum(axis=1)
         return np.maximum(total / m.shape[1], 0.0)
@@ -564,10 +575,10 @@ class Family(Full):
 
         return n_covariance_parameters(self.name, k, d)
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
         from .families import IN_EM_MAX_ITER, IN_EM_TOL, m_step
 
-        unconstrained = super().raw_covariances(n_k, counts, m, s2)
+        unconstrained = super().raw_covariances(n_k, counts, m, s2, spread=spread)
         d = unconstrained.shape[-1]
         # A component on a point, a flat column or no rows at all has a singular (or zero)
         # scatter matrix, and the model's volumes and shapes then divide by zero; a jitter of

@@ -113,6 +113,8 @@ class SuffStats:
     worst_values: np.ndarray
     worst_points: np.ndarray
     origins: np.ndarray  # (k, d): S1_k and S2_k are sums of x_i − origin_k (see ``Model``)
+    # the strategy's spread of these statistics, once ``unconstrained`` computed it
+    spread: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __add__(self, other: SuffStats) -> SuffStats:
         if not np.array_equal(self.origins, other.origins):
@@ -540,8 +542,7 @@ def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | No
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
     k, d = m.shape
-    raw = strategy.spread(n_k, stats.counts, m, stats.second)
-    variances = strategy.component_variances(raw, k, d)
+    variances = strategy.component_variances(unconstrained(stats, strategy), k, d)
     # a variance at or below 0 is rounding noise too (or a collapse, summed again once: it
     # is far, and summed about its mean, from the next iteration on)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -553,6 +554,16 @@ def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | No
     origins = stats.origins.copy()
     origins[move] += m[move]
     return origins
+
+
+def unconstrained(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray:
+    """``strategy.spread`` of the statistics (the covariances before any model constraint),
+    computed once per statistics object: ``recentred`` and the M-step both need it."""
+    if stats.spread is None:
+        n_k = stats.counts + 10 * EPS
+        m = stats.first / n_k[:, None]
+        stats.spread = strategy.spread(n_k, stats.counts, m, stats.second)
+    return stats.spread
 
 
 def stats_from_responsibilities(
@@ -599,7 +610,8 @@ def mstep(
     """
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
-    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second, previous)
+    spread = unconstrained(stats, strategy)
+    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second, previous, spread)
     cov = strategy.regularise(raw, reg_covar)
     weights = n_k / n_k.sum()
     return MStep(MixtureParams(strategy.name, weights, stats.origins + m, cov), raw)
