@@ -169,6 +169,13 @@ class GaussianMixture:
         self.start_cache = start_cache
         self.params_: MixtureParams | None = None
 
+    def __getstate__(self) -> dict:
+        """Pickled without ``start_cache``: it serves this process's fits (a select worker's
+        whole grid), is no part of the model, and grows with every cell."""
+        state = self.__dict__.copy()
+        state["start_cache"] = None
+        return state
+
     # -- fitting -------------------------------------------------------------------------
     def _options(self) -> EMOptions:
         return EMOptions(
