@@ -74,8 +74,8 @@ def chosen(data: Path, extra: list[str], folder: Path) -> tuple[str, int, float]
 
 def mclust(data: Path, repeats: int) -> tuple[str, int, float, float] | None:
     script = (
-        "suppressMessages(library(mclust)); x <- read.csv(commandArgs(TRUE)[1]);"
-        f"t <- replicate({repeats}, system.time(f <- Mclust(x, verbose = FALSE))[['elapsed']]);"
+        "suppressMessages(library(mclust)); x <- read.csv(commandArgs(TRUE)[1]); t <- c();"
+        f"for (i in 1:{repeats}) t <- c(t, system.time(f <- Mclust(x, verbose = FALSE))[[3]]);"
         "cat(f$modelName, f$G, -f$bic, median(t), '\\n')"
     )
     try:
