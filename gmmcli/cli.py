@@ -302,7 +302,8 @@ def select(
     table: TableOptions,
     session: Session,
 ) -> None:
-    """Fit a grid of models (k × covariance type) and keep the best by BIC or AIC."""
+    """Fit a grid of models (k × covariance model; all fourteen by default) and keep the best
+    by BIC, AIC or ICL."""
     from . import commands
     from .commands.options import parse_ks
 
