@@ -284,27 +284,37 @@ def select(
     components: option(
         str, "-k", "--components", help="Component counts: a range 1-9 or a list."
     ) = "1-9",
-    covariance: option(str, "--covariance", help="Models to try, comma-separated.") = (
-        "full,tied,diag,spherical"
-    ),
+    covariance: option(
+        str,
+        "--covariance",
+        help="Models to try, comma-separated: full, tied, diag, spherical, EII…VVV, or all "
+        "(the fourteen).",
+    ) = "all",
     criterion: option(str, "--criterion", help="bic, aic or icl (lower is better).") = "bic",
     output: Output = "-",
     table_path: option(str | None, "--table", help="Also write the whole grid as CSV here.") = None,
     plot: option(str | None, "--plot", help="Also draw the criterion against k here.") = None,
-    n_init: option(int, "--n-init", help="Restarts per cell.") = 5,
+    n_init: option(int, "--n-init", help="Restarts per cell.") = 6,
+    init: option(
+        str,
+        "--init",
+        help="hc: the first restart of every cell from one hierarchical tree (mclust's start), "
+        "the others k-means++; or kmeans++, random, random-from-data.",
+    ) = "hc",
     jobs: option(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
     *,
     em: EMSettings,
     table: TableOptions,
     session: Session,
 ) -> None:
-    """Fit a grid of models (k × covariance type) and keep the best by BIC or AIC."""
+    """Fit a grid of models (k × covariance model; all fourteen by default) and keep the best
+    by BIC, AIC or ICL."""
     from . import commands
     from .commands.options import parse_ks
 
     ks = parse_ks(components)
     covariances = [t.strip() for t in covariance.split(",") if t.strip()]
-    options = commands.SelectOptions(ks, covariances, criterion, n_init, jobs, em)
+    options = commands.SelectOptions(ks, covariances, criterion, n_init, jobs, em, init)
     commands.select(data, output, table_path, options, table, session, plot)
 
 

@@ -147,6 +147,12 @@ class Reporter:
         if self.quiet:
             return
         self.release()
+        if isinstance(event, RestartEvent) and event.same_start_as is not None:
+            self.info(
+                f"restart {event.restart + 1} of {self._n_init}: the same start as restart "
+                f"{event.same_start_as + 1}, not run again"
+            )
+            return
         if self._table is None:
             restart = getattr(event, "restart", 0)
             self._table = self._new_table(restart)

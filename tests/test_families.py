@@ -384,10 +384,41 @@ def test_iterative_m_step_never_lowers_q_from_previous(stats, stretch):
     for model in sorted(ITERATIVE_MODELS):
         previous = m_step(model, other, np.roll(n_k, 1))
         before = objective(previous, scatter, n_k)
-        # one sweep may not lower Q, and neither may the converged update
-        for max_iter in (1, families.DEFAULT_MAX_ITER):
-            cov = m_step(model, scatter, n_k, previous=previous, max_iter=max_iter)
+        # one sweep may not lower Q, nor the partial update EM uses, nor the converged one
+        for max_iter, tol in [
+            (1, 1e-10),
+            (families.IN_EM_MAX_ITER, families.IN_EM_TOL),
+            (families.DEFAULT_MAX_ITER, 1e-10),
+        ]:
+            cov = m_step(model, scatter, n_k, previous=previous, max_iter=max_iter, tol=tol)
             assert objective(cov, scatter, n_k) <= before + 1e-9 * abs(before), model
+
+
+@pytest.mark.parametrize("model", sorted(ITERATIVE_MODELS))
+def test_em_with_partial_m_steps_never_lowers_the_likelihood(model):
+    """Inside EM the iterated M-steps stop after IN_EM_MAX_ITER sweeps: still an EM that
+    never lowers the likelihood (without regularisation), from k-means++ and from hc."""
+    from gmmcli import GaussianMixture
+
+    x, _, _ = lookup("iris", 3, model)
+    for init in ("kmeans++", "hc"):
+        fitted = GaussianMixture(
+            4, covariance_type=model, init=init, tol=0, max_iter=60, reg_covar=0.0,
+            reg_scale="absolute",
+        ).fit(x)  # fmt: skip
+        history = np.array(fitted.log_likelihood_history_)
+        assert np.all(np.diff(history) >= -1e-10 * np.abs(history[1:])), (init, history)
+
+
+@pytest.mark.parametrize("d", range(1, 9))
+def test_a_sweep_turns_every_plane_once_in_rounds_of_disjoint_planes(d):
+    pairs = []
+    for plan in families._rounds(d):
+        half = plan.ends.size // 2
+        ends = plan.ends.tolist()
+        assert len(set(ends)) == len(ends)  # disjoint within a round
+        pairs += list(zip(ends[:half], ends[half:], strict=True))
+    assert sorted(pairs) == list(itertools.combinations(range(d), 2))
 
 
 @settings(max_examples=25, deadline=None)

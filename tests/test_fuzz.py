@@ -1048,7 +1048,18 @@ OPTION_VALUES: dict[str, dict[str, list]] = {
         **SHARED_FIT_OPTIONS,
         "-k": ["0", "-1", "1-2", "2,1", "1,1", "3-1", "1-13", "2.5", "x", "", "1-3", "0-2"],
         "--n-init": ["0", "-1", "1", "2"],
-        "--covariance": ["full", "diag,tied", "full,bogus", "", ",", "FULL", "spherical,full"],
+        "--covariance": [
+            "full",
+            "diag,tied",
+            "full,bogus",
+            "",
+            ",",
+            "FULL",
+            "spherical,full",
+            "all",
+            "diag,ALL",
+        ],
+        "--init": ["hc", "kmeans++", "random", "random-from-data", "bogus", "MODEL", ""],
         "--criterion": ["bic", "aic", "BIC", "x", ""],
         "--jobs": ["0", "-1", "1"],
         "--table": OUTPUTS,
@@ -1150,7 +1161,10 @@ def check_option_abuse_output(command: str, values: dict, out: str, grid: str | 
         ks = component_counts(values["-k"])
         doc = check_fit_output(out, json.loads(out)["n_components"], len(CLEAN_ROWS))
         assert doc["n_components"] in ks
-        kinds = [t for t in values.get("--covariance", "full,tied,diag,spherical").split(",")]
+        from gmmcli.commands.options import covariance_names
+
+        given = values.get("--covariance", "all").split(",")
+        kinds = covariance_names([t.strip() for t in given if t.strip()])  # each once
         if grid is not None:
             frame = pd.read_csv(io.StringIO(grid))
             assert len(frame) == len(set(ks)) * len(kinds) or len(frame) == len(ks) * len(kinds)

@@ -89,3 +89,114 @@ def test_predict_uncertainty_is_one_minus_the_largest_probability(tmp_path, engi
     probs = frame[[f"prob_{c}" for c in range(4)]].to_numpy()
     np.testing.assert_allclose(frame["uncertainty"], 1 - probs.max(axis=1), rtol=0, atol=1e-15)
     assert frame["uncertainty"].max() > 1e-3  # the blobs overlap: some rows are uncertain
+
+
+# -- the default grid and its shared starts ----------------------------------------------------
+IRIS = Path(__file__).parent / "fixtures" / "mclust" / "iris.json"
+
+
+def iris() -> np.ndarray:
+    import json
+
+    return np.array(json.loads(IRIS.read_text())["data"], dtype=float)
+
+
+def test_the_default_grid_is_mclusts_and_chooses_its_iris_model(tmp_path):
+    """No options: k = 1..9 × the fourteen models from the hc start and five k-means++
+    restarts, and on iris mclust's Mclust choice, VEV with 2 components (561.73)."""
+    data = tmp_path / "iris.csv"
+    np.savetxt(data, iris(), delimiter=",", header="a,b,c,d", comments="", fmt="%.17g")
+    grid = tmp_path / "grid.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "gmmcli", "select", str(data), "-q", "-o", str(tmp_path / "m.json"),
+         "--table", str(grid)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    table = pd.read_csv(grid)
+    from gmmcli.engine.covariance import covariance_names
+
+    assert list(dict.fromkeys(table.covariance_type)) == list(covariance_names())
+    assert sorted(set(table.n_components)) == list(range(1, 10))
+    best = table[~table.degenerate].sort_values("bic").iloc[0]
+    assert (best.covariance_type, best.n_components) == ("VEV", 2)
+    assert best.bic == pytest.approx(561.7258, abs=0.05)
+    import json
+
+    model = json.loads((tmp_path / "m.json").read_text())
+    assert model["fit"]["options"]["init"] == "hc" and model["fit"]["options"]["n_init"] == 6
+
+
+def test_hc_adds_one_start_to_the_kmeans_restarts():
+    """--init hc --n-init 6: the tree's start, then exactly the five k-means++ starts of
+    --init kmeans++ --n-init 5 (the tree has a seed of its own)."""
+    x = iris()
+    with_tree = GaussianMixture(4, covariance_type="VVV", init="hc", n_init=6).fit(x)
+    without = GaussianMixture(4, covariance_type="VVV", init="kmeans++", n_init=5).fit(x)
+    ours = [r.log_likelihood for r in with_tree.result_.restarts[1:]]
+    assert ours == [r.log_likelihood for r in without.result_.restarts]
+    assert with_tree.log_likelihood_ >= without.log_likelihood_
+
+
+def test_a_restart_from_an_earlier_restarts_partition_is_not_run_again():
+    x = iris()
+    events = []
+    fitted = GaussianMixture(2, covariance_type="VEV", n_init=5, callback=events.append).fit(x)
+    restarts = fitted.result_.restarts
+    repeated = [r for r in restarts if r.same_start_as is not None]
+    assert repeated  # k = 2 on iris: k-means++ from five seeds finds fewer partitions
+    for r in repeated:
+        original = restarts[r.same_start_as]
+        assert original.same_start_as is None and original.restart < r.restart
+        assert (r.log_likelihood, r.n_iter) == (original.log_likelihood, original.n_iter)
+    from gmmcli.engine.em import IterationEvent, RestartEvent
+
+    ran = {e.restart for e in events if isinstance(e, IterationEvent)}
+    assert ran.isdisjoint(r.restart for r in repeated)  # no iterations were run for them
+    said = [e for e in events if isinstance(e, RestartEvent) and e.same_start_as is not None]
+    assert [e.restart for e in said] == [r.restart for r in repeated]
+
+
+def test_cells_sharing_a_start_cache_fit_as_cells_without_one():
+    from gmmcli.engine.init import StartCache
+
+    x = iris()
+    cache = StartCache()
+    settings = {"init": "hc", "n_init": 3}
+    for model in ("full", "EVE", "diag"):
+        for k in (1, 3):
+            shared = fit_cell(x, k, model, settings, cache)
+            alone = fit_cell(x, k, model, settings)
+            assert shared.log_likelihood == alone.log_likelihood
+            np.testing.assert_array_equal(shared.model.means_, alone.model.means_)
+    assert len(cache.trees) == 1  # one tree started every k and model
+
+
+def test_the_grid_in_workers_is_the_grid_in_this_process():
+    from gmmcli.engine.select import run_grid
+
+    x = iris()
+    settings = {"init": "hc", "n_init": 3}
+    here = run_grid(x, [1, 2, 3], ["full", "VVE"], settings, jobs=1)
+    there = run_grid(x, [1, 2, 3], ["full", "VVE"], settings, jobs=2)
+    assert [c.record() for c in here] == [c.record() for c in there]
+
+
+def test_select_words_all_and_a_bad_init(tmp_path):
+    def select(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gmmcli", "select", str(BLOBS), "-k", "1", *args,
+             "-o", str(tmp_path / "m.json"), "--table", str(tmp_path / "t.csv"), "-q"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+
+    done = select("--covariance", "ALL,full,vev", "--n-init", "1")
+    assert done.returncode == 0, done.stderr.decode()
+    from gmmcli.engine.covariance import covariance_names
+
+    assert list(pd.read_csv(tmp_path / "t.csv").covariance_type) == list(covariance_names())
+    bad = select("--init", "tree")
+    assert bad.returncode == 2
+    assert bad.stderr.decode() == (
+        "gmm: error: --init 'tree': use one of hc, kmeans++, random, random-from-data\n"
+    )

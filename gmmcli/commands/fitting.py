@@ -20,8 +20,12 @@ from .options import (
     check_values,
     choice,
     covariance_name,
+    covariance_names,
 )
 from .session import Session, check_output, numerical_range, same_output, tool
+
+# select's starts: those of fit but a model file (a warm start fits one cell, not a grid)
+SELECT_INITS = ("hc", "kmeans++", "random", "random-from-data")
 
 
 def fit(
@@ -128,8 +132,9 @@ def select(
     from ..data import write_csv
     from ..engine.select import CRITERIA, WorkerLost, choose, run_grid
 
-    types = [covariance_name(kind) for kind in options.covariances or [""]]
+    types = covariance_names(options.covariances or [""])
     criterion = choice("criterion", options.criterion, CRITERIA)
+    choice("init", options.init, SELECT_INITS)
     choice("missing", table.missing, MISSING_POLICIES)
     _check_em_values(min(options.components), options, jobs=options.jobs)
     if plot_path is not None:
@@ -147,7 +152,7 @@ def select(
     opened.note(report)
     opened.check_rows(max(options.components), " asked")
     check_regularisation(opened.table, options.em.reg_covar, options.em.reg_scale)
-    settings = {**dataclasses.asdict(options.em), "n_init": options.n_init}
+    settings = {**dataclasses.asdict(options.em), "n_init": options.n_init, "init": options.init}
     ks = options.components
     grid = report.grid_progress(len(ks) * len(types))
     in_range = numerical_range(opened.source, "float64", options.em.standardize, opened.names)

@@ -12,6 +12,7 @@ FLAGS = {
     "n_components": "-k/--components",
     "covariance_type": "--covariance",
     "n_init": "--n-init",
+    "init": "--init",
     "max_iter": "--max-iter",
     "tol": "--tol",
     "reg_covar": "--reg-covar",
@@ -79,9 +80,10 @@ class SelectOptions:
     components: list[int]
     covariances: list[str]
     criterion: str = "bic"
-    n_init: int = 5
+    n_init: int = 6
     jobs: int | None = None
     em: EMSettings = EMSettings()
+    init: str = "hc"
 
 
 def option_error(parameter: str, value: object, reason: str) -> GmmError:
@@ -108,6 +110,19 @@ def choice(parameter: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise option_error(parameter, value, f"use one of {', '.join(choices)}")
     return value
+
+
+def covariance_names(values: list[str]) -> list[str]:
+    """The canonical names of a list of covariance models, in order, each once; ``all``
+    stands for the fourteen (``engine.covariance.covariance_names``)."""
+    from ..engine.covariance import covariance_names as every
+
+    names: list[str] = []
+    for value in values:
+        for name in every() if value.casefold() == "all" else [covariance_name(value)]:
+            if name not in names:
+                names.append(name)
+    return names
 
 
 def covariance_name(value: str) -> str:

@@ -1,1 +1,1 @@
-"""The EM engine: numpy and scipy only; no files, no printing."""
+"""The EM engine: numpy and threadpoolctl only; no files, no printing."""

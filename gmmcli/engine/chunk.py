@@ -10,6 +10,7 @@ long contiguous memory.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -29,7 +30,7 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.nda
     until the same thread asks for the same name again.
     """
     buffers = _local.__dict__.setdefault("buffers", {})
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     key = (name, np.dtype(dtype))
     buffer = buffers.get(key)
     if buffer is None or buffer.size < size:

@@ -15,6 +15,7 @@ switches on a covariance type name. A new model is one more subclass in ``_STRAT
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,8 @@ class CovarianceStrategy:
     description : what the stored covariances are, in words (model-file messages).
     shared : one covariance for every component (Σ_k = Σ), stored without a component axis.
     is_diagonal : every Σ_k is diagonal (no correlations between columns).
+    iterated_mstep : the M-step has no closed form and iterates (several times the work of
+        a closed-form one).
     """
 
     name: str = ""
@@ -43,6 +46,7 @@ class CovarianceStrategy:
     description: str = ""
     shared: bool = False
     is_diagonal: bool = False
+    iterated_mstep: bool = False
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         """Shape of the covariances array for k components and d columns: full (k, d, d),
@@ -115,10 +119,13 @@ class CovarianceStrategy:
         m: np.ndarray,
         s2: np.ndarray,
         previous: np.ndarray | None = None,
+        spread: np.ndarray | None = None,
     ) -> np.ndarray:
         """Covariances before regularisation from N_k (+10 eps), Σ_i r_ik, shifted means, and
         S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form.
-        ``previous`` (the current covariances) is where a model whose M-step iterates starts.
+        ``previous`` (the current covariances) is where a model whose M-step iterates starts;
+        ``spread`` is ``self.spread`` of the same statistics when it was computed already
+        (it is these covariances, for a model whose M-step does not constrain them further).
 
         Σ_k = Σ_i r_ik (z_i − m_k)(z_i − m_k)ᵀ / N_k = S2_k / N_k − m_k m_kᵀ (2 − Σ_i r_ik / N_k),
         which is scikit-learn's two-pass formula expanded about the shift.
@@ -187,12 +194,32 @@ def get_strategy(name: str) -> CovarianceStrategy:
 
 
 def cholesky_precision(cov: np.ndarray) -> np.ndarray:
-    """Upper-triangular P = L⁻ᵀ for Σ = L Lᵀ, so that P Pᵀ = Σ⁻¹."""
-    from scipy import linalg  # here, so that the registry imports without scipy
+    """Upper-triangular P = L⁻ᵀ for Σ = L Lᵀ, so that P Pᵀ = Σ⁻¹: of one (d, d) matrix, or of
+    each of a stack (k, d, d) at once (numpy's stacked LAPACK calls; a loop of scipy calls
+    cost 20× more on the small matrices of a model selection grid). LinAlgError when a
+    matrix is not positive definite (or not finite)."""
+    lower = np.linalg.cholesky(cov)
+    inverse = np.linalg.inv(lower)
+    # the inverse of a triangular matrix is triangular: drop the rounding that the pivoted
+    # LU behind inv() may leave above the diagonal
+    inverse *= _lower_mask(cov.shape[-1])
+    return np.swapaxes(inverse, -1, -2)
 
-    lower = linalg.cholesky(cov, lower=True, check_finite=False)
-    eye = np.eye(cov.shape[0])
-    return linalg.solve_triangular(lower, eye, lower=True, check_finite=False).T
+
+@functools.cache
+def _identity(d: int) -> np.ndarray:
+    """The (d, d) identity (read-only): made once, as regularising needs it every M-step."""
+    eye = np.eye(d)
+    eye.flags.writeable = False
+    return eye
+
+
+@functools.cache
+def _lower_mask(d: int) -> np.ndarray:
+    """(d, d) ones on and below the diagonal, zeros above (read-only)."""
+    mask = np.tri(d)
+    mask.flags.writeable = False
+    return mask
 
 
 def _inverse_sqrt(variances: np.ndarray) -> np.ndarray:
@@ -217,14 +244,25 @@ def _pairs(zt: np.ndarray, out: np.ndarray) -> None:
         start += d - a
 
 
+@functools.cache
+def _triangle(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.triu_indices(d)`` (a, b) and the coefficient of Λ_ab on z_a z_b in
+    −½ zᵀ Λ z: −½ on the diagonal, −1 off it (the pair stands for both (a, b) and (b, a)).
+    Computed once per d (read-only): every E-step of a full model needs them."""
+    a, b = np.triu_indices(d)
+    weight = np.where(a == b, -0.5, -1.0)
+    for array in (a, b, weight):
+        array.flags.writeable = False
+    return a, b, weight
+
+
 def _quadratic_coefficients(
     precision: np.ndarray, m: np.ndarray, log_const: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coefficients on [z; pairs] for −½ (z − m_k)ᵀ Λ_k (z − m_k) + log_const_k, with
     Λ_k (k, d, d): Λ_k m_k on z, −½ Λ_k,ab (doubled off the diagonal) on z_a z_b."""
-    d = m.shape[1]
-    a, b = np.triu_indices(d)
-    quadratic = precision[:, a, b] * np.where(a == b, -0.5, -1.0)
+    a, b, weight = _triangle(m.shape[1])
+    quadratic = precision[:, a, b] * weight
     linear = np.einsum("kab,kb->ka", precision, m)
     const = log_const - 0.5 * np.einsum("ka,ka->k", linear, m)
     return np.concatenate([linear, quadratic], axis=1), const
@@ -232,7 +270,7 @@ def _quadratic_coefficients(
 
 def _unpack_symmetric(packed: np.ndarray, d: int) -> np.ndarray:
     """(..., d(d+1)/2) upper triangles in triu order to (..., d, d) symmetric matrices."""
-    a, b = np.triu_indices(d)
+    a, b, _ = _triangle(d)
     out = np.empty((*packed.shape[:-1], d, d))
     out[..., a, b] = packed
     out[..., b, a] = packed
@@ -278,18 +316,19 @@ class Full(CovarianceStrategy):
         precision = prec_chol @ np.swapaxes(prec_chol, 1, 2)
         return _quadratic_coefficients(precision, m, log_const)
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         second = _unpack_symmetric(s2, m.shape[1])
         factor = 2.0 - counts / n_k
         cov = second / n_k[:, None, None] - factor[:, None, None] * m[:, :, None] * m[:, None, :]
         return 0.5 * (cov + np.swapaxes(cov, 1, 2))
 
     def regularise(self, raw, reg_covar):
-        d = raw.shape[-1]
-        return raw + reg_covar * np.eye(d)[None]
+        return raw + reg_covar * _identity(raw.shape[-1])
 
     def precision_cholesky(self, cov):
-        return np.stack([cholesky_precision(c) for c in cov])
+        return cholesky_precision(cov)
 
     def reach(self, m, prec_chol):
         return (np.einsum("kab,ka->kb", prec_chol, m) ** 2).sum(axis=1)
@@ -344,13 +383,15 @@ class Tied(CovarianceStrategy):
         precision = np.broadcast_to(prec_chol @ prec_chol.T, (m.shape[0], *prec_chol.shape))
         return _quadratic_coefficients(precision, m, log_const)
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         second = _unpack_symmetric(s2.sum(axis=0), m.shape[1])
         cov = (second - (n_k[:, None] * m).T @ m) / n_k.sum()
         return 0.5 * (cov + cov.T)
 
     def regularise(self, raw, reg_covar):
-        return raw + reg_covar * np.eye(raw.shape[0])
+        return raw + reg_covar * _identity(raw.shape[0])
 
     def precision_cholesky(self, cov):
         return cholesky_precision(cov)
@@ -411,7 +452,9 @@ class Diag(CovarianceStrategy):
         const = log_const - 0.5 * (m * m * precision).sum(axis=1)
         return np.concatenate([precision * m, -0.5 * precision], axis=1), const
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         factor = 2.0 - counts / n_k
         return np.maximum(s2 / n_k[:, None] - factor[:, None] * m * m, 0.0)
 
@@ -479,7 +522,9 @@ class Spherical(CovarianceStrategy):
         const = log_const - 0.5 * precision * (m * m).sum(axis=1)
         return np.column_stack([precision[:, None] * m, -0.5 * precision]), const
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        if spread is not None:
+            return spread
         factor = 2.0 - counts / n_k
         total = s2[:, 0] / n_k - factor * (m * m).sum(axis=1)
         return np.maximum(total / m.shape[1], 0.0)
@@ -514,8 +559,11 @@ class Family(Full):
     aliases = ()
 
     def __init__(self, name: str, description: str) -> None:
+        from .families import ITERATIVE_MODELS
+
         self.name = name
         self.description = description  # stored and checked as full matrices: not is_diagonal
+        self.iterated_mstep = name in ITERATIVE_MODELS
 
     def min_rows(self, d: int) -> int:
         if self.name[0] == "E" and self.name[1] == "E":
@@ -527,23 +575,23 @@ class Family(Full):
 
         return n_covariance_parameters(self.name, k, d)
 
-    def raw_covariances(self, n_k, counts, m, s2, previous=None):
-        from .families import m_step
+    def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
+        from .families import IN_EM_MAX_ITER, IN_EM_TOL, m_step
 
-        unconstrained = super().raw_covariances(n_k, counts, m, s2)
+        unconstrained = super().raw_covariances(n_k, counts, m, s2, spread=spread)
         d = unconstrained.shape[-1]
         # A component on a point, a flat column or no rows at all has a singular (or zero)
         # scatter matrix, and the model's volumes and shapes then divide by zero; a jitter of
         # 1e-12 of the mean variance keeps the maths finite, and the collapse checks and
         # reg_covar do the rest, as for every model.
         pooled = np.einsum("k,kii->", n_k, unconstrained) / (d * n_k.sum())
-        jitter = 1e-12 * (pooled if pooled > 0 else 1.0) * np.eye(d)
+        jitter = 1e-12 * (pooled if pooled > 0 else 1.0) * _identity(d)
         with np.errstate(all="ignore"):
             try:
                 usable = previous is not None and previous.shape == unconstrained.shape
                 start = previous if usable and np.isfinite(previous).all() else None
                 scatter = (unconstrained + jitter) * n_k[:, None, None]
-                cov = m_step(self.name, scatter, n_k, previous=start)
+                cov = m_step(self.name, scatter, n_k, start, tol=IN_EM_TOL, max_iter=IN_EM_MAX_ITER)
             except np.linalg.LinAlgError:
                 cov = np.full_like(unconstrained, np.nan)
         bad = ~np.isfinite(cov).all(axis=(1, 2))

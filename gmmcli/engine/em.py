@@ -19,7 +19,7 @@ import numpy as np
 
 from .constraints import ParameterError, check_all
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
-from .init import INITIALISERS, LATER_RESTARTS, DataSummary, Start
+from .init import INITIALISERS, DataSummary, Start, StartCache, restart_plan, starting_point
 from .params import MixtureParams, NumericalRangeError
 from .sources import ArraySource, Source
 from .stats import (
@@ -122,6 +122,7 @@ class RestartEvent:
     mean_log_likelihood: float
     collapsed: tuple[Collapse, ...]
     duplicates: tuple[Duplicate, ...] = ()
+    same_start_as: int | None = None  # not run: it started where this earlier restart did
 
 
 Event = IterationEvent | ReseedEvent | RestartEvent | PassEvent
@@ -138,11 +139,21 @@ class RestartResult:
     reseeds: list[ReseedEvent] = field(default_factory=list)
     collapsed: tuple[Collapse, ...] = ()
     duplicates: tuple[Duplicate, ...] = ()  # components identical to another at the end
+    # not run: it started from the same partition of the rows as this earlier restart, so it
+    # is that restart's result (EM from one partition is one run, whatever its numbering)
+    same_start_as: int | None = None
 
     @property
     def degenerate(self) -> bool:
         """A collapsed component, or two identical ones: not a fit of k components."""
         return bool(self.collapsed or self.duplicates)
+
+    def repeated_as(self, restart: int) -> RestartResult:
+        """This result as restart ``restart``, which started from the same partition."""
+        reseeds = [dataclasses.replace(e, restart=restart) for e in self.reseeds]
+        return dataclasses.replace(
+            self, restart=restart, reseeds=reseeds, same_start_as=self.restart
+        )
 
 
 @dataclass
@@ -242,30 +253,38 @@ def find_collapses(
     """
     k = step_counts.shape[0]
     d = summary.shift.shape[0]
-    data_var = summary.variances
-    floor = np.minimum(reg_covar, RELATIVE_FLOOR * data_var)
+    floor = np.minimum(reg_covar, RELATIVE_FLOOR * summary.variances)
     variances = strategy.component_variances(raw, k, d)
-    found = []
-    min_count = strategy.min_rows(d)
+    few = step_counts < strategy.min_rows(d)
+    below = (variances < floor).any(axis=1)  # where pinned_variance may find one
+    found: list[Collapse] = []
+    spread: list[int] = []  # the components left for the subspace check
     for c in range(k):
-        if step_counts[c] < min_count:
+        if few[c]:
             found.append(Collapse(c, None, "few-points", float(step_counts[c])))
             continue
-        pinned = strategy.pinned_variance(variances[c], floor)
+        pinned = strategy.pinned_variance(variances[c], floor) if below[c] else None
         if pinned is not None:
             found.append(Collapse(c, pinned[0], "zero-variance", pinned[1]))
             if strategy.shared:
-                break
+                return found
             continue
-        # A direction with no spread; checked only where the data itself spreads in every
-        # direction beyond reg_covar (collinear columns are the data's property).
-        if not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar):
-            matrix = strategy.matrices(raw)[0 if strategy.shared else c]
-            smallest = float(np.linalg.eigvalsh(matrix)[0])
-            if smallest < min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue):
-                found.append(Collapse(c, None, "subspace", smallest))
-                if strategy.shared:
-                    break
+        spread.append(c)
+    # A direction with no spread; checked only where the data itself spreads in every
+    # direction beyond reg_covar (collinear columns are the data's property). One stacked
+    # eigenvalue call for every component left (the shared matrix once).
+    if spread and not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar):
+        if strategy.shared:
+            spread = spread[:1]
+        matrices = strategy.matrices(raw)[[0] if strategy.shared else spread]
+        smallest = np.linalg.eigvalsh(matrices)[:, 0]
+        limit = min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue)
+        found += [
+            Collapse(c, None, "subspace", float(value))
+            for c, value in zip(spread, smallest, strict=True)
+            if value < limit
+        ]
+        found.sort(key=lambda collapse: collapse.component)
     return found
 
 
@@ -498,16 +517,18 @@ def fit(
     options: EMOptions,
     start: MixtureParams | None = None,
     on_event: Callable[[Event], None] | None = None,
+    cache: StartCache | None = None,
 ) -> FitResult:
     """Fit a mixture to the rows of x (n, d) with n_init restarts; keep the best restart.
 
     With ``start`` (a warm start), every restart begins there (so one restart suffices).
+    ``cache`` keeps start partitions for other fits of the same rows (``init.StartCache``).
     """
     options.validate()
     x = np.ascontiguousarray(x, dtype=np.float64)
     source = ArraySource(x, options.threads or default_threads())
     with single_threaded_blas():
-        return fit_source(source, options, start, on_event)
+        return fit_source(source, options, start, on_event, cache)
 
 
 def fit_source(
@@ -515,9 +536,15 @@ def fit_source(
     options: EMOptions,
     start: MixtureParams | None = None,
     on_event: Callable[[Event], None] | None = None,
+    cache: StartCache | None = None,
 ) -> FitResult:
     """``fit`` over any source of rows (in memory, streamed from a file, on Dask workers):
-    the same loop, checks and re-seeding; only the passes over the rows differ."""
+    the same loop, checks and re-seeding; only the passes over the rows differ.
+
+    Restarts from a partition of the rows (k-means++, hc) take it from ``cache`` (a fresh
+    one per fit by default); a restart whose partition equals an earlier restart's is not
+    run again, its result is that restart's (``RestartResult.same_start_as``).
+    """
     options.validate()
     d = source.n_features
     strategy = get_strategy(options.covariance_type)
@@ -529,24 +556,49 @@ def fit_source(
         raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
     source.bind(summary.shift, options.dtype, options.n_components, chunk_size)
     options = dataclasses.replace(options, reg_covar=regularisation(options, summary))
-    seeds = np.random.SeedSequence(options.seed).spawn(options.n_init)
+    cache = StartCache() if cache is None else cache
     emit = on_event or (lambda event: None)
     results: list[RestartResult] = []
     best: RestartResult | None = None
-    for restart, seed in enumerate(seeds):
-        rng = np.random.default_rng(seed)
+    started: dict[bytes, RestartResult] = {}  # restarts run, by the partition they began at
+    plan = restart_plan(options.init, options.n_init, options.seed)
+    for restart, (method, seed) in enumerate(plan):
         if start is not None:
-            params = start
+            result = run_restart(source, start, options, summary, restart, n, emit)
         else:
-            init = options.init if restart == 0 else LATER_RESTARTS.get(options.init, options.init)
             request = Start(
-                options.n_components, strategy, summary, options.reg_covar, rng, chunk_size
+                options.n_components,
+                strategy,
+                summary,
+                options.reg_covar,
+                np.random.default_rng(seed),
+                chunk_size,
+                seed,
             )
-            params = INITIALISERS[init](source.init_rows(), request)
-        result = run_restart(source, params, options, summary, restart, n, emit)
+            point = starting_point(method, source.init_rows(), request, cache)
+            earlier = started.get(point.partition) if point.partition is not None else None
+            if earlier is not None:
+                result = earlier.repeated_as(restart)
+                emit(_restart_event(result))
+            else:
+                result = run_restart(source, point.params, options, summary, restart, n, emit)
+                if point.partition is not None:
+                    started[point.partition] = result
         results.append(result)
         if better(result, best):
             best = result
     assert best is not None
     flat = [int(j) for j in np.flatnonzero(constant_columns(summary))]
     return FitResult(best, results, n, summary.shift, flat)
+
+
+def _restart_event(result: RestartResult) -> RestartEvent:
+    return RestartEvent(
+        result.restart,
+        result.n_iter,
+        result.converged,
+        result.history[-1],
+        result.collapsed,
+        result.duplicates,
+        result.same_start_as,
+    )

@@ -1,9 +1,16 @@
-"""Starting parameters: k-means++ then a few k-means steps, random responsibilities, random
-points from the data, or given parameters (a warm start)."""
+"""Starting parameters: k-means++ then a few k-means steps, mclust's hierarchical tree,
+random responsibilities, random points from the data, or given parameters (a warm start).
+
+The two starts from a partition of the rows (k-means++, the tree) depend on the rows, k and
+the restart's seed only, not on the covariance model: a ``StartCache`` keeps them for every
+fit of the same rows (the cells of a model selection grid), and a restart whose partition
+equals an earlier one's (numbering aside) would run the same EM, so the loop runs it once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +18,9 @@ from .chunk import Rows
 from .covariance import CovarianceStrategy
 from .params import MixtureParams
 from .stats import chunks, count_distinct_rows, mstep, stats_from_responsibilities
+
+if TYPE_CHECKING:
+    from .hierarchical import HierarchicalTree
 
 INIT_METHODS = ("kmeans++", "random", "random-from-data")
 KMEANS_STEPS = 10
@@ -193,7 +203,8 @@ def kmeans_labels(
 @dataclass(frozen=True)
 class Start:
     """What every initialiser is given besides the rows: k, the covariance model, the data
-    summary, the regularisation, the restart's random generator and the chunk size."""
+    summary, the regularisation, the restart's seed and its random generator, and the chunk
+    size."""
 
     k: int
     strategy: CovarianceStrategy
@@ -201,13 +212,21 @@ class Start:
     reg_covar: float | np.ndarray
     rng: np.random.Generator
     chunk_size: int
+    seed: np.random.SeedSequence | None = None  # rng's seed: names the start in a cache
+
+
+def kmeans_partition(x: np.ndarray, start: Start) -> np.ndarray:
+    """k-means++ seeding and a few k-means steps: the labels (n,) of the hard assignment.
+    Distances go in steps of SUM_ROWS rows whatever the model's chunk size, so the partition
+    depends on the rows, k and the seed alone (every covariance model shares it)."""
+    shift = start.summary.shift
+    centers = kmeans_plusplus(x, shift, start.k, start.rng, SUM_ROWS)
+    return kmeans_labels(x, shift, centers, KMEANS_STEPS, SUM_ROWS)
 
 
 def from_kmeans(x: np.ndarray, start: Start) -> MixtureParams:
     """k-means++ seeding, a few k-means steps, then the M-step of the hard assignment."""
-    shift = start.summary.shift
-    centers = kmeans_plusplus(x, shift, start.k, start.rng, start.chunk_size)
-    return from_labels(x, kmeans_labels(x, shift, centers, KMEANS_STEPS, start.chunk_size), start)
+    return from_labels(x, kmeans_partition(x, start), start)
 
 
 def from_labels(x: np.ndarray, labels: np.ndarray, start: Start) -> MixtureParams:
@@ -270,16 +289,20 @@ def _distinct_values(
     return np.array(chosen, dtype=np.int64)
 
 
-def from_hierarchical(x: np.ndarray, start: Start) -> MixtureParams:
-    """mclust's start: model-based hierarchical agglomeration (the VVV criterion on the
-    data's scaled SVD, ``hierarchical.build_tree``) cut into k groups, then the M-step of
-    that partition. The tree is built on at most ``HC_ROWS`` rows (drawn with ``rng``);
-    the others join the group with the nearest mean."""
+def hierarchical_tree(x: np.ndarray, rng: np.random.Generator) -> HierarchicalTree:
+    """mclust's tree: model-based hierarchical agglomeration (the VVV criterion on the data's
+    scaled SVD, ``hierarchical.build_tree``), on at most ``HC_ROWS`` rows (drawn with
+    ``rng``); one tree cuts into a partition for every k."""
     from .hierarchical import build_tree
 
-    seed = int(start.rng.integers(2**31))
-    tree = build_tree(x, model="VVV", use="SVD", max_rows=HC_ROWS, seed=seed)
-    return from_labels(x, tree.partition(start.k), start)
+    seed = int(rng.integers(2**31))
+    return build_tree(x, model="VVV", use="SVD", max_rows=HC_ROWS, seed=seed)
+
+
+def from_hierarchical(x: np.ndarray, start: Start) -> MixtureParams:
+    """mclust's start: the tree (``hierarchical_tree``) cut into k groups, then the M-step
+    of that partition; rows outside the tree join the group with the nearest mean."""
+    return from_labels(x, hierarchical_tree(x, start.rng).partition(start.k), start)
 
 
 # Rows the hierarchical tree is built on (its cost grows with their square).
@@ -293,3 +316,102 @@ INITIALISERS = {
 }
 # After the first restart, these initialisers hand over to another: a tree gives one start.
 LATER_RESTARTS = {"hc": "kmeans++"}
+# Starts drawn once per fit rather than once per restart (the tree's subsample): their seed
+# is their own, so the restarts after them draw the seeds they would draw without them.
+_OWN_SEED = {"hc": 0x6863}
+
+
+def restart_plan(init: str, n_init: int, seed: int) -> list[tuple[str, np.random.SeedSequence]]:
+    """The start method and seed of each restart: ``init`` first, then ``LATER_RESTARTS``.
+    The i-th restart that draws per-restart seeds gets child i of ``SeedSequence(seed)``, so
+    ``hc`` then k-means++ × (n − 1) starts from the tree and exactly the k-means++ starts of
+    ``--n-init n − 1``."""
+    children = iter(np.random.SeedSequence(seed).spawn(n_init))
+    plan = []
+    for restart in range(n_init):
+        method = init if restart == 0 else LATER_RESTARTS.get(init, init)
+        own = _OWN_SEED.get(method)
+        plan.append(
+            (method, next(children) if own is None else np.random.SeedSequence([seed, own]))
+        )
+    return plan
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """A restart's starting parameters and, for a start from a partition of the rows, that
+    partition numbered by first appearance: two restarts from equal partitions run the same
+    EM (up to the components' order)."""
+
+    params: MixtureParams
+    partition: bytes | None = None
+
+
+@dataclass
+class StartCache:
+    """Start partitions kept across the fits of one set of rows: k-means++ labels by (k,
+    seed), hierarchical trees by seed. The cells of a model selection grid share one, so each
+    partition is computed once for all fourteen covariance models, and one tree starts every
+    k. Bound to the rows (and data mean) of its first use; other rows get fresh partitions."""
+
+    rows: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    labels: dict[tuple, np.ndarray] = field(default_factory=dict)
+    trees: dict[tuple, HierarchicalTree] = field(default_factory=dict)
+
+    def holds(self, x: np.ndarray, shift: np.ndarray) -> bool:
+        """Whether these rows are the cache's (binding it to them on first use)."""
+        if self.rows is None:
+            self.rows, self.shift = x, shift
+            return True
+        same = self.rows is x or np.array_equal(self.rows, x)
+        return same and np.array_equal(self.shift, shift)
+
+    def partition(self, method: str, x: np.ndarray, start: Start) -> np.ndarray:
+        """The labels (n,) of ``method`` ("kmeans++" or "hc") for k = ``start.k``."""
+        cached = start.seed is not None and self.holds(x, start.summary.shift)
+        if not cached:
+            return _PARTITIONS[method](x, start, {})
+        key = (method, start.k, *_named(start.seed))
+        if key not in self.labels:
+            self.labels[key] = _PARTITIONS[method](x, start, self.trees)
+        return self.labels[key]
+
+
+def _hierarchical_partition(x: np.ndarray, start: Start, trees: dict) -> np.ndarray:
+    key = None if start.seed is None else _named(start.seed)
+    tree = trees.get(key) if key is not None else None
+    if tree is None:
+        tree = hierarchical_tree(x, start.rng)
+        if key is not None:
+            trees[key] = tree
+    return tree.partition(start.k)
+
+
+def _named(seed: np.random.SeedSequence) -> tuple:
+    """A seed as a dictionary key: its entropy (a number or a list) and spawn key."""
+    entropy = seed.entropy
+    return (tuple(entropy) if isinstance(entropy, list) else entropy, seed.spawn_key)
+
+
+_PARTITIONS = {
+    "kmeans++": lambda x, start, trees: kmeans_partition(x, start),
+    "hc": _hierarchical_partition,
+}
+
+
+def starting_point(method: str, x: np.ndarray, start: Start, cache: StartCache) -> StartingPoint:
+    """The starting parameters of one restart by ``method`` (``INITIALISERS``), its
+    partition from ``cache`` where the method starts from one."""
+    if method not in _PARTITIONS:
+        return StartingPoint(INITIALISERS[method](x, start))
+    labels = cache.partition(method, x, start)
+    return StartingPoint(from_labels(x, labels, start), _numbered(labels).tobytes())
+
+
+def _numbered(labels: np.ndarray) -> np.ndarray:
+    """The same partition with groups numbered 0, 1, … by first appearance."""
+    values, first = np.unique(labels, return_index=True)
+    rank = np.empty(int(values.max()) + 1 if values.size else 0, dtype=np.int64)
+    rank[values[np.argsort(first)]] = np.arange(values.size)
+    return rank[labels]

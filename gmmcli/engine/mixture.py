@@ -10,6 +10,7 @@ import numpy as np
 from .chunk import Rows
 from .covariance import get_strategy
 from .em import Collapse, Duplicate, EMOptions, Event, FitResult, RestartResult, fit, fit_source
+from .init import StartCache
 from .params import MixtureParams, NumericalRangeError, covariance_shape
 from .sources import Source
 from .stats import (
@@ -115,10 +116,13 @@ class GaussianMixture:
     """A Gaussian mixture fitted by EM, in the log domain, chunk by chunk.
 
     Parameters match scikit-learn's ``GaussianMixture`` where they exist. ``init`` is one of
-    "kmeans++", "random", "random-from-data"; ``weights_init``/``means_init``/
+    "kmeans++", "hc" (mclust's hierarchical tree for the first restart, k-means++ for the
+    others), "random", "random-from-data"; ``weights_init``/``means_init``/
     ``covariances_init`` (all three together) give a warm start instead. ``seed`` fixes every
     random choice: the same data and seed give the same model. ``callback`` receives the
-    engine's events (iterations, re-seeds, restarts) as they happen.
+    engine's events (iterations, re-seeds, restarts) as they happen. ``start_cache``
+    (``engine.init.StartCache``) shares start partitions with other fits of the same rows and
+    seed, as the cells of a model selection grid do; by default each fit has its own.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class GaussianMixture:
         standardize: bool = False,
         scaling: tuple[np.ndarray, np.ndarray] | None = None,
         callback: Callable[[Event], None] | None = None,
+        start_cache: StartCache | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -161,7 +166,15 @@ class GaussianMixture:
         self.standardize = standardize
         self.scaling = scaling
         self.callback = callback
+        self.start_cache = start_cache
         self.params_: MixtureParams | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without ``start_cache``: it serves this process's fits (a select worker's
+        whole grid), is no part of the model, and grows with every cell."""
+        state = self.__dict__.copy()
+        state["start_cache"] = None
+        return state
 
     # -- fitting -------------------------------------------------------------------------
     def _options(self) -> EMOptions:
@@ -208,7 +221,8 @@ class GaussianMixture:
         center, scale = self._scaling(x)
         if scale is not None:
             x = (x - center) / scale
-        result = fit(x, self._options(), self._start(x.shape[1]), self.callback)
+        start = self._start(x.shape[1])
+        result = fit(x, self._options(), start, self.callback, self.start_cache)
         self._set_result(result, center, scale)
         return self
 
@@ -220,7 +234,8 @@ class GaussianMixture:
         if self.standardize or self.scaling is not None:
             raise ValueError("standardize is not available for a source of rows")
         start = self._start(source.n_features)
-        self._set_result(fit_source(source, self._options(), start, self.callback), None, None)
+        result = fit_source(source, self._options(), start, self.callback, self.start_cache)
+        self._set_result(result, None, None)
         return self
 
     def _scaling(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

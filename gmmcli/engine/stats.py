@@ -15,13 +15,14 @@ import functools
 import itertools
 import operator
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .chunk import Chunk, Rows, scratch
 from .covariance import LOG_2PI, CovarianceStrategy, get_strategy
@@ -112,6 +113,8 @@ class SuffStats:
     worst_values: np.ndarray
     worst_points: np.ndarray
     origins: np.ndarray  # (k, d): S1_k and S2_k are sums of x_i − origin_k (see ``Model``)
+    # the strategy's spread of these statistics, once ``unconstrained`` computed it
+    spread: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __add__(self, other: SuffStats) -> SuffStats:
         if not np.array_equal(self.origins, other.origins):
@@ -138,8 +141,7 @@ def _lowest(values: np.ndarray, m: int) -> np.ndarray:
     if m >= len(values):
         return np.argsort(values, kind="stable")
     candidates = np.argpartition(values, m - 1)[:m]
-    candidates.sort()  # by position, so the stable sort below breaks ties by position
-    return candidates[np.argsort(values[candidates], kind="stable")]
+    return candidates[np.lexsort((candidates, values[candidates]))]  # ties by position
 
 
 def _lowest_distinct(values: np.ndarray, points: np.ndarray, m: int) -> np.ndarray:
@@ -155,29 +157,46 @@ def _lowest_distinct(values: np.ndarray, points: np.ndarray, m: int) -> np.ndarr
 
 
 def count_distinct_rows(points: np.ndarray) -> int:
-    """How many distinct rows an (m, d) array holds (−0 and 0 are one value)."""
-    return int(np.unique(points, axis=0).shape[0])
+    """How many distinct rows an (m, d) array holds (−0 and 0 are one value). A few rows (the
+    worst rows of a chunk, checked every iteration) are compared pairwise, in O(m² d) but
+    one tenth of the time ``np.unique`` takes on them."""
+    m = points.shape[0]
+    if m > 64:
+        return int(np.unique(points, axis=0).shape[0])
+    same = (points[:, None, :] == points[None, :, :]).all(axis=2)
+    same &= _earlier(m)
+    return m - int(same.any(axis=0).sum())  # less the rows equal to an earlier row
+
+
+@functools.cache
+def _earlier(m: int) -> np.ndarray:
+    """(m, m) bool: entry (i, j) is True where i < j (read-only)."""
+    mask = np.triu(np.ones((m, m), dtype=bool), 1)
+    mask.flags.writeable = False
+    return mask
 
 
 def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarray) -> Model:
     """Precision Cholesky factors and the strategy's coefficients (about the shift)."""
     prec_chol = strategy.precision_cholesky(params.covariances)
     k, d = params.n_components, params.n_features
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(params.weights)
-    log_det = strategy.log_det_precision_chol(prec_chol, d)
-    log_const = log_weights + log_det - 0.5 * d * LOG_2PI
-    m = params.means - shift
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        log_det = strategy.log_det_precision_chol(prec_chol, d)
+        log_const = np.log(params.weights) + log_det - 0.5 * d * LOG_2PI
+        m = params.means - shift
         far = np.flatnonzero(~(strategy.reach(m, prec_chol) <= FAR_REACH))
         coefficients, constants = strategy.coefficients(m, prec_chol, log_const)
-        far_coefficients, far_constants = strategy.coefficients(
-            np.zeros((far.size, d)), strategy.select(prec_chol, far), log_const[far]
-        )
-    coefficients[far] = 0.0
-    constants[far] = 0.0
-    origins = np.broadcast_to(shift, (k, d)).copy()
-    origins[far] = params.means[far]
+        origins = np.repeat(shift[None, :], k, axis=0)
+        if far.size:  # rare: only these need coefficients of their own
+            far_coefficients, far_constants = strategy.coefficients(
+                np.zeros((far.size, d)), strategy.select(prec_chol, far), log_const[far]
+            )
+            coefficients[far] = 0.0
+            constants[far] = 0.0
+            origins[far] = params.means[far]
+        else:
+            far_coefficients = np.empty((0, coefficients.shape[1]))
+            far_constants = np.empty(0)
     return Model(
         params,
         strategy,
@@ -336,42 +355,55 @@ def reduce_chunk_blocks(
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
     moments = _per_block(resp, chunk.features)  # (blocks, k, q)
     if origins is None:
-        origins = np.broadcast_to(chunk.shift, (resp.shape[0], d)).copy()
-    for c in np.flatnonzero(np.any(origins != chunk.shift, axis=1)):
-        assert strategy is not None, "summing about other origins needs the strategy"
-        local = local_features(chunk, origins[c], strategy)
-        with np.errstate(over="ignore", invalid="ignore"):
-            moments[:, c] = _per_block(resp[c : c + 1], local)[:, 0]
+        origins = np.repeat(chunk.shift[None, :], resp.shape[0], axis=0)
+    else:
+        for c in np.flatnonzero((origins != chunk.shift).any(axis=1)):
+            assert strategy is not None, "summing about other origins needs the strategy"
+            local = local_features(chunk, origins[c], strategy)
+            with np.errstate(over="ignore", invalid="ignore"):
+                moments[:, c] = _per_block(resp[c : c + 1], local)[:, 0]
     counts = _block_sums(resp)  # (blocks, k)
     lls = np.zeros(moments.shape[0]) if log_density is None else _block_sums(log_density)
-    rows = np.minimum(BLOCK, chunk.n_rows - BLOCK * np.arange(moments.shape[0]))
     if log_density is None or n_worst == 0:
-        worst_rows = np.empty(0, dtype=np.int64)
-        worst_values = np.empty(0)
-        worst_points = np.empty((0, d))
+        worst = _NO_WORST_ROWS[d]
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
         keep = _lowest_distinct(log_density, chunk.x, n_worst)
-        worst_rows = keep.astype(np.int64) + chunk.offset
-        worst_values = log_density[keep].astype(np.float64)
-        worst_points = np.array(chunk.x[keep], dtype=np.float64)
-    nothing = (np.empty(0, dtype=np.int64), np.empty(0), np.empty((0, d)))
+        worst = (
+            keep.astype(np.int64) + chunk.offset,
+            log_density[keep].astype(np.float64),
+            np.array(chunk.x[keep], dtype=np.float64),
+        )
     first_block = chunk.offset // BLOCK
     out = BlockSum()
-    for i, (first, level) in enumerate(_dyadic(first_block, first_block + len(rows))):
+    for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
         span = slice(first - first_block, first - first_block + (1 << level))
-        worst = (worst_rows, worst_values, worst_points) if i == 0 else nothing
         m = _tree_sum(moments[span])
+        rows_in = min(chunk.n_rows, span.stop * BLOCK) - span.start * BLOCK
         stats = SuffStats(
             _tree_sum(counts[span]),
             m[:, :d],
             m[:, d:],
             float(_tree_sum(lls[span])),
-            int(rows[span].sum()),
-            *worst,
+            rows_in,
+            *(worst if i == 0 else _NO_WORST_ROWS[d]),
             origins,
         )
         out.nodes.append((first, level, stats))
     return out
+
+
+class _NoWorstRows(dict):
+    """d → (rows, values, points) of no rows (read-only), for statistics without worst rows."""
+
+    def __missing__(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        empty = (np.empty(0, dtype=np.int64), np.empty(0), np.empty((0, d)))
+        for array in empty:
+            array.flags.writeable = False
+        self[d] = empty
+        return empty
+
+
+_NO_WORST_ROWS = _NoWorstRows()
 
 
 def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
@@ -441,8 +473,16 @@ def single_threaded_blas() -> Iterator[None]:
     spin after a call and slowed the other's next call ~2×; and the chunk products are small,
     so splitting chunks across cores beats splitting each product.
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_libraries("scipy" in sys.modules).limit(limits=1, user_api="blas"):
         yield
+
+
+@functools.cache
+def _blas_libraries(with_scipy: bool) -> ThreadpoolController:
+    """The thread pools loaded, looked up once (about 1 ms, more than a whole fit of a small
+    table takes per restart), and again once scipy, which brings its own OpenBLAS, is
+    loaded."""
+    return ThreadpoolController()
 
 
 @functools.cache
@@ -502,8 +542,7 @@ def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | No
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
     k, d = m.shape
-    raw = strategy.spread(n_k, stats.counts, m, stats.second)
-    variances = strategy.component_variances(raw, k, d)
+    variances = strategy.component_variances(unconstrained(stats, strategy), k, d)
     # a variance at or below 0 is rounding noise too (or a collapse, summed again once: it
     # is far, and summed about its mean, from the next iteration on)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -515,6 +554,16 @@ def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | No
     origins = stats.origins.copy()
     origins[move] += m[move]
     return origins
+
+
+def unconstrained(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray:
+    """``strategy.spread`` of the statistics (the covariances before any model constraint),
+    computed once per statistics object: ``recentred`` and the M-step both need it."""
+    if stats.spread is None:
+        n_k = stats.counts + 10 * EPS
+        m = stats.first / n_k[:, None]
+        stats.spread = strategy.spread(n_k, stats.counts, m, stats.second)
+    return stats.spread
 
 
 def stats_from_responsibilities(
@@ -561,7 +610,8 @@ def mstep(
     """
     n_k = stats.counts + 10 * EPS
     m = stats.first / n_k[:, None]
-    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second, previous)
+    spread = unconstrained(stats, strategy)
+    raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second, previous, spread)
     cov = strategy.regularise(raw, reg_covar)
     weights = n_k / n_k.sum()
     return MStep(MixtureParams(strategy.name, weights, stats.origins + m, cov), raw)
