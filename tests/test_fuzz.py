@@ -486,7 +486,7 @@ def table_options(draw, table: dict) -> tuple[list[str], bool]:
     return options, header
 
 
-CELL_PROBLEMS = ("cannot read", "missing value (", "not finite (", "too large")
+CELL_PROBLEMS = (" as a number", "missing value (", "not finite (", "too large")
 
 
 def check_cell_error(status: int, err: str) -> None:
