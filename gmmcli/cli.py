@@ -19,6 +19,7 @@ import typer
 
 from .commands.options import EMSettings, EngineOptions
 from .commands.session import Session
+from .engine.convergence import LIMIT_TOL, MAX_ITER
 from .errors import GmmError
 from .optiongroups import Group, declared, option, packed, with_groups
 from .tableoptions import TableOptions
@@ -92,11 +93,15 @@ QUIET = Group(
     {"quiet": declared(False, "--quiet -q", "No tables, progress or warnings.")},
     Session,
 )
+STOPPING_HELP = (
+    f"Default: stop when the log-likelihood per row is within {LIMIT_TOL:g} of its limit, by "
+    "Aitken's estimate. Given: when it changes by less than this per row (scikit-learn's rule)."
+)
 EM = Group(
     "em",
     {
-        "max_iter": declared(100, "--max-iter", "Most EM iterations."),
-        "tol": declared(1e-3, "--tol", "Stop when the log-likelihood per row changes less."),
+        "max_iter": declared(MAX_ITER, "--max-iter", "Most EM iterations."),
+        "tol": declared(None, "--tol", STOPPING_HELP, float | None),
         "reg_covar": declared(1e-6, "--reg-covar", "Added to every covariance diagonal."),
         "reg_scale": declared(
             "data",

@@ -72,6 +72,15 @@ _FIT_SCHEMA: dict = {
             "properties": {
                 "n_components": {"type": "integer"},
                 "covariance_type": {"type": "string"},
+                "convergence": {
+                    "description": "The stopping rule: 'limit' (the mean log-likelihood per "
+                    "row within limit_tol of its limit by Aitken's estimate) or 'change' "
+                    "(scikit-learn's: it changed by less than tol in the last iteration). "
+                    "Files without it used 'change'.",
+                    "type": "string",
+                    "enum": ["limit", "change"],
+                },
+                "limit_tol": _NUMBER,
                 "tol": _NUMBER,
                 "reg_covar": _NUMBER,
                 "reg_scale": {"type": "string", "enum": ["data", "absolute"]},
@@ -335,7 +344,7 @@ def fit_record(
         "options": {
             "n_components": int(options.n_components),
             "covariance_type": options.covariance_type,
-            "tol": float(options.tol),
+            **_stopping_record(options.tol),
             "reg_covar": float(options.reg_covar),
             "reg_scale": options.reg_scale,
             "max_iter": int(options.max_iter),
@@ -370,6 +379,15 @@ def fit_record(
     }
     record.update(extra)
     return record
+
+
+def _stopping_record(tol: float | None) -> dict:
+    """The stopping rule as the model file records it (see "convergence" in the schema)."""
+    if tol is None:
+        from gmmcli.engine.convergence import LIMIT_TOL
+
+        return {"convergence": "limit", "limit_tol": LIMIT_TOL}
+    return {"convergence": "change", "tol": float(tol)}
 
 
 def dumps_model(params: MixtureParams, feature_names: list[str], fit: dict | None = None) -> str:

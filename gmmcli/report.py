@@ -34,10 +34,20 @@ def console(stderr: bool = True) -> Console:
 
 def notice_text(notice: Notice, names: list[str]) -> str:
     """One line for people about a fit's notice, with the options that would change it."""
-    if isinstance(notice, NotConverged):
+    if isinstance(notice, NotConverged) and notice.tol is not None:
         return (
             f"did not converge in {notice.max_iter} iterations (last change "
             f"{notice.last_change:.3g} per row, tol {notice.tol:g}); raise --max-iter or --tol"
+        )
+    if isinstance(notice, NotConverged):
+        where = (
+            f"still an estimated {notice.distance:.3g} per row from its limit"
+            if math.isfinite(notice.distance)
+            else f"still changing by {notice.last_change:.3g} per row"
+        )
+        return (
+            f"did not converge in {notice.max_iter} iterations (the log-likelihood is {where}); "
+            "raise --max-iter, or give --tol for scikit-learn's rule"
         )
     if isinstance(notice, IdenticalComponents):
         lead = (

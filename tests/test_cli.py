@@ -174,7 +174,7 @@ def test_warm_start_from_a_model_file(blobs_model, tmp_path, capsys):
     warm = json.loads(out_path.read_text())["fit"]
     cold = json.loads(blobs_model.read_text())["fit"]
     assert warm["log_likelihood_history"][0] == pytest.approx(cold["mean_log_likelihood"])
-    assert warm["n_iter"] <= 2
+    assert warm["n_iter"] <= 4  # the default rule needs two estimates of the limit: 4 values
 
 
 def test_not_converging_is_a_warning_not_an_error(capsys):

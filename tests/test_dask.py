@@ -47,6 +47,17 @@ def test_dask_fit_matches_memory_from_the_same_start(client, covariance_type, n_
     assert ours.best.history[-1] > ours.best.history[0]  # it did fit
 
 
+def test_the_default_stopping_rule_stops_where_memory_does(client):
+    """The rule lives in the loop every engine shares: on Dask, the same iterations."""
+    x = blobs()
+    start = start_params(x, 3, "full")
+    reference = fit(x, EMOptions(3), start)
+    ours = fit_source(scattered(client, x, 3), EMOptions(3), start)
+    assert reference.best.converged and reference.best.n_iter > 10
+    assert_same_fit(ours, reference)
+    assert ours.best.converged
+
+
 def test_kmeans_start_matches_memory_when_the_sample_holds_every_row(client):
     """With n ≤ the sample size the sample is the data in order: the same k-means++ start."""
     x = blobs(1)

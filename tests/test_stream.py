@@ -55,6 +55,17 @@ def test_stream_fit_matches_memory_from_the_same_start(csv, covariance_type, n_b
     assert ours.best.history[-1] > ours.best.history[0]
 
 
+def test_the_default_stopping_rule_stops_where_memory_does(csv):
+    """The rule lives in the loop every engine shares: streamed, the same iterations."""
+    path, x = csv
+    start = start_params(x, 3, "full")
+    reference = fit(x, EMOptions(3), start)
+    ours = fit_source(BlockSource(blocks_of(path, 3), 3, threads=2), EMOptions(3), start)
+    assert reference.best.converged and reference.best.n_iter > 10
+    assert_same_fit(ours, reference)
+    assert ours.best.converged
+
+
 def test_the_sample_does_not_depend_on_the_blocks(csv):
     path, x = csv
     samples = []

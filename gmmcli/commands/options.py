@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..engine.convergence import MAX_ITER
 from ..errors import GmmError
 
 # How the command line names each parameter in a message.
@@ -42,8 +43,8 @@ class EngineOptions:
 class EMSettings:
     """The EM settings that ``gmm fit`` and ``gmm select`` share."""
 
-    max_iter: int = 100
-    tol: float = 1e-3
+    max_iter: int = MAX_ITER
+    tol: float | None = None  # None: the default stopping rule (``engine.convergence``)
     reg_covar: float = 1e-6
     reg_scale: str = "data"
     seed: int = 0

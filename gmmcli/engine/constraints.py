@@ -47,13 +47,17 @@ class AtLeast:
 
 @dataclass(frozen=True)
 class FiniteAtLeast:
-    """A finite number ≥ ``low``, and ≤ ``high`` if given (with ``high_reason``)."""
+    """A finite number ≥ ``low``, and ≤ ``high`` if given (with ``high_reason``); None
+    allowed when ``optional``."""
 
     low: float
     high: float | None = None
     high_reason: str = ""
+    optional: bool = False
 
     def reason(self, value: object) -> str | None:
+        if value is None and self.optional:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be a finite number >= {self.low:g}"
         if not (self.low <= value < math.inf):
@@ -85,7 +89,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "n_components": AtLeast(1),
     "n_init": AtLeast(1),
     "max_iter": AtLeast(0),
-    "tol": FiniteAtLeast(0),
+    "tol": FiniteAtLeast(0, optional=True),  # None: the default rule (``convergence``)
     "reg_covar": FiniteAtLeast(
         0, MAX_VARIANCE, " (a larger one swamps any variance of the data gmm reads)"
     ),

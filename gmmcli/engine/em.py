@@ -4,7 +4,8 @@ components found at the end of a restart, progress events.
 One iteration is one pass of the kernel (E-step of the current parameters, reduced to
 sufficient statistics) followed by the M-step, exactly as scikit-learn's loop: the
 log-likelihood recorded for iteration t is that of the parameters entering it, and the fit
-stops when it changes by less than tol (mean per row) or after max_iter M-steps. A last pass
+stops when the stopping rule (``convergence``: by default within 1e-8 per row of the limit,
+or scikit-learn's tol on the change per row) says so, or after max_iter M-steps. A last pass
 gives the log-likelihood of the parameters returned.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constraints import ParameterError, check_all
+from .convergence import MAX_ITER, stopping_rule
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
 from .init import INITIALISERS, DataSummary, Start, StartCache, restart_plan, starting_point
 from .params import MixtureParams, NumericalRangeError
@@ -182,12 +184,14 @@ class FitResult:
 class EMOptions:
     n_components: int
     covariance_type: str = "full"
-    tol: float = 1e-3
+    # None: stop within convergence.LIMIT_TOL per row of the limit; a number: scikit-learn's
+    # rule (the mean log-likelihood per row changed by less than tol)
+    tol: float | None = None
     reg_covar: float = 1e-6
     # "data": reg_covar is relative to each column's variance in the data (so a fit does not
     # change when a column is rescaled); "absolute": added as it is (as scikit-learn does)
     reg_scale: str = "data"
-    max_iter: int = 100
+    max_iter: int = MAX_ITER
     n_init: int = 1
     init: str = "kmeans++"
     seed: int = 0
@@ -418,7 +422,7 @@ def run_restart(
     n_rows: int,
     on_event: Callable[[Event], None],
 ) -> RestartResult:
-    """EM from one starting point until convergence or max_iter M-steps.
+    """EM from one starting point until the stopping rule is met or max_iter M-steps.
 
     ``source`` holds the rows, bound to the fit's shift (``Source.bind``); ``n_rows`` is
     their number.
@@ -431,6 +435,8 @@ def run_restart(
     model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
     history: list[float] = []
     reseeds: list[ReseedEvent] = []
+    rule = stopping_rule(options.tol, options.dtype)
+    trail: list[float] = []  # the mean log-likelihoods since the start or the last re-seed
     previous = np.nan
     converged = False
     n_iter = 0
@@ -445,6 +451,7 @@ def run_restart(
             stats = source.em_pass(model.with_moment_origins(origins), n_worst=k)
         current = stats.log_likelihood / n
         history.append(current)
+        trail.append(current)
         change = current - previous
         step = mstep(stats, strategy, options.reg_covar, params.covariances)
         params = step.params
@@ -452,7 +459,7 @@ def run_restart(
         collapses = find_collapses(
             stats.counts, step.raw_covariances, strategy, summary, options.reg_covar
         )
-        done = abs(change) < options.tol
+        done = rule.done(trail)
         on_event(IterationEvent(restart, iteration - 1, current, change, time.perf_counter() - t0))
         can_reseed = budget > 0 and iteration <= options.max_iter - RESEED_MARGIN
         movable = [c for c in collapses if not strategy.shared or c.reason == "few-points"]
@@ -465,6 +472,7 @@ def run_restart(
                 reseeds.append(event)
                 on_event(event)
             previous = np.nan
+            trail = []
         else:
             previous = current
             if done:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .chunk import Rows
+from .convergence import MAX_ITER, stopping_rule
 from .covariance import get_strategy
 from .em import Collapse, Duplicate, EMOptions, Event, FitResult, RestartResult, fit, fit_source
 from .init import StartCache
@@ -51,11 +52,14 @@ def n_parameters(covariance_type: str, n_components: int, n_features: int) -> in
 
 @dataclass(frozen=True)
 class NotConverged:
-    """The fit stopped at ``max_iter`` with the last change per row still above ``tol``."""
+    """The fit stopped at ``max_iter`` before its stopping rule was met: with ``tol`` None
+    (the default rule) ``distance`` per row still from the estimated limit (inf: unknown,
+    the steps were still growing); with ``tol``, the last change per row still above it."""
 
     max_iter: int
     last_change: float
-    tol: float
+    tol: float | None
+    distance: float
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,12 @@ class GaussianMixture:
     engine's events (iterations, re-seeds, restarts) as they happen. ``start_cache``
     (``engine.init.StartCache``) shares start partitions with other fits of the same rows and
     seed, as the cells of a model selection grid do; by default each fit has its own.
+
+    ``tol=None`` (the default) stops EM when the mean log-likelihood per row is within 1e-8
+    of the limit it is heading for, as Aitken's acceleration estimates it
+    (``engine.convergence``), or after ``max_iter`` (default 1000) iterations; a number is
+    scikit-learn's rule: stop when the mean log-likelihood per row changes by less than
+    ``tol`` (scikit-learn's defaults are ``tol=1e-3, max_iter=100``).
     """
 
     def __init__(
@@ -130,10 +140,10 @@ class GaussianMixture:
         n_components: int = 1,
         *,
         covariance_type: str = "full",
-        tol: float = 1e-3,
+        tol: float | None = None,
         reg_covar: float = 1e-6,
         reg_scale: str = "data",
-        max_iter: int = 100,
+        max_iter: int = MAX_ITER,
         n_init: int = 1,
         init: str = "kmeans++",
         weights_init: np.ndarray | None = None,
@@ -279,7 +289,8 @@ class GaussianMixture:
         notices: list[Notice] = []
         if not self.converged_ and self.max_iter > 0:
             last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
-            notices.append(NotConverged(self.max_iter, last, self.tol))
+            distance = stopping_rule(self.tol, self.dtype).distance(history)
+            notices.append(NotConverged(self.max_iter, last, self.tol, distance))
         notices.extend(ConstantColumn(j, self.reg_covar) for j in result.flat_columns)
         if self.collapsed_:
             notices.append(Degenerate(result.all_collapsed, self.collapsed_))
