@@ -20,9 +20,13 @@ LIMIT_TOL = 1e-8
 # says so (``mixture.NotConverged``).
 MAX_ITER = 1000
 # Rounding noise of the log-likelihoods the iterations compute, in units of the working
-# precision's epsilon times (1 + |mean log-likelihood per row|): steps no larger are EM
-# standing still, and the rule asks for no more than this.
-NOISE_ULPS = 64
+# precision's epsilon times (1 + |mean log-likelihood per row|): the rule asks for no more
+# than this (with float32 iterations about 2e-6 relative: their log-likelihoods wander by a
+# few of these units).
+NOISE_ULPS = 16
+# A step within this many float64 epsilons (times the same) is EM standing still, however
+# the rows were summed (engines may sum in another order).
+STILL_ULPS = 64
 EPSILON = {"float64": 2.0**-52, "float32": 2.0**-23}
 
 
@@ -36,8 +40,8 @@ class LimitRule:
     convergence). The estimate holds for |a| < 1; while the steps grow (|a| ≥ 1) the limit
     is unknown and EM goes on, unless both steps are rounding noise of the working precision
     (``noise``), which is also the least distance the rule asks for (float32 iterations know
-    their log-likelihood to about 1e-6 only). A single step within float64's rounding is EM
-    standing still: the rule stops at once."""
+    their log-likelihood to about 1e-6 only). A single step within float64's rounding
+    (``still``) is EM standing still: the rule stops at once."""
 
     tol: float = LIMIT_TOL
     epsilon: float = EPSILON["float64"]
@@ -52,7 +56,7 @@ class LimitRule:
         if len(values) < 2:
             return False
         step, value = values[-1] - values[-2], values[-1]
-        return abs(step) <= NOISE_ULPS * EPSILON["float64"] * (1.0 + abs(value))
+        return abs(step) <= STILL_ULPS * EPSILON["float64"] * (1.0 + abs(value))
 
     def distance(self, values: Sequence[float]) -> float:
         """The estimated |ℓ∞ − ℓ_t| from the mean log-likelihoods per row ``values`` (one EM
