@@ -227,3 +227,26 @@ def test_help_says_the_default_rule(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "Default: stop when the log-likelihood per row is within 1e-08 of its limit" in text
     assert "(scikit-learn's rule)" in text and "[default: 1000]" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "k", "covariance_type"), [("faithful", 3, "tied"), ("iris", 4, "VEV")]
+)
+def test_several_restarts_screen_short_and_run_the_best_to_its_fixed_point(
+    name, k, covariance_type
+):
+    """emEM: with several restarts each runs to scikit-learn's rule at SCREEN_TOL, and the
+    best is continued to the default rule — it ends at the fixed point of its own start (that
+    restart run with tol 0), while the others stopped short of theirs."""
+    x = data_set(name)
+    options = {"covariance_type": covariance_type, "n_init": 4, "init": "hc"}
+    fitted = GaussianMixture(k, **options).fit(x)
+    long = GaussianMixture(k, tol=0.0, max_iter=FIXED_POINT_ITER, **options).fit(x)
+    chosen = fitted.result_.best.restart
+    limit = long.result_.restarts[chosen].log_likelihood
+    assert abs(limit - fitted.log_likelihood_) / abs(limit) <= PROMISE
+    others = [r for r in fitted.result_.restarts if r.restart != chosen and r.same_start_as is None]
+    assert others
+    short = GaussianMixture(k, tol=1e-5, **options).fit(x).result_.restarts  # SCREEN_TOL
+    assert [r.n_iter for r in others] == [short[r.restart].n_iter for r in others]
+    assert all(r.n_iter < long.result_.restarts[r.restart].n_iter for r in others)
