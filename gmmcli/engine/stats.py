@@ -79,6 +79,10 @@ class Model:
             with np.errstate(over="ignore", invalid="ignore"):
                 np.matmul(self.far_coefficients[i].astype(dtype, copy=False), local, out=out[c])
             out[c] += dtype.type(self.far_constants[i])
+        if chunk.gaps is not None:  # rows with missing cells: their marginal densities
+            from .missing import marginal_log_joint
+
+            marginal_log_joint(self, chunk, out)
         return out
 
 
@@ -334,6 +338,11 @@ def reduce_chunk_blocks(
     d = chunk.zt.shape[0]
     if chunk.offset % BLOCK:
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
+    extra = None
+    if chunk.gaps is not None:  # rows with missing cells: their conditional moments
+        from .missing import conditional_moments
+
+        resp, extra = conditional_moments(chunk, resp, origins)
     moments = _per_block(resp, chunk.features)  # (blocks, k, q)
     if origins is None:
         origins = np.broadcast_to(chunk.shift, (resp.shape[0], d)).copy()
@@ -343,6 +352,9 @@ def reduce_chunk_blocks(
         with np.errstate(over="ignore", invalid="ignore"):
             moments[:, c] = _per_block(resp[c : c + 1], local)[:, 0]
     counts = _block_sums(resp)  # (blocks, k)
+    if extra is not None:
+        counts += extra.counts
+        moments += extra.moments
     lls = np.zeros(moments.shape[0]) if log_density is None else _block_sums(log_density)
     rows = np.minimum(BLOCK, chunk.n_rows - BLOCK * np.arange(moments.shape[0]))
     if log_density is None or n_worst == 0:
