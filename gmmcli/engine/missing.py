@@ -35,6 +35,7 @@ the answer does not depend on how rows are chunked.
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 BLOCK = 512  # stats.BLOCK (not imported: stats imports this module where it needs it)
 NEGLIGIBLE = 2.0**-80  # ≈ 8e-25: responsibilities below this × π_k skip the M-step correction
-HAND_FACTORED = 4  # patterns of at most this many missing cells are factored by hand
+HAND_FACTORED = 8  # patterns of at most this many missing cells are factored by hand
 
 
 def has_missing(x: np.ndarray) -> bool:
@@ -90,68 +91,118 @@ def rows_of(
 
 @dataclass(frozen=True)
 class Group:
-    """The incomplete rows of a chunk that miss r cells: where they are and which cells."""
+    """The incomplete rows of a chunk that miss r cells: which, and where their cells are."""
 
     members: np.ndarray  # (n,) indices into Layout.rows, ascending
     columns: np.ndarray  # (n, r) each row's missing columns, ascending
-    patterns: np.ndarray  # (p, r) the distinct rows of ``columns``
-    inverse: np.ndarray  # (n,) each row's pattern
-    flat: np.ndarray  # (n, r) columns·m + members: each missing cell in a (d, m) array
+    inverse: np.ndarray  # (n,) each row's pattern, in ``Patterns.tables[r]``
+    start: int  # its first cell in the layout's cells (n·r of them, row by row)
 
     @property
     def size(self) -> int:
         return int(self.columns.shape[1])
 
+    @property
+    def cells(self) -> slice:
+        return slice(self.start, self.start + self.columns.size)
+
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a chunk's rows miss cells (data only: computed once per chunk of data)."""
+    """Where a chunk's rows miss cells (data only: found once per chunk of data)."""
 
     rows: np.ndarray  # (m,) positions in the chunk of the rows with a missing cell
-    mask: np.ndarray  # (m, d) bool: the missing cells of those rows
+    mask: np.ndarray  # (m, d) bool: their missing cells
     blocks: np.ndarray  # (m,) the block (of BLOCK rows) of the chunk each row is in
     n_blocks: int
-    groups: tuple[Group, ...]
     spans: tuple[tuple[int, int], ...]  # the runs of ``rows`` in one block each
+    groups: tuple[Group, ...]  # by number of missing cells
+    cell_rows: np.ndarray  # (cells,) each missing cell's row (index into ``rows``), and
+    cell_columns: np.ndarray  # its column: the groups' cells one after the other
+    by_column: tuple[np.ndarray, ...]  # the cells of each column
 
     @classmethod
-    def of(cls, mask: np.ndarray, n_rows: int) -> Layout | None:
-        """The layout of a chunk of ``n_rows`` rows whose missing cells are ``mask`` (c, d);
-        None if no row misses a cell."""
-        incomplete = mask.any(axis=1)
-        rows = np.flatnonzero(incomplete)
+    def of(cls, mask: np.ndarray, patterns: np.ndarray) -> Layout | None:
+        """The layout of a chunk whose missing cells are ``mask`` (c, d), each row's pattern
+        ``patterns`` (c,) (``Patterns.index``); None if no row misses a cell."""
+        rows = np.flatnonzero(mask.any(axis=1))
         if not rows.size:
             return None
+        n_rows = mask.shape[0]
         sub = mask[rows]
-        m, d = sub.shape
+        d = sub.shape[1]
         counts = sub.sum(axis=1)
-        groups = []
+        groups, cell_rows, cell_columns = [], [], []
+        start = 0
         for r in np.unique(counts):
             members = np.flatnonzero(counts == r)
             columns = np.nonzero(sub[members])[1].reshape(members.size, int(r))
-            patterns, inverse = _patterns(columns, d)
-            flat = columns * m + members[:, None]
-            groups.append(Group(members, columns, patterns, inverse, flat))
+            groups.append(Group(members, columns, patterns[rows[members]], start))
+            cell_rows.append(np.repeat(members, int(r)))
+            cell_columns.append(columns.ravel())
+            start += columns.size
+        cell_rows_all = np.concatenate(cell_rows)
+        cell_columns_all = np.concatenate(cell_columns)
+        order = np.argsort(cell_columns_all, kind="stable")
+        bounds = np.searchsorted(cell_columns_all[order], np.arange(d + 1))
+        by_column = tuple(order[bounds[b] : bounds[b + 1]] for b in range(d))
         blocks = rows // BLOCK
-        bounds = np.flatnonzero(np.diff(blocks)) + 1
-        edges = [0, *bounds.tolist(), rows.size]
-        spans = tuple(itertools.pairwise(edges))
-        return cls(rows, sub, blocks, -(-n_rows // BLOCK), tuple(groups), spans)
+        edges = [0, *(np.flatnonzero(np.diff(blocks)) + 1).tolist(), rows.size]
+        return cls(
+            rows,
+            sub,
+            blocks,
+            -(-n_rows // BLOCK),
+            tuple(itertools.pairwise(edges)),
+            tuple(groups),
+            cell_rows_all,
+            cell_columns_all,
+            by_column,
+        )
 
 
-def _patterns(columns: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of ``columns`` (n, r) and each row's index among them."""
-    if d <= 62:  # one integer per pattern: the bits of its columns
-        keys = (np.int64(1) << columns.astype(np.int64)).sum(axis=1)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        return columns[first], inverse.reshape(-1)
-    patterns, inverse = np.unique(columns, axis=0, return_inverse=True)
-    return patterns, inverse.reshape(-1)
+class Patterns:
+    """The patterns of missing cells in some rows, by their number r of missing cells
+    (``tables[r]``: (p, r) columns), each row's pattern (``index``, −1 for a complete row),
+    and per E-step model the factors of every pattern (``factors``): computed once per pass
+    over these rows, whatever chunk first needs them."""
+
+    def __init__(self, missing: np.ndarray) -> None:
+        n, d = missing.shape
+        counts = missing.sum(axis=1)
+        self.index = np.full(n, -1, dtype=np.int64)
+        self.tables: dict[int, np.ndarray] = {}
+        for r in np.unique(counts[counts > 0]):
+            rows = np.flatnonzero(counts == r)
+            columns = np.nonzero(missing[rows])[1].reshape(rows.size, int(r))
+            if d <= 62:  # one integer per pattern: the bits of its columns
+                keys = (np.int64(1) << columns.astype(np.int64)).sum(axis=1)
+                _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                table = columns[first]
+            else:
+                table, inverse = np.unique(columns, axis=0, return_inverse=True)
+            self.tables[int(r)] = table
+            self.index[rows] = inverse.reshape(-1)
+        self._lock = threading.Lock()
+        self._key: tuple[np.ndarray, bytes] | None = None
+        self._factors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def factors(
+        self, prec_chol: np.ndarray, precisions: np.ndarray, components: np.ndarray
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """r → (C = Λ_mm⁻¹ (p, s, r, r), log det Λ_mm (p, s)) for every pattern and the
+        components' precisions (s, d, d), of the model whose ``prec_chol`` this is."""
+        with self._lock:
+            key = self._key
+            if key is None or key[0] is not prec_chol or key[1] != components.tobytes():
+                self._factors = {r: _inverse(precisions, t) for r, t in self.tables.items()}
+                self._key = (prec_chol, components.tobytes())
+            return self._factors
 
 
 class IncompleteRows(Rows):
     """``Rows`` with missing cells (NaN in x): the kernel sees each row filled with the shift
-    (z = 0 in a missing cell), and every chunk carries its ``ChunkGaps``."""
+    (z = 0 in a missing cell), and every chunk with a missing cell carries its ``ChunkGaps``."""
 
     def __init__(
         self,
@@ -162,47 +213,53 @@ class IncompleteRows(Rows):
     ) -> None:
         self.missing = np.isnan(x)
         super().__init__(np.where(self.missing, shift, x), shift, dtype, cache)
+        self.patterns = Patterns(self.missing)
         self._layouts: dict[tuple[int, int], Layout | None] = {}
 
     def layout(self, rows: slice) -> Layout | None:
         """The chunk's layout, found once and kept for the later passes."""
         key = (rows.start, rows.stop)
         if key not in self._layouts:
-            self._layouts[key] = Layout.of(self.missing[rows], rows.stop - rows.start)
+            patterns = self.patterns.index[rows]
+            self._layouts[key] = Layout.of(self.missing[rows], patterns)
         return self._layouts[key]
 
     def chunk(self, rows: slice, n_extra: int) -> Chunk:
         chunk = super().chunk(rows, n_extra)
         layout = self.layout(rows)
         if layout is not None:
-            chunk.gaps = ChunkGaps(layout)
+            chunk.gaps = ChunkGaps(layout, self.patterns)
         return chunk
 
 
 @dataclass
-class Solved:
-    """One group's E-step for the components solved: each row's v = (Λu)_m, and per pattern
-    C = Λ_mm⁻¹ (C[a][b], (s, p) arrays; C[b][a] is the same array)."""
-
-    group: Group
-    v: list[np.ndarray]  # r arrays (s, n)
-    inverse: list[list[np.ndarray]]
-
-
-@dataclass
 class ChunkGaps:
-    """A chunk's missing cells, and what its E-step found for them (for its M-step)."""
+    """A chunk's missing cells, and what its E-step found for them (for its M-step): for
+    the components ``solved`` (all of them but for a diagonal model), per group of rows each
+    row's e (n, s, r) and C = Λ_mm⁻¹ per pattern (p, s, r, r)."""
 
     layout: Layout
+    patterns: Patterns
     model: Model | None = None  # the E-step's model
-    components: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    solved: list[Solved] = field(default_factory=list)
+    solved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    e: list[np.ndarray] = field(default_factory=list)
+    inverses: list[np.ndarray] = field(default_factory=list)
+    zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
 
 
 def _fills(model: Model) -> np.ndarray:
     """(k,) bool: the components whose E-step fills a missing cell with the shift (the
     others, far from it, are computed about their own mean: ``stats.Model``)."""
     return np.all(model.origins == model.shift, axis=1)
+
+
+def _row_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (n, p) @ b (p, q) with each row computed as whatever the other rows: BLAS does so
+    (measured; not for the columns of a @ bᵀ, which depend on how many there are) except
+    for a single row, which goes another way (gemv) and is given a second, empty row."""
+    if a.shape[0] != 1:
+        return a @ b
+    return (np.concatenate([a, np.zeros_like(a)]) @ b)[:1]
 
 
 # -- the E-step ------------------------------------------------------------------------------
@@ -217,55 +274,66 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
     precisions = strategy.precisions(model.prec_chol, k, d)
     near = _fills(model)
     gaps.model = model
-    correction = np.zeros((k, layout.rows.size))
+    gaps.zbar = np.asarray(chunk.zt[:, layout.rows], dtype=np.float64).T
+    correction = np.zeros((layout.rows.size, k))
     if strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
-        correction[near] = _diagonal_correction(model, layout, precisions[near], near)
+        correction[:, near] = _diagonal_correction(model, layout, precisions[near], near)
         solve = np.flatnonzero(~near)
     else:
         solve = np.arange(k)
     if solve.size:
-        y = _whitened(model, chunk, precisions, solve)
-        correction[solve] = _solve(gaps, precisions[solve], y, solve)
+        v = _projections(model, chunk, precisions, solve)
+        correction[:, solve] = _solve(gaps, precisions[solve], v, solve)
     for c in np.flatnonzero(~near):  # filled with its own mean instead of the shift
         out[c, layout.rows] = _far_log_joint(model, chunk, int(c))
     with np.errstate(invalid="ignore"):
-        out[:, layout.rows] += correction.astype(out.dtype, copy=False)
+        out[:, layout.rows] += correction.T.astype(out.dtype, copy=False)
 
 
 def _diagonal_correction(
     model: Model, layout: Layout, precisions: np.ndarray, components: np.ndarray
 ) -> np.ndarray:
-    """(s, m) for a diagonal model: each missing cell's term of log N(x̄ | μ, Σ) taken out,
+    """(m, s) for a diagonal model: each missing cell's term of log N(x̄ | μ, Σ) taken out,
     −(½ log λ_a − ½ log 2π − ½ λ_a m_a²) with m = μ − shift (z̄_a = 0 there)."""
     lam = np.diagonal(precisions, axis1=1, axis2=2)
     m = (model.params.means - model.shift)[components]
     with np.errstate(divide="ignore"):
         terms = 0.5 * LOG_2PI - 0.5 * np.log(lam) + 0.5 * lam * m * m
-    return _blockwise(terms, layout.mask.T.astype(np.float64), layout)
+    return _row_product(layout.mask.astype(np.float64), terms.T)
 
 
-def _whitened(
+def _projections(
     model: Model, chunk: Chunk, precisions: np.ndarray, components: np.ndarray
 ) -> np.ndarray:
-    """(s, d, m) Λ_k u_i for the incomplete rows, u = x̄ − μ_k with x̄ filled as the E-step
-    fills it for component k: with the shift (one product for all such components), or with
-    a far component's own mean (u = 0 in its missing cells, so nothing cancels)."""
-    layout = chunk.gaps.layout
-    rows = layout.rows
-    d = layout.mask.shape[1]
-    out = np.empty((components.size, d, rows.size))
+    """(cells, s) v = (Λ_k u_i)_a for each missing cell (i, a) and component, u = x̄ − μ_k
+    with x̄ filled as the E-step fills it for component k: with the shift (one product per
+    column, over the rows missing it, for all such components), or with a far component's
+    own mean (u = 0 in its missing cells, so nothing cancels)."""
+    gaps = chunk.gaps
+    layout = gaps.layout
+    m, d = layout.mask.shape
+    out = np.empty((layout.cell_rows.size, components.size))
     near = _fills(model)[components]
     if near.any():
         shared = components[near]
-        zbar = np.asarray(chunk.zt[:, rows], dtype=np.float64)
-        lam = precisions[shared]
-        centre = np.einsum("kab,kb->ka", lam, model.params.means[shared] - model.shift)
-        y = _blockwise(lam.reshape(-1, d), zbar, layout).reshape(shared.size, d, rows.size)
-        out[near] = y - centre[:, :, None]
+        zaug = np.empty((m, d + 1))
+        zaug[:, :d] = gaps.zbar
+        zaug[:, d] = 1.0
+        lam = precisions[shared]  # (s, d, d), symmetric
+        weights = np.empty((d + 1, d, shared.size))
+        weights[:d] = lam.transpose(1, 2, 0)
+        weights[d] = -np.einsum("kab,kb->ak", lam, model.params.means[shared] - model.shift)
+        values = out if near.all() else np.empty((layout.cell_rows.size, shared.size))
+        for b, cells in enumerate(layout.by_column):
+            if cells.size:
+                values[cells] = _row_product(zaug[layout.cell_rows[cells]], weights[:, b])
+        if values is not out:
+            out[:, near] = values
     for i in np.flatnonzero(~near):
         c = components[i]
-        u = np.where(layout.mask, 0.0, chunk.x[rows] - model.params.means[c])
-        out[i] = _blockwise(precisions[c], u.T, layout)
+        u = np.where(layout.mask, 0.0, chunk.x[layout.rows] - model.params.means[c])
+        y = _row_product(u, precisions[c])
+        out[:, i] = y[layout.cell_rows, layout.cell_columns]
     return out
 
 
@@ -275,18 +343,7 @@ def _far_log_joint(model: Model, chunk: Chunk, c: int) -> np.ndarray:
     u = np.where(layout.mask, 0.0, chunk.x[layout.rows] - model.params.means[c])
     features = _features(model.strategy, u.T)
     i = int(np.flatnonzero(model.far == c)[0])
-    coefficients = model.far_coefficients[i][None]
-    return _blockwise(coefficients, features, layout)[0] + model.far_constants[i]
-
-
-def _blockwise(a: np.ndarray, b: np.ndarray, layout: Layout) -> np.ndarray:
-    """a @ b for b's columns, the incomplete rows, one block of rows at a time: BLAS gives a
-    column bits that depend on how many columns it is given (measured), and a block's rows
-    are the same however the rows are chunked."""
-    out = np.empty((a.shape[0], b.shape[1]))
-    for start, stop in layout.spans:
-        out[:, start:stop] = a @ b[:, start:stop]
-    return out
+    return np.einsum("q,qm->m", model.far_coefficients[i], features) + model.far_constants[i]
 
 
 def _features(strategy: CovarianceStrategy, z: np.ndarray) -> np.ndarray:
@@ -300,41 +357,40 @@ def _features(strategy: CovarianceStrategy, z: np.ndarray) -> np.ndarray:
 
 
 def _solve(
-    gaps: ChunkGaps, precisions: np.ndarray, y: np.ndarray, components: np.ndarray
+    gaps: ChunkGaps, precisions: np.ndarray, v: np.ndarray, components: np.ndarray
 ) -> np.ndarray:
-    """(s, m): ½ r log 2π − ½ log det Λ_mm + ½ vᵀ Λ_mm⁻¹ v for each row and component, v
-    taken from ``y`` (s, d, m); v and C = Λ_mm⁻¹ are kept in ``gaps`` for the M-step."""
+    """(m, s): ½ r log 2π − ½ log det Λ_mm + ½ vᵀ Λ_mm⁻¹ v for each row and component, from
+    each missing cell's v (cells, s); e = −Λ_mm⁻¹ v and C = Λ_mm⁻¹ are kept in ``gaps``."""
     layout = gaps.layout
-    s, d, m = y.shape
-    flat_y = y.reshape(s, d * m)
-    out = np.empty((s, m))
-    gaps.components = components
-    gaps.solved = []
+    s = components.size
+    out = np.empty((layout.rows.size, s))
+    gaps.solved = components
+    gaps.e = []
+    gaps.inverses = []
+    factors = gaps.patterns.factors(gaps.model.prec_chol, precisions, components)
     for group in layout.groups:
-        r = group.size
-        inverse, log_det = _inverse(precisions, group.patterns)
-        v = [flat_y[:, group.flat[:, a]] for a in range(r)]
-        quadratic = np.zeros((s, group.members.size))
-        for a in range(r):
-            for b in range(a, r):
-                term = inverse[a][b][:, group.inverse] * v[a] * v[b]
-                quadratic += term if a == b else 2.0 * term
+        r, n = group.size, group.members.size
+        inverse, log_det = factors[r]
+        vg = v[group.cells].reshape(n, r, s).transpose(0, 2, 1).copy()  # (n, s, r)
+        cv = np.einsum("nsab,nsb->nsa", inverse[group.inverse], vg)
+        quadratic = np.einsum("nsa,nsa->ns", vg, cv)
         with np.errstate(invalid="ignore"):
-            out[:, group.members] = 0.5 * (r * LOG_2PI - log_det[:, group.inverse] + quadratic)
-        gaps.solved.append(Solved(group, v, inverse))
+            out[group.members] = 0.5 * (r * LOG_2PI - log_det[group.inverse] + quadratic)
+        np.negative(cv, out=cv)
+        gaps.e.append(cv)
+        gaps.inverses.append(inverse)
     return out
 
 
-def _inverse(
-    precisions: np.ndarray, patterns: np.ndarray
-) -> tuple[list[list[np.ndarray]], np.ndarray]:
-    """C = Λ_mm⁻¹ for every pattern (p, r) of missing cells and component, as C[a][b] (s, p)
-    arrays (C[b][a] the same array), and log det Λ_mm (s, p). A Λ_mm that is not positive
-    definite (impossible for a positive definite Λ, but for rounding) gives NaN."""
+def _inverse(precisions: np.ndarray, patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C = Λ_mm⁻¹ (p, s, r, r) for every pattern (p, r) of missing cells and component, and
+    log det Λ_mm (p, s). By hand (a Cholesky factor over arrays of patterns and components)
+    when there are many, else LAPACK. A Λ_mm that is not positive definite (impossible for
+    a positive definite Λ, but for rounding) gives NaN."""
     p, r = patterns.shape
     s = precisions.shape[0]
     blocks = precisions[:, patterns[:, :, None], patterns[:, None, :]]  # (s, p, r, r)
-    if r > HAND_FACTORED:
+    if r > HAND_FACTORED:  # by r alone, so that the bits never depend on which rows share a pass
         with np.errstate(all="ignore"):
             sign, log_det = np.linalg.slogdet(blocks)
             try:
@@ -342,41 +398,38 @@ def _inverse(
             except np.linalg.LinAlgError:
                 full = np.full_like(blocks, np.nan)
         log_det = np.where(sign > 0, log_det, np.nan)
-        inverse = [[full[:, :, a, b] for b in range(r)] for a in range(r)]
-        for a in range(r):
-            for b in range(a + 1, r):
-                inverse[b][a] = inverse[a][b]
-        return inverse, log_det
-    # Cholesky Λ_mm = L Lᵀ by hand, each entry an (s, p) array; then W = L⁻¹ and C = Wᵀ W
-    lower: list[list[np.ndarray]] = [[None] * r for _ in range(r)]  # type: ignore[list-item]
-    log_det = np.zeros((s, p))
+        return np.ascontiguousarray(full.transpose(1, 0, 2, 3)), log_det.T.copy()
+    entry = np.ascontiguousarray(blocks.transpose(2, 3, 1, 0))  # entry[a, b] is (p, s)
+    lower: dict[tuple[int, int], np.ndarray] = {}
+    log_det = np.zeros((p, s))
     with np.errstate(all="ignore"):
         for j in range(r):
-            diagonal = blocks[:, :, j, j].copy()
+            diagonal = entry[j, j].copy()
             for t in range(j):
-                diagonal -= lower[j][t] * lower[j][t]
-            lower[j][j] = np.sqrt(diagonal)
+                diagonal -= lower[j, t] * lower[j, t]
+            lower[j, j] = np.sqrt(diagonal)
             log_det += np.log(diagonal)
             for i in range(j + 1, r):
-                acc = blocks[:, :, i, j].copy()
+                acc = entry[i, j].copy()
                 for t in range(j):
-                    acc -= lower[i][t] * lower[j][t]
-                lower[i][j] = acc / lower[j][j]
-        w: list[list[np.ndarray]] = [[None] * r for _ in range(r)]  # type: ignore[list-item]
+                    acc -= lower[i, t] * lower[j, t]
+                lower[i, j] = acc / lower[j, j]
+        w: dict[tuple[int, int], np.ndarray] = {}  # W = L⁻¹, lower triangular
         for i in range(r):
-            w[i][i] = 1.0 / lower[i][i]
+            w[i, i] = 1.0 / lower[i, i]
             for j in range(i - 1, -1, -1):
-                acc = lower[i][j] * w[j][j]
+                acc = lower[i, j] * w[j, j]
                 for t in range(j + 1, i):
-                    acc += lower[i][t] * w[t][j]
-                w[i][j] = -acc * w[i][i]
-        inverse: list[list[np.ndarray]] = [[None] * r for _ in range(r)]  # type: ignore[list-item]
+                    acc += lower[i, t] * w[t, j]
+                w[i, j] = -acc * w[i, i]
+        inverse = np.empty((p, s, r, r))
         for a in range(r):
-            for b in range(a, r):
-                acc = w[b][a] * w[b][b]
+            for b in range(a, r):  # C = Wᵀ W
+                acc = w[b, a] * w[b, b]
                 for t in range(b + 1, r):
-                    acc += w[t][a] * w[t][b]
-                inverse[a][b] = inverse[b][a] = acc
+                    acc += w[t, a] * w[t, b]
+                inverse[:, :, a, b] = acc
+                inverse[:, :, b, a] = acc
     return inverse, log_det
 
 
@@ -398,7 +451,8 @@ def conditional_moments(
     ``origins`` (k, d) are where each component's statistics are summed. About the shift,
     the product of the filled rows is corrected; about another point (``stats.recentred``,
     or a far component) the incomplete rows leave the product of that component and are
-    summed here in full, from their conditional-mean rows.
+    summed here in full, from their conditional-mean rows. The chunk's ``x`` becomes the
+    rows filled with their conditional means (``_best_filled``).
     """
     gaps = chunk.gaps
     model = gaps.model
@@ -413,66 +467,33 @@ def conditional_moments(
     counts = np.zeros((nb, k))
     moments = np.zeros((nb, k, d + strategy.n_extra(d)))
     corrected = np.all(origins == chunk.shift, axis=1) & _fills(model)
-    sub = np.asarray(resp[:, layout.rows], dtype=np.float64)
+    sub = np.asarray(resp[:, layout.rows], dtype=np.float64).T  # (m, k)
     if not corrected.all():
         resp = resp.copy()
         resp[np.ix_(~corrected, layout.rows)] = 0.0
-    stay = np.flatnonzero(corrected)
     if strategy.is_diagonal:
-        second = _diagonal_moments(model, layout, sub, stay, moments)
+        second = _diagonal_moments(model, layout, sub, corrected, moments)
     else:
-        second = _general_moments(chunk, model, sub, stay, moments)
+        second = _general_moments(gaps, model, sub, corrected, moments)
     moments[:, :, d:] += strategy.moments_of(second)
     for c in np.flatnonzero(~corrected):
-        counts[:, c] = np.bincount(layout.blocks, weights=sub[c], minlength=nb)
-        moments[:, c] = _full_moments(chunk, model, sub[c], int(c), origins[c])
+        counts[:, c] = _per_block_sum(sub[:, c], layout)
+        moments[:, c] = _full_moments(chunk, model, sub[:, c], int(c), origins[c])
     chunk.x = _best_filled(chunk, model, sub)
     return resp, Extra(counts, moments)
-
-
-def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
-    """The chunk's rows with each missing cell set to its conditional mean under the row's
-    most responsible component: what the worst-explained rows offer as new means when a
-    collapsed component is re-seeded (the shift there could lie between clusters)."""
-    gaps = chunk.gaps
-    layout = gaps.layout
-    best = np.argmax(sub, axis=0)
-    x = np.array(chunk.x, dtype=np.float64)
-    filled = x[layout.rows]
-    means = model.params.means
-    if model.strategy.is_diagonal:
-        filled = np.where(layout.mask, means[best], filled)
-    else:
-        position = np.full(means.shape[0], -1, dtype=np.int64)
-        position[gaps.components] = np.arange(gaps.components.size)
-        fills = model.origins
-        for solved in gaps.solved:
-            group = solved.group
-            r = group.size
-            at = position[best[group.members]]
-            n = np.arange(group.members.size)
-            pattern = group.inverse
-            for a in range(r):
-                e = sum(-solved.inverse[a][b][at, pattern] * solved.v[b][at, n] for b in range(r))
-                column = group.columns[:, a]
-                filled[group.members, column] = fills[best[group.members], column] + e
-    x[layout.rows] = filled
-    return x
 
 
 def _per_block_sum(values: np.ndarray, layout: Layout) -> np.ndarray:
     """(blocks, ...) sums over the incomplete rows (axis 0 of ``values``) of each block, in
     the order of the rows."""
     out = np.zeros((layout.n_blocks, *values.shape[1:]))
-    bounds = np.searchsorted(layout.blocks, np.arange(layout.n_blocks + 1))
-    for b in range(layout.n_blocks):
-        if bounds[b] < bounds[b + 1]:
-            out[b] = values[bounds[b] : bounds[b + 1]].sum(axis=0)
+    for start, stop in layout.spans:
+        out[layout.blocks[start]] = values[start:stop].sum(axis=0)
     return out
 
 
 def _diagonal_moments(
-    model: Model, layout: Layout, sub: np.ndarray, stay: np.ndarray, moments: np.ndarray
+    model: Model, layout: Layout, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
 ) -> np.ndarray:
     """A diagonal model: a missing cell's conditional mean is μ_a (e = m_a, as z̄_a = 0) and
     its conditional variance σ²_a, so with W = Σ_i r_ik [cell a missing] per block, S1 gets
@@ -480,11 +501,9 @@ def _diagonal_moments(
     k, d = model.params.means.shape
     mask = layout.mask.astype(np.float64)
     w = np.zeros((layout.n_blocks, k, d))
-    bounds = np.searchsorted(layout.blocks, np.arange(layout.n_blocks + 1))
-    for b in range(layout.n_blocks):
-        inside = slice(bounds[b], bounds[b + 1])
-        if inside.start < inside.stop:
-            w[b][stay] = sub[stay, inside] @ mask[inside]
+    weights = np.where(corrected, sub, 0.0)
+    for start, stop in layout.spans:
+        w[layout.blocks[start]] = weights[start:stop].T @ mask[start:stop]
     m = model.params.means - model.shift
     full = model.strategy.to_full(model.params.covariances, k, d)
     variances = np.diagonal(full, axis1=1, axis2=2)
@@ -496,60 +515,96 @@ def _diagonal_moments(
 
 
 def _general_moments(
-    chunk: Chunk, model: Model, sub: np.ndarray, stay: np.ndarray, moments: np.ndarray
+    gaps: ChunkGaps, model: Model, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
 ) -> np.ndarray:
     """S1 += Σ r e and the second moments += Σ r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C), per block, over
-    the row-component pairs of the ``stay`` components that matter (``NEGLIGIBLE``).
+    the row-component pairs of the ``corrected`` components that matter (``NEGLIGIBLE``).
     Returns the (blocks, k, d, d) second moments added."""
-    gaps = chunk.gaps
+    from scipy.sparse import coo_array
+
     layout = gaps.layout
     nb = layout.n_blocks
     k, d = model.params.means.shape
-    zbar = np.asarray(chunk.zt[:, layout.rows], dtype=np.float64)  # (d, m)
+    m = layout.rows.size
     position = np.full(k, -1, dtype=np.int64)
-    position[gaps.components] = np.arange(gaps.components.size)
-    threshold = NEGLIGIBLE * model.params.weights
-    first = np.zeros(nb * k * d)
-    cross = np.zeros((nb * k * d, d))  # Σ r e z̄ᵀ, a row per (block, component, missing cell)
-    square = np.zeros(nb * k * d * d)
-    for solved in gaps.solved:
-        group = solved.group
-        r = group.size
-        resp = sub[np.ix_(stay, group.members)]
-        ka, ia = np.nonzero(resp > threshold[stay][:, None])
-        if not ka.size:
+    position[gaps.solved] = np.arange(gaps.solved.size)
+    active = (sub > NEGLIGIBLE * model.params.weights) & corrected
+    found = [np.nonzero(active[group.members]) for group in layout.groups]
+    n_cells = sum(ia.size * g.size for g, (ia, _) in zip(layout.groups, found, strict=True))
+    n_pairs = sum(
+        ia.size * g.size * (g.size + 1) // 2
+        for g, (ia, _) in zip(layout.groups, found, strict=True)
+    )
+    cell = np.empty(n_cells, dtype=np.int64)
+    source = np.empty(n_cells, dtype=np.int64)
+    we = np.empty(n_cells)
+    pair = np.empty(n_pairs, dtype=np.int64)
+    square = np.empty(n_pairs)
+    at_cell = at_pair = 0
+    for group, e_all, inverse, (ia, ka) in zip(
+        layout.groups, gaps.e, gaps.inverses, found, strict=True
+    ):
+        if not ia.size:
             continue
-        w = resp[ka, ia]
-        comp = stay[ka]
-        solved_at = position[comp]
+        r = group.size
+        upper = np.triu_indices(r)
         row = group.members[ia]
-        pattern = group.inverse[ia]
-        v = [solved.v[a][solved_at, ia] for a in range(r)]
-        c = [[None] * r for _ in range(r)]
-        for a in range(r):
-            for b in range(a, r):
-                c[a][b] = c[b][a] = solved.inverse[a][b][solved_at, pattern]
-        e = []
-        for a in range(r):
-            acc = c[a][0] * v[0]
-            for b in range(1, r):
-                acc += c[a][b] * v[b]
-            e.append(-acc)
-        base = (layout.blocks[row] * k + comp) * d
-        cells = [base + group.columns[ia, a] for a in range(r)]
-        target = np.concatenate(cells)
-        we = np.concatenate([w * e[a] for a in range(r)])
-        first += np.bincount(target, weights=we, minlength=first.size)
-        rows = np.tile(row, r)
-        for a in range(d):
-            cross[:, a] += np.bincount(target, weights=we * zbar[a, rows], minlength=nb * k * d)
-        slots = [(a, b) for a in range(r) for b in range(r)]
-        pairs = np.concatenate([cells[a] * d + group.columns[ia, b] for a, b in slots])
-        values = np.concatenate([w * (e[a] * e[b] + c[a][b]) for a, b in slots])
-        square += np.bincount(pairs, weights=values, minlength=square.size)
+        w = sub[row, ka]
+        at = position[ka]
+        e = e_all[ia, at]  # (A, r)
+        columns = group.columns[ia]
+        cells = (layout.blocks[row] * k + ka)[:, None] * d + columns  # (A, r)
+        span = slice(at_cell, at_cell + cells.size)
+        cell[span] = cells.ravel()
+        source[span] = np.repeat(row, r)
+        np.multiply(w[:, None], e, out=we[span].reshape(-1, r))
+        at_cell = span.stop
+        # e eᵀ + C over the pairs a ≤ b of missing cells (the rest mirrored below)
+        cov = inverse[group.inverse[ia], at][:, upper[0], upper[1]]  # (A, r(r+1)/2)
+        cov += e[:, upper[0]] * e[:, upper[1]]
+        cov *= w[:, None]
+        span = slice(at_pair, at_pair + cov.size)
+        square[span] = cov.ravel()
+        pair[span] = (cells[:, upper[0]] * d + columns[:, upper[1]]).ravel()
+        at_pair = span.stop
+    size = nb * k * d
+    first = np.bincount(cell, weights=we, minlength=size)
+    squares = np.bincount(pair, weights=square, minlength=size * d).reshape(nb, k, d, d)
+    upper_sums = np.triu(squares, 1)  # a < b, as summed: mirror them onto b > a
+    squares += np.swapaxes(upper_sums, 2, 3)
+    cross = np.zeros((size, d))
+    if cell.size:  # Σ r e z̄ᵀ, a row per (block, component, missing cell), in the rows' order
+        cross = coo_array((we, (cell, source)), shape=(size, m)) @ gaps.zbar
     moments[:, :, :d] += first.reshape(nb, k, d)
     cross = cross.reshape(nb, k, d, d)
-    return cross + np.swapaxes(cross, 2, 3) + square.reshape(nb, k, d, d)
+    return cross + np.swapaxes(cross, 2, 3) + squares
+
+
+def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
+    """The chunk's rows with each missing cell set to its conditional mean under the row's
+    most responsible component: what the worst-explained rows offer as new means when a
+    collapsed component is re-seeded (the shift there could lie between clusters)."""
+    gaps = chunk.gaps
+    layout = gaps.layout
+    best = np.argmax(sub, axis=1)
+    x = np.array(chunk.x, dtype=np.float64)
+    rows, columns = layout.cell_rows, layout.cell_columns
+    cells_best = best[rows]
+    means = model.params.means
+    if model.strategy.is_diagonal:
+        values = means[cells_best, columns]
+    else:
+        position = np.full(means.shape[0], -1, dtype=np.int64)
+        position[gaps.solved] = np.arange(gaps.solved.size)
+        e = np.concatenate(
+            [
+                e_all[np.arange(g.members.size), position[best[g.members]]].ravel()
+                for g, e_all in zip(layout.groups, gaps.e, strict=True)
+            ]
+        )
+        values = model.origins[cells_best, columns] + e
+    x[layout.rows[rows], columns] = values
+    return x
 
 
 def _full_moments(
@@ -571,22 +626,16 @@ def _full_moments(
         index = np.arange(d)
         second[:, index, index] = layout.mask * variances
     else:
+        at = int(np.flatnonzero(gaps.solved == c)[0])
         filled = np.where(layout.mask, model.origins[c], x)  # as its E-step filled them
-        i = int(np.flatnonzero(gaps.components == c)[0])
-        for solved in gaps.solved:
-            group = solved.group
-            r = group.size
-            members = group.members
-            cov = [[solved.inverse[a][b][i][group.inverse] for b in range(r)] for a in range(r)]
-            for a in range(r):
-                shift = sum(cov[a][b] * solved.v[b][i] for b in range(r))
-                filled[members, group.columns[:, a]] -= shift
-                for b in range(r):
-                    second[members, group.columns[:, a], group.columns[:, b]] = cov[a][b]
+        for group, e, inverse in zip(layout.groups, gaps.e, gaps.inverses, strict=True):
+            rows = group.members
+            filled[rows[:, None], group.columns] += e[:, at]
+            cov = inverse[group.inverse, at]  # (n, r, r)
+            second[rows[:, None, None], group.columns[:, :, None], group.columns[:, None, :]] = cov
     features = _features(strategy, (filled - origin).T)
     features[d:] += strategy.moments_of(second).T
-    weighted = features * resp
-    return _per_block_sum(weighted.T, layout)
+    return _per_block_sum((features * resp).T, layout)
 
 
 # -- the data summary ------------------------------------------------------------------------
