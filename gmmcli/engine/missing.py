@@ -183,9 +183,21 @@ class Patterns:
                 table, inverse = np.unique(columns, axis=0, return_inverse=True)
             self.tables[int(r)] = table
             self.index[rows] = inverse.reshape(-1)
+        self._forget()
+
+    def _forget(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[np.ndarray, bytes] | None = None
         self._factors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getstate__(self) -> dict:
+        """The patterns without the lock and the factors (a Dask worker may send the rows
+        that hold them to another)."""
+        return {"index": self.index, "tables": self.tables}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._forget()
 
     def factors(
         self, prec_chol: np.ndarray, precisions: np.ndarray, components: np.ndarray
