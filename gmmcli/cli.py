@@ -55,9 +55,9 @@ TABLE = Group(
             False, "--no-header", "DATA has no header line; columns are 1, 2, ..."
         ),
         "missing": declared(
-            "error",
+            "em",
             "--missing",
-            "Rows with missing or non-finite values: 'error' (default) or 'drop' them.",
+            "Missing cells: em (fit by EM; score by a row's other cells), error, or drop rows.",
         ),
         "encoding": declared("utf-8", "--encoding", "Text encoding of DATA (e.g. latin-1)."),
         "decimal": declared(".", "--decimal", "Decimal mark of DATA's numbers: . or , (1,5)."),

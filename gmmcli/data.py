@@ -27,7 +27,7 @@ import pandas as pd
 from gmmcli import files
 from gmmcli.errors import GmmError
 from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE
-from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns, TableOptions
+from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns, RowCounts, TableOptions
 
 _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
@@ -48,7 +48,7 @@ class Table:
     """A table (or one block of it) read from a file: the selected features as floats, and
     the kept rows as read."""
 
-    values: np.ndarray  # float64, shape (n, d), C-contiguous, all finite
+    values: np.ndarray  # float64, shape (n, d), C-contiguous, finite or NaN (missing="em")
     names: list[str]  # the d selected feature names ("1", "2", ... without a header)
     source: str  # display name: the path as given, or "<stdin>"
     n_dropped: int  # rows dropped by missing="drop"
@@ -59,6 +59,13 @@ class Table:
     kept: np.ndarray | None = None  # per data row read (kept or dropped): whether it is kept
     text: pd.DataFrame | None = None  # every column of every data row, as text (keep_text)
     weights: np.ndarray | None = None  # each kept row's weight (--weights), float64
+    missing_rows: int = 0  # kept rows with a missing cell (NaN in values: missing="em")
+    missing_cells: int = 0
+
+    @property
+    def counts(self) -> RowCounts:
+        """Rows dropped, and rows and cells missing, as the notes tell them."""
+        return RowCounts(self.n_dropped, self.missing_rows, self.missing_cells)
 
 
 @dataclass(frozen=True)
@@ -412,14 +419,30 @@ def check_values(
 ) -> Table:
     """The feature values (n, d) of ``reader``'s rows checked: a missing or non-finite value
     is an error (or its row dropped, with missing="drop"), and so is a value beyond
-    ±``MAX_MAGNITUDE``. ``whole``: the rows are the whole table, which must keep one.
-    ``text``: the rows' cells as text, kept whole (dropped rows too) in the ``Table``.
-    ``weights``: one per row, checked (``Cells.check_weights``); the whole table's must not
-    all be 0."""
+    ±``MAX_MAGNITUDE``. With missing="em" a missing cell stays NaN, and a non-finite value
+    or a row with no value at all is the error. ``whole``: the rows are the whole table,
+    which must keep one. ``text``: the rows' cells as text, kept whole (dropped rows too) in
+    the ``Table``. ``weights``: one per row, checked (``Cells.check_weights``); the whole
+    table's must not all be 0."""
     name, frame = reader.name, reader.frame
     problems = ~np.isfinite(values)
     if options.missing == "error" and problems.any():
         raise GmmError(reader.missing_message(values, problems, selected))
+    missing_rows = missing_cells = 0
+    if options.missing == "em" and problems.any():
+        missing = np.isnan(values)
+        if not np.array_equal(missing, problems):
+            raise GmmError(reader.missing_message(values, problems & ~missing, selected))
+        empty = missing.all(axis=1)
+        if empty.any():
+            raise GmmError(reader.empty_row_message(int(np.argmax(empty)), selected))
+        unseen = np.flatnonzero(missing.all(axis=0))
+        if whole and unseen.size:
+            column = selected[int(unseen[0])]
+            raise GmmError(f"{name}: column {_q(column)} has no value (every cell is missing)")
+        missing_rows = int(missing.any(axis=1).sum())
+        missing_cells = int(missing.sum())
+        problems = np.zeros_like(problems)
     keep = ~problems.any(axis=1)
     n_dropped = int(len(keep) - keep.sum())
     if not keep.any() and whole:
@@ -445,6 +468,8 @@ def check_values(
         kept=keep,
         text=None if text is None else text.reset_index(drop=True),
         weights=None if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
+        missing_rows=missing_rows,
+        missing_cells=missing_cells,
     )
 
 
@@ -479,20 +504,22 @@ def check_float32(blocks: Callable[[], Iterable[Table]]) -> None:
     deviation (about the mean) is not 0 but below ``FLOAT32_MIN_SPREAD``. The message names
     the farthest value (the first in reading order) by file, line and column.
     """
-    n, total = 0, None
+    n, total = None, None
     for block in blocks():
-        n += block.values.shape[0]
-        part = block.values.sum(axis=0)
+        observed = ~np.isnan(block.values)  # a missing cell (missing="em") counts for nothing
+        count = observed.sum(axis=0)
+        part = np.where(observed, block.values, 0.0).sum(axis=0)
+        n = count if n is None else n + count
         total = part if total is None else total + part
-    if total is None or n == 0:
+    if total is None or n is None or not n.any():
         return
-    mean = total / n
+    mean = total / np.maximum(n, 1)
     farthest: tuple[float, Table, int, int] | None = None
     squares = np.zeros_like(mean)
     for block in blocks():
         if not block.values.shape[0]:
             continue
-        deviation = np.abs(block.values - mean)
+        deviation = np.nan_to_num(np.abs(block.values - mean), nan=0.0)
         squares += (deviation**2).sum(axis=0)
         top = float(deviation.max())
         if farthest is None or top > farthest[0]:
@@ -509,7 +536,7 @@ def check_float32(blocks: Callable[[], Iterable[Table]]) -> None:
             f"too far to square in --dtype float32 (gmm needs |x - mean| < "
             f"{FLOAT32_MAX_DEVIATION:.0e}); use --dtype float64 or --standardize"
         )
-    spread = np.sqrt(squares / n)
+    spread = np.sqrt(squares / np.maximum(n, 1))
     narrow = np.flatnonzero((spread > 0) & (spread < FLOAT32_MIN_SPREAD))
     if narrow.size:
         col = int(narrow[0])
@@ -967,6 +994,16 @@ class Cells:
             shown = cell if isinstance(cell, str) else str(value)
             what = f"value is not finite ({_q(shown)}) (use --missing drop to skip such rows)"
         return f"{self._where(line, names[col])}: {what}"
+
+    def empty_row_message(self, row: int, names: list[str]) -> str:
+        """The message for a row with no value in any selected column (missing="em")."""
+        line = self._line(row)
+        fields = self._fields_on_line(line)
+        if fields is not None and fields < self.frame.shape[1]:
+            return f"{self.name}: line {line} has {fields} fields, expected {self.frame.shape[1]}"
+        where = f"{self.name}: line {line}" if self.numbered else f"{self.name}: a row"
+        columns = "the selected column" if len(names) == 1 else "any selected column"
+        return f"{where}: no value in {columns} (use --missing drop to skip such rows)"
 
     def check_weights(self, weights: np.ndarray, column: str) -> None:
         """A missing, non-finite or negative weight is an error naming its line, whatever

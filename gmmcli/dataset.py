@@ -27,6 +27,7 @@ import pandas as pd
 
 from gmmcli import data, files
 from gmmcli.errors import GmmError
+from gmmcli.tableoptions import RowCounts
 
 HEAD_BYTES = 1 << 20  # the first lines read to choose the columns
 # CSV text per block when streaming: memory holds one block of text and its values. (With
@@ -336,12 +337,21 @@ def parquet_layout(inputs: Inputs, options: data.TableOptions) -> Layout:
 # -- checking a Dask partition ---------------------------------------------------------------
 @dataclass
 class Loaded:
-    """A block of feature rows (float64, C order), checked, and how many rows were dropped;
-    ``kept`` marks the rows read that are in ``x`` (``data.Table.kept``)."""
+    """A block of feature rows (float64, C order; NaN in a missing cell), checked, and what
+    reading did with its rows (dropped, kept with missing cells); ``kept`` marks the rows
+    read that are in ``x`` (``data.Table.kept``)."""
 
     x: np.ndarray
-    n_dropped: int = 0
+    counts: RowCounts = field(default_factory=RowCounts)
     kept: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, table: data.Table) -> Loaded:
+        return cls(table.values, table.counts, table.kept)
+
+    @property
+    def n_dropped(self) -> int:
+        return self.counts.dropped
 
 
 class PartitionError(GmmError):
@@ -359,7 +369,7 @@ def frame_values(frame: pd.DataFrame, layout: Layout, missing: str, display: str
         table = data.check_values(x, names, [], cells, data.TableOptions(missing=missing))
     except GmmError as error:
         raise PartitionError(error.message) from None
-    return Loaded(table.values, table.n_dropped, table.kept)
+    return Loaded.of(table)
 
 
 # -- CSV files in byte ranges (Dask partitions) ----------------------------------------------
@@ -425,7 +435,7 @@ def range_values(part: ByteRange, options: data.TableOptions) -> Loaded:
         table = read_range(part, options)
     except GmmError as error:
         raise PartitionError(error.message) from None
-    return Loaded(table.values, table.n_dropped, table.kept)
+    return Loaded.of(table)
 
 
 def table_head(handle: BinaryIO, options: data.TableOptions) -> tuple[bytes, int]:
@@ -492,7 +502,7 @@ class CsvBlocks:
         self.layout = layout
         self.options = table.reading(layout.names, keep_text=keep_text)
         self.block_bytes = block_bytes
-        self.n_dropped = 0
+        self.counts = RowCounts()  # of the last whole pass
 
     def __call__(self) -> Iterator[np.ndarray]:
         for table in self.tables():
@@ -500,27 +510,33 @@ class CsvBlocks:
             del table  # hold one block only while the next is read
             yield values
 
+    @property
+    def n_dropped(self) -> int:
+        return self.counts.dropped
+
     def loaded(self) -> Iterator[Loaded]:
         for table in self.tables():
-            loaded = Loaded(table.values, table.n_dropped)
+            loaded = Loaded(table.values, table.counts)
             del table
             yield loaded
 
     def tables(self, every: bool = False) -> Iterator[data.Table]:
         """The blocks with rows left (``every``: with data rows, kept or dropped), in order;
         at the end, an error if no row is left."""
-        dropped = kept = 0
+        counts = RowCounts()
+        kept = 0
         for path in self.inputs.paths:
             name = self.inputs.name_of(path)
             for raw, place in file_blocks(path, self.block_bytes, self.options):
                 table = data.read_block(raw, name, self.options, place)
                 del raw  # hold one block only while the next is read
-                dropped += table.n_dropped
+                counts += table.counts
                 kept += table.values.shape[0]
                 if table.values.shape[0] or (every and table.n_dropped):
                     yield table
                 del table
-        self.n_dropped = dropped
+        self.counts = counts
+        dropped = counts.dropped
         if not kept:
             display = self.inputs.display
             raise GmmError(
@@ -609,8 +625,8 @@ class SpilledBlocks:
         self.spill_failed = False
 
     @property
-    def n_dropped(self) -> int:
-        return self.inner.n_dropped
+    def counts(self) -> RowCounts:
+        return self.inner.counts
 
     def __call__(self) -> Iterator[np.ndarray]:
         if self.n_rows is not None and self.spill is not None:

@@ -15,6 +15,8 @@ from .engine.params import MixtureParams
 FIT_SUMMARY_KEYS = (
     "n_samples",
     "n_dropped",
+    "n_missing_rows",
+    "n_missing_cells",
     "n_iter",
     "converged",
     "log_likelihood",
@@ -148,6 +150,8 @@ def fit_summary(fit: Mapping) -> dict:
     return {
         "n_samples": _int(fit.get("n_samples")),
         "n_dropped": _int(fit.get("n_dropped")),
+        "n_missing_rows": _int(fit.get("n_missing_rows")),
+        "n_missing_cells": _int(fit.get("n_missing_cells")),
         "n_iter": _int(fit.get("n_iter")),
         "converged": _bool(fit.get("converged")),
         "log_likelihood": _number(fit.get("log_likelihood")),

@@ -53,6 +53,14 @@ _FIT_SCHEMA: dict = {
     "properties": {
         "n_samples": {"type": "integer", "description": "Rows used for fitting."},
         "n_dropped": {"type": "integer", "description": "Rows dropped (e.g. missing values)."},
+        "n_missing_rows": {
+            "type": "integer",
+            "description": "Rows fitted with missing cells (--missing em), if any.",
+        },
+        "n_missing_cells": {
+            "type": "integer",
+            "description": "Missing cells of those rows, fitted by EM as missing at random.",
+        },
         "n_iter": {"type": "integer", "description": "EM iterations of the best restart."},
         "converged": {"type": "boolean"},
         "log_likelihood": {"type": "number", "description": "Total log-likelihood of the data."},

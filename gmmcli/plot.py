@@ -268,9 +268,13 @@ def _draw_pair_grid(figure: Figure, scene: Scene, columns: list[int]) -> None:
 def _draw_pair(
     axes: Axes, scene: Scene, pair: list[int], point_size: float, marker_size: float
 ) -> None:
-    """The points on two columns and each component's marginal ellipses there."""
+    """The points on two columns (those with both cells: the others have no place there),
+    coloured by the label of the whole row, and each component's marginal ellipses."""
     if scene.data is not None:
-        _draw_points(axes, scene.data[:, pair], scene.labels, scene.colours, point_size)
+        points = scene.data[:, pair]
+        seen = ~np.isnan(points).any(axis=1)
+        labels = None if scene.labels is None else scene.labels[seen]
+        _draw_points(axes, points[seen], labels, scene.colours, point_size)
     means, covariances = _marginal(scene.means, scene.covariances, pair)
     _draw_ellipses(axes, means, covariances, scene.colours, marker_size)
 
@@ -288,6 +292,8 @@ def _draw_densities(
     """A density histogram of ``points`` (all of them), the mixture Σ_k π_k N(x | μ_k, σ_k²) on
     ``column`` as a thick dark line and each weighted component π_k N(x | μ_k, σ_k²) over it."""
     weights, colours = scene.weights, scene.colours
+    if points is not None:  # a row missing this cell has no place on its axis
+        points = points[~np.isnan(points)]
     means, variances = scene.means[:, column], scene.covariances[:, column, column]
     sigmas = np.sqrt(np.clip(variances, np.finfo(float).tiny, None))
     grid = _density_grid(points, means, sigmas)

@@ -426,6 +426,11 @@ def print_description(description: dict) -> None:
         data = f"{fit['n_samples']} rows"
         if fit.get("n_dropped"):
             data += f" ({fit['n_dropped']} dropped for missing values)"
+        if fit.get("n_missing_rows"):
+            data += (
+                f" ({fit['n_missing_rows']} with {fit.get('n_missing_cells')} missing cells, "
+                "fitted by EM)"
+            )
         lines.append(("data", data))
     if fit.get("n_iter") is not None or fit.get("converged") is not None:
         state = {True: "converged", False: "NOT converged", None: "?"}[fit.get("converged")]

@@ -37,7 +37,7 @@ from gmmcli.data import (
 )
 from gmmcli.errors import GmmError
 from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD
-from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns
+from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns, RowCounts
 
 ENGINES = ("memory", "dask", "stream")
 CONNECT_TIMEOUT = 10  # seconds to reach an existing scheduler
@@ -192,9 +192,9 @@ def load_partitions(
     inputs: dataset.Inputs,
     layout: dataset.Layout,
     table: TableOptions,
-) -> tuple[list[Any], int, int]:
+) -> tuple[list[Any], int, RowCounts]:
     """Read and check every partition on the workers, keeping it there; returns the futures
-    (of ``dataset.Loaded``), the number of rows and of rows dropped."""
+    (of ``dataset.Loaded``), the number of rows, and what reading did with the rows."""
     import dask
 
     from .engine.distributed import wait_result
@@ -215,14 +215,13 @@ def load_partitions(
     sizes = [client.submit(_sizes, f, pure=False) for f in futures]
     counts = [wait_result(client, s) for s in sizes]
     n_rows = sum(c[0] for c in counts)
-    n_dropped = sum(c[1] for c in counts)
     if n_rows == 0:
         raise GmmError(f"{inputs.display}: no data rows")
-    return futures, n_rows, n_dropped
+    return futures, n_rows, sum((c[1] for c in counts), RowCounts())
 
 
-def _sizes(loaded: dataset.Loaded) -> tuple[int, int]:
-    return int(loaded.x.shape[0]), int(loaded.n_dropped)
+def _sizes(loaded: dataset.Loaded) -> tuple[int, RowCounts]:
+    return int(loaded.x.shape[0]), loaded.counts
 
 
 # -- fit -------------------------------------------------------------------------------------
@@ -242,9 +241,9 @@ def fit(
     announce: Callable[[int | None], None],
     spill: bool = True,
     warn: Callable[[str], None] | None = None,
-) -> int:
+) -> RowCounts:
     """Fit ``model`` (an unfitted ``GaussianMixture`` holding the options) over the input;
-    returns the number of rows dropped. With ``spill`` the stream engine parses the CSV
+    returns what reading did with the rows. With ``spill`` the stream engine parses the CSV
     once (``dataset.SpilledBlocks``); ``warn`` tells people when that was not possible.
     ``announce(n_rows)`` is called once the rows are
     counted (None: not known before the first pass)."""
@@ -274,12 +273,12 @@ def fit(
                 blocks.close()
         if isinstance(blocks, dataset.SpilledBlocks) and blocks.spill_failed:
             (warn or _stderr_warning)("no room to spill the parsed rows: every pass read the CSV")
-        return csv.n_dropped
+        return csv.counts
     from .engine.distributed import DaskSource
 
     errors = cluster_errors(inputs, layout, table)
     with dask_client(scheduler) as client, errors:
-        parts, n_rows, n_dropped = load_partitions(client, inputs, layout, table)
+        parts, n_rows, counts = load_partitions(client, inputs, layout, table)
         if model.dtype == "float32":
             _check_float32_parts(client, parts, inputs, layout, table)
         if n_rows < model.n_components:
@@ -295,7 +294,7 @@ def fit(
             raise GmmError(f"{inputs.display}: {error}") from None
         finally:
             source.release()
-    return n_dropped
+    return counts
 
 
 def _check_float32_parts(
@@ -312,13 +311,13 @@ def _check_float32_parts(
     from .engine.distributed import wait_result
 
     sums = [wait_result(client, client.submit(_part_sum, p, pure=False)) for p in parts]
-    n = sum(count for count, _ in sums)
-    if n == 0:
+    n = np.sum([count for count, _ in sums], axis=0)
+    if not np.any(n):
         return
-    mean = np.sum([total for _, total in sums], axis=0) / n
+    mean = np.sum([total for _, total in sums], axis=0) / np.maximum(n, 1)
     spreads = [wait_result(client, client.submit(_part_spread, p, mean, pure=False)) for p in parts]
     farthest = max(top for top, _ in spreads)
-    spread = np.sqrt(np.sum([squares for _, squares in spreads], axis=0) / n)
+    spread = np.sqrt(np.sum([squares for _, squares in spreads], axis=0) / np.maximum(n, 1))
     narrow = (spread > 0) & (spread < FLOAT32_MIN_SPREAD)
     if farthest < FLOAT32_MAX_DEVIATION and not narrow.any():
         return
@@ -336,15 +335,17 @@ def _check_float32_parts(
     check_float32(tables)
 
 
-def _part_sum(loaded: dataset.Loaded) -> tuple[int, np.ndarray]:
-    return int(loaded.x.shape[0]), loaded.x.sum(axis=0)
+def _part_sum(loaded: dataset.Loaded) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's count and sum of values (a missing cell counts for nothing)."""
+    observed = ~np.isnan(loaded.x)
+    return observed.sum(axis=0), np.where(observed, loaded.x, 0.0).sum(axis=0)
 
 
 def _part_spread(loaded: dataset.Loaded, mean: np.ndarray) -> tuple[float, np.ndarray]:
     """The largest |x - mean| of a partition, and the column sums of (x - mean)²."""
     if not loaded.x.shape[0]:
         return 0.0, np.zeros_like(mean)
-    deviation = np.abs(loaded.x - mean)
+    deviation = np.nan_to_num(np.abs(loaded.x - mean), nan=0.0)
     return float(deviation.max()), (deviation**2).sum(axis=0)
 
 
@@ -394,7 +395,7 @@ def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
         table = dataset.read_range(part, options)
     except GmmError as error:
         raise dataset.PartitionError(error.message) from None
-    loaded = dataset.Loaded(table.values, table.n_dropped, table.kept)
+    loaded = dataset.Loaded.of(table)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
         return float(log_density.sum()), int(log_density.shape[0])
@@ -508,7 +509,7 @@ def _score_stream(job: _Scoring, inputs: dataset.Inputs, output: str) -> tuple[f
             _check_before_writing(job, inputs)
         first = True
         for table in blocks.tables(every=True):
-            loaded = dataset.Loaded(table.values, table.n_dropped, table.kept)
+            loaded = dataset.Loaded.of(table)
             result = _result_frame(loaded, table.text, params, what, job.shown)
             del table
             writer.write(dataset.csv_piece(result, first))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from gmmcli.errors import GmmError
 
-MISSING_POLICIES = ("error", "drop")
+MISSING_POLICIES = ("em", "error", "drop")
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class TableOptions:
     ``columns`` selects names or 1-based positions; ``required`` selects exactly these names
     (a model's features); with neither, every numeric column is used and columns with no
     numeric cell are skipped. ``n_required`` checks the number of selected columns.
-    ``missing`` is "error" or "drop" (drop rows with a missing or non-finite selected value).
+    ``missing`` is "em" (a missing cell stays NaN, for the engine to fit by EM and score by
+    the row's observed cells; a non-finite value, or a row with no value, is an error),
+    "error" (any missing or non-finite value is) or "drop" (rows with one are dropped).
 
     One rule for every engine: fields are split at the delimiter (csv quoting), spaces around
     a header name are not part of it, a cell is a number in decimal notation (``0x10`` is
@@ -32,7 +34,7 @@ class TableOptions:
     delimiter: str = ","
     header: bool = True
     columns: list[str] | None = None
-    missing: str = "error"
+    missing: str = "em"
     required: list[str] | None = None
     n_required: int | None = None
     keep_text: bool = False  # also keep every cell as the text it is (predict --keep-input)
@@ -68,7 +70,8 @@ class TableOptions:
             raise GmmError(f"--skip-lines {self.skip_lines}: a count of lines, 0 or more")
         if self.missing not in MISSING_POLICIES:
             raise GmmError(
-                f"{name}: missing-value policy must be 'error' or 'drop', got {self.missing!r}"
+                f"{name}: missing-value policy must be 'em', 'error' or 'drop', got "
+                f"{self.missing!r}"
             )
 
     def check_parquet(self, name: str) -> None:
@@ -117,6 +120,23 @@ class TableOptions:
             self,
             required=[n.strip() for n in names] if by_name else None,  # as headers are read
             n_required=None if by_name else n_features,
+        )
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What reading a table did with its rows: how many were dropped (--missing drop), and
+    how many were kept with missing cells, and how many cells (--missing em)."""
+
+    dropped: int = 0
+    missing_rows: int = 0
+    missing_cells: int = 0
+
+    def __add__(self, other: RowCounts) -> RowCounts:
+        return RowCounts(
+            self.dropped + other.dropped,
+            self.missing_rows + other.missing_rows,
+            self.missing_cells + other.missing_cells,
         )
 
 

@@ -34,6 +34,17 @@ def zero_inflated(rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([x1, x2])
 
 
+def with_gaps(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.15) -> list[str]:
+    """Rows of x as CSV with a fraction of the cells left empty at random (missing
+    completely at random), each row keeping one value."""
+    mask = rng.random(x.shape) < fraction
+    mask[mask.all(axis=1), 0] = False
+    return [
+        ",".join("" if gap else f"{v:.6f}" for v, gap in zip(row, gaps)) + "\n"
+        for row, gaps in zip(x, mask)
+    ]
+
+
 def main() -> None:
     rng = np.random.default_rng(20261125)
     x1 = one_d(rng)
@@ -53,6 +64,8 @@ def main() -> None:
     )
     rows = [f"p{i:04d},{a:.4f},{b:.4f}\n" for i, (a, b) in enumerate(x2[::5])]
     (HERE / "points_with_id.csv").write_text("id,x,y\n" + "".join(rows), encoding="utf-8")
+    gaps = with_gaps(x2, np.random.default_rng(7))
+    (HERE / "blobs_2d_gaps.csv").write_text("x,y\n" + "".join(gaps), encoding="utf-8")
 
 
 if __name__ == "__main__":

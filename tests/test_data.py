@@ -322,9 +322,44 @@ def test_no_header_hint_only_on_line_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cell", ["", "NA", "nan", "NaN", "null", "N/A"])
 def test_missing_value_is_an_error(tmp_path: Path, cell: str) -> None:
     path = write(tmp_path, f"x,y\n1,2\n3,4\n5,{cell}\n")
-    message = error(path)
+    message = error(path, missing="error")
     assert message == (
         f"{path}: line 4, column 'y' (2): missing value (use --missing drop to skip such rows)"
+    )
+
+
+@pytest.mark.parametrize("cell", ["", "NA", "nan", "NaN", "null", "N/A"])
+def test_missing_value_stays_nan_by_default(tmp_path: Path, cell: str) -> None:
+    """--missing em (the default): the cell is NaN, for the engine; rows and cells counted."""
+    path = write(tmp_path, f"x,y\n1,2\n3,4\n5,{cell}\n{cell},7\n")
+    table = read_table(path)
+    np.testing.assert_array_equal(table.values, [[1, 2], [3, 4], [5, np.nan], [np.nan, 7]])
+    assert (table.n_dropped, table.missing_rows, table.missing_cells) == (0, 2, 2)
+    assert table.kept is not None and table.kept.all()
+
+
+def test_a_row_with_no_value_is_an_error_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,x,y\nr1,1,2\nr2,,NA\nr3,3,4\n")
+    assert error(path) == (
+        f"{path}: line 3: no value in any selected column (use --missing drop to skip such rows)"
+    )
+    single = error(path, columns=["y"])
+    assert single.endswith(
+        "line 3: no value in the selected column (use --missing drop to skip such rows)"
+    )
+    assert read_table(path, missing="drop").n_dropped == 1
+
+
+def test_a_column_with_no_value_is_an_error_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y\n1,\n2,NA\n3,\n")
+    assert error(path) == f"{path}: column 'y' has no value (every cell is missing)"
+
+
+def test_infinity_is_still_an_error_by_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,y\n1,2\n3,\n-inf,4\n")
+    assert error(path) == (
+        f"{path}: line 4, column 'x' (1): value is not finite ('-inf') (use --missing drop to "
+        "skip such rows)"
     )
 
 
@@ -369,7 +404,7 @@ def test_nothing_left_after_dropping(tmp_path: Path) -> None:
 
 def test_unknown_missing_policy(tmp_path: Path) -> None:
     path = write(tmp_path, "x\n1\n")
-    assert "'error' or 'drop', got 'ignore'" in error(path, missing="ignore")
+    assert "'em', 'error' or 'drop', got 'ignore'" in error(path, missing="ignore")
 
 
 # --- blank lines and line numbers -----------------------------------------------------------
@@ -387,7 +422,8 @@ def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     path = write(tmp_path, "x,y\n1,2\n\n\n3,4\n5,x\n")
     assert error(path).startswith(f"{path}: line 6, column 'y' (2):")
     path = write(tmp_path, "1,2\n\n3,NA\n", "nohead.csv")
-    assert error(path, header=False).startswith(f"{path}: line 3, column 2: missing value")
+    message = error(path, header=False, missing="error")
+    assert message.startswith(f"{path}: line 3, column 2: missing value")
 
 
 def test_line_numbers_with_crlf_and_blank_lines(tmp_path: Path) -> None:
@@ -437,8 +473,11 @@ def test_header_only(tmp_path: Path, content: str) -> None:
 def test_only_empty_fields_without_header(tmp_path: Path) -> None:
     """A line of empty cells is a row of missing values, not a blank line."""
     path = write(tmp_path, ",\n,\n")
-    assert error(path, header=False) == (
+    assert error(path, header=False, missing="error") == (
         f"{path}: line 1, column 1: missing value (use --missing drop to skip such rows)"
+    )
+    assert error(path, header=False) == (
+        f"{path}: line 1: no value in any selected column (use --missing drop to skip such rows)"
     )
     assert error(path, header=False, missing="drop") == (
         f"{path}: no rows left after dropping 2 with missing values"
@@ -447,8 +486,11 @@ def test_only_empty_fields_without_header(tmp_path: Path) -> None:
 
 def test_a_row_of_missing_cells_is_not_a_blank_line(tmp_path: Path) -> None:
     path = write(tmp_path, "x,y\n1,2\n\nNA,NA\n3,4\n")
-    assert error(path) == (
+    assert error(path, missing="error") == (
         f"{path}: line 4, column 'x' (1): missing value (use --missing drop to skip such rows)"
+    )
+    assert error(path) == (
+        f"{path}: line 4: no value in any selected column (use --missing drop to skip such rows)"
     )
     table = read_table(path, missing="drop")
     assert table.n_dropped == 1 and table.values.tolist() == [[1.0, 2.0], [3.0, 4.0]]
@@ -527,7 +569,15 @@ def test_ragged_row_without_header(tmp_path: Path) -> None:
 
 def test_short_row(tmp_path: Path) -> None:
     path = write(tmp_path, "a,b,c\n1,2,3\n4,5\n")
-    assert error(path) == f"{path}: line 3 has 2 fields, expected 3"
+    assert error(path, missing="error") == f"{path}: line 3 has 2 fields, expected 3"
+
+
+def test_short_row_misses_its_last_cells_by_default(tmp_path: Path) -> None:
+    """As --missing drop counts such a row as one with missing values, em fits it so."""
+    table = read_table(write(tmp_path, "a,b,c\n1,2,3\n4,5\n"))
+    np.testing.assert_array_equal(table.values, [[1, 2, 3], [4, 5, np.nan]])
+    path = write(tmp_path, "a,b\n1,2\n3\n", "one.csv")
+    assert error(path, columns=["b"]) == f"{path}: line 3 has 1 fields, expected 2"
 
 
 def test_short_row_is_dropped_with_drop(tmp_path: Path) -> None:

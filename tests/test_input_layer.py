@@ -64,14 +64,26 @@ CASES = {
     "non-numeric cell": Case(
         b"a,b\n1,2\n3,x\n4,5\n", "line 3, column 'b' (2): cannot read 'x' as a number"
     ),
-    "empty cell": Case(b"a,b\n1,2\n3,\n4,5\n", "line 3, column 'b' (2): missing value"),
-    "nan": Case(b"a,b\n1,2\nnan,3\n4,5\n", "line 3, column 'a' (1): missing value"),
+    "empty cell": Case(
+        b"a,b\n1,2\n3,\n4,5\n", "line 3, column 'b' (2): missing value", ("--missing", "error")
+    ),
+    "nan": Case(
+        b"a,b\n1,2\nnan,3\n4,5\n", "line 3, column 'a' (1): missing value", ("--missing", "error")
+    ),
+    "a row with no value": Case(
+        b"a,b\n1,2\nNA,\n4,5\n", "line 3: no value in any selected column (use --missing drop"
+    ),
+    "inf, missing cells fitted": Case(
+        b"a,b\n1,2\n3,\n4,inf\n", "line 4, column 'b' (2): value is not finite ('inf')"
+    ),
     "inf": Case(b"a,b\n1,2\n3,inf\n4,5\n", "line 3, column 'b' (2): value is not finite ('inf')"),
     "beyond 1e150": Case(
         b"a,b\n1,2\n3,1e200\n4,5\n", "line 3, column 'b' (2): 1e+200 is too large to square"
     ),
     "too many fields": Case(b"a,b\n1,2\n3,4,5\n6,7\n", "line 3 has 3 fields, expected 2"),
-    "too few fields": Case(b"a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, expected 3"),
+    "too few fields": Case(
+        b"a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, expected 3", ("--missing", "error")
+    ),
     "header only": Case(b"a,b\n", "no data rows (only a header)"),
     "empty file": Case(b"", "the file is empty"),
     "duplicate column name": Case(
@@ -250,7 +262,9 @@ def test_blocks_name_every_line_as_the_whole_table_does(tmp_path, layout, block_
             broken = list(rows)
             broken[bad] = b"1.5," + cell + b",2"
             path.write_bytes(head + end.join(broken) + end)
-            expected = read_error(lambda: read_table(str(path), header=header, **options))
+            expected = read_error(
+                lambda: read_table(str(path), header=header, missing="error", **options)
+            )
             assert f"line {len(head.splitlines()) + bad + 1}, " in expected
             assert read_error(lambda: list(blocks())) == expected
 

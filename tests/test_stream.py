@@ -147,7 +147,9 @@ def test_missing_values_are_dropped_and_counted(tmp_path, capsys):
     rows[40] = "NA,2"
     path = tmp_path / "gaps.csv"
     path.write_text("a,b\n" + "\n".join(rows) + "\n")
-    status, _, err = gmm("fit", path, "-k", 2, "--engine", "stream", capsys=capsys)
+    status, _, err = gmm(
+        "fit", path, "-k", 2, "--engine", "stream", "--missing", "error", capsys=capsys
+    )
     assert status == 2
     assert err.strip() == (
         f"gmm: error: {path}: line 12, column 'b' (2): missing value "

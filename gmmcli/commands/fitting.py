@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import GmmError
 from ..limits import MAX_VARIANCE
-from ..tableoptions import MISSING_POLICIES, TableOptions
+from ..tableoptions import MISSING_POLICIES, RowCounts, TableOptions
 from .inputs import open_input
 from .options import (
     INIT_CHOICES,
@@ -105,8 +105,8 @@ def fit(
         callback=report.on_event,
         **dataclasses.asdict(options.em),
     )
-    n_dropped = opened.fit(model, report, covariance, options.dtype)
-    info = fit_record(model, opened.names, n_dropped=n_dropped)
+    counts = opened.fit(model, report, covariance, options.dtype)
+    info = fit_record(model, opened.names, **row_fields(counts))
     if start is not None:
         info["options"]["init"] = f"model file {init}"
     save_fitted(output, model, opened.names, info, data)
@@ -165,7 +165,7 @@ def select(
         raise GmmError(str(error), 1) from None
     chosen = choose(cells, criterion)
     report.select_table(cells, chosen, criterion)
-    info = fit_record(chosen.model, opened.names, n_dropped=opened.table.n_dropped)
+    info = fit_record(chosen.model, opened.names, **row_fields(opened.table.counts))
     info["selection"] = {"criterion": criterion, "grid": [cell.record() for cell in cells]}
     save_fitted(output, chosen.model, opened.names, info, data)
     if table_path is not None:
@@ -215,7 +215,7 @@ def check_regularisation(table: Any, reg_covar: float, reg_scale: str = "data") 
     import numpy as np
 
     with np.errstate(all="ignore"):
-        variances = table.values.var(axis=0)
+        variances = np.nanvar(table.values, axis=0)
         variances = np.where(variances > 0, variances, 1.0)
         j = int(np.argmax(variances))
         if not reg_covar * variances[j] > MAX_VARIANCE:
@@ -225,6 +225,16 @@ def check_regularisation(table: Any, reg_covar: float, reg_scale: str = "data") 
         f"{table.source} ({variances[j]:.3g}) it passes {MAX_VARIANCE:.0e}, the largest "
         "variance a model holds"
     )
+
+
+def row_fields(counts: RowCounts) -> dict[str, int]:
+    """The fit record's counts of rows: dropped, and (only when there were some) rows and
+    cells missing, fitted by EM."""
+    fields = {"n_dropped": counts.dropped}
+    if counts.missing_rows:
+        fields["n_missing_rows"] = counts.missing_rows
+        fields["n_missing_cells"] = counts.missing_cells
+    return fields
 
 
 def fit_record(model: Any, names: list[str], **extra: object) -> dict:

@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GmmError
-from ..tableoptions import PREDICT_COLUMNS, PredictColumns, TableOptions
+from ..tableoptions import PREDICT_COLUMNS, PredictColumns, RowCounts, TableOptions
 from .session import note_table, numerical_range
 
 if TYPE_CHECKING:
@@ -25,9 +25,9 @@ class MemoryInput:
         self.names: list[str] = table.names
         self.source: str = table.source
 
-    def note(self, report: Reporter, scoring: bool = False) -> None:
+    def note(self, report: Reporter, scoring: bool = False, fitting: bool = True) -> None:
         table = self.table
-        note_table(report, self.source, table.skipped_columns, table.n_dropped, scoring)
+        note_table(report, self.source, table.skipped_columns, table.counts, scoring, fitting)
         if self.header_warning:
             report.warning(self.header_warning)
 
@@ -40,7 +40,9 @@ class MemoryInput:
 
     @property
     def has_notes(self) -> bool:
-        return bool(self.table.skipped_columns or self.table.n_dropped or self.header_warning)
+        table = self.table
+        counted = table.n_dropped or table.missing_rows
+        return bool(table.skipped_columns or counted or self.header_warning)
 
     def check_rows(self, components: int, asked: str = "") -> None:
         n = self.table.values.shape[0]
@@ -49,13 +51,13 @@ class MemoryInput:
                 f"{self.source}: {n} rows are fewer than the {components} components{asked}"
             )
 
-    def fit(self, model: Any, report: Reporter, covariance: str, dtype: str) -> int:
+    def fit(self, model: Any, report: Reporter, covariance: str, dtype: str) -> RowCounts:
         """Fit ``model`` (an unfitted GaussianMixture holding the options) to the rows;
-        returns the number of rows dropped."""
+        returns what reading did with the rows (dropped, missing cells)."""
         report.start_fit(*self.table.values.shape, model.n_components, covariance, model.n_init)
         with numerical_range(self.source, dtype, model.standardize, self.names):
             model.fit(self.table.values)
-        return self.table.n_dropped
+        return self.table.counts
 
 
 class ScaledInput:
@@ -72,8 +74,9 @@ class ScaledInput:
         self.names: list[str] = layout.names
         self.source: str = inputs.display
 
-    def note(self, report: Reporter, scoring: bool = False) -> None:
-        note_table(report, self.source, self.layout.skipped, 0)
+    def note(self, report: Reporter, scoring: bool = False, fitting: bool = True) -> None:
+        """The notes known before a pass (the rows are counted by ``fit``)."""
+        note_table(report, self.source, self.layout.skipped)
         if self.header_warning:
             report.warning(self.header_warning)
 
@@ -91,7 +94,7 @@ class ScaledInput:
     def check_rows(self, components: int, asked: str = "") -> None:
         """Not known before the first pass: the engine checks it then."""
 
-    def fit(self, model: Any, report: Reporter, covariance: str, dtype: str) -> int:
+    def fit(self, model: Any, report: Reporter, covariance: str, dtype: str) -> RowCounts:
         from .. import scale
 
         def announce(n_rows: int | None) -> None:
@@ -107,7 +110,7 @@ class ScaledInput:
                     f"pass, {restarts} restart" + ("s" if restarts != 1 else "")
                 )
 
-        n_dropped = scale.fit(
+        counts = scale.fit(
             self.engine,
             model,
             self.inputs,
@@ -118,8 +121,8 @@ class ScaledInput:
             announce=announce,
             warn=report.warning,
         )
-        note_table(report, self.source, [], n_dropped)
-        return n_dropped
+        note_table(report, self.source, [], counts)
+        return counts
 
     def score(
         self,

@@ -82,7 +82,7 @@ def plot(
         choice("missing", table.missing, MISSING_POLICIES)
         params, names, fit, opened = model_input(model_path, data, table)
         if opened.has_notes:
-            opened.note(session.reporter(opened.names))
+            opened.note(session.reporter(opened.names), fitting=False)
         values = opened.table.values
     if not convergence:
         choose_columns(output, names, x, y)

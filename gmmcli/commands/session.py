@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import GmmError
 from ..files import STDIO, display_name
+from ..tableoptions import RowCounts
+
+NOTHING_COUNTED = RowCounts()
 
 if TYPE_CHECKING:
     from ..report import Reporter
@@ -45,10 +48,25 @@ class Session:
 
 
 def note_table(
-    report: Reporter, source: str, skipped: list[str], dropped: int, scoring: bool = False
+    report: Reporter,
+    source: str,
+    skipped: list[str],
+    counts: RowCounts = NOTHING_COUNTED,
+    scoring: bool = False,
+    fitting: bool = True,
 ) -> None:
     """The notes about a table that was read: non-numeric columns left out, rows dropped
-    (when ``scoring``, they stay in the output, unscored)."""
+    (when ``scoring``, they stay in the output, unscored), rows with missing cells (fitted
+    by EM; or, when ``scoring`` or not ``fitting``, scored by their observed cells)."""
+    dropped = counts.dropped
+    if counts.missing_rows:
+        rows, cells = counts.missing_rows, counts.missing_cells
+        how = (
+            "fitted by EM, as missing at random (--missing drop leaves such rows out)"
+            if fitting and not scoring
+            else "scored by the density of their observed cells"
+        )
+        report.info(f"{source}: {rows} row(s) with {cells} missing cell(s) {how}")
     if skipped:
         report.info(
             f"{source}: ignoring non-numeric column(s) {', '.join(skipped)} "

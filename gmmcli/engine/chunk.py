@@ -42,6 +42,8 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.nda
 class Chunk:
     """``features[:d, i] = x_i − shift`` for the chunk's rows, derived rows below them."""
 
+    gaps = None  # where rows miss cells (``missing.ChunkGaps``), set by ``IncompleteRows``
+
     def __init__(
         self,
         features: np.ndarray,

@@ -177,6 +177,17 @@ class CovarianceStrategy:
         out[index] = self.from_data_covariance(data_cov, 1)[0]
         return out
 
+    # -- rows with missing cells (engine/missing.py) -------------------------------------------
+    def precisions(self, prec_chol: np.ndarray, k: int, d: int) -> np.ndarray:
+        """(k, d, d) every component's precision Λ_k = P_k P_kᵀ, as the coefficients use it."""
+        raise NotImplementedError
+
+    def moments_of(self, second: np.ndarray) -> np.ndarray:
+        """Second moments (..., d, d), e.g. Σ_i r_i C_i, as this model's statistics S2 sum them
+        (..., n_extra): the pairs a ≤ b (full, tied), the diagonal (diag), the trace
+        (spherical)."""
+        raise NotImplementedError
+
 
 def covariance_names() -> tuple[str, ...]:
     """The canonical covariance model names, in the order they are offered."""
@@ -342,6 +353,13 @@ class Full(CovarianceStrategy):
     def from_data_covariance(self, data_cov, k):
         return np.broadcast_to(data_cov, (k, *data_cov.shape)).copy()
 
+    def precisions(self, prec_chol, k, d):
+        return prec_chol @ np.swapaxes(prec_chol, 1, 2)
+
+    def moments_of(self, second):
+        a, b = np.triu_indices(second.shape[-1])
+        return second[..., a, b]
+
 
 class Tied(CovarianceStrategy):
     """The features of full covariances with one shared Λ; S2 summed over components is
@@ -414,6 +432,13 @@ class Tied(CovarianceStrategy):
     def replace_component(self, cov, index, data_cov):
         return cov.copy()  # the shared covariance is not one component's to reset
 
+    def precisions(self, prec_chol, k, d):
+        return np.broadcast_to(prec_chol @ prec_chol.T, (k, d, d)).copy()
+
+    def moments_of(self, second):
+        a, b = np.triu_indices(second.shape[-1])
+        return second[..., a, b]
+
 
 class Diag(CovarianceStrategy):
     """Features [z; z²]: Σ_a λ_ka (z_a − m_ka)² expands to one product."""
@@ -476,6 +501,12 @@ class Diag(CovarianceStrategy):
     def from_data_covariance(self, data_cov, k):
         variances = _variances(data_cov)
         return np.broadcast_to(variances, (k, variances.shape[0])).copy()
+
+    def precisions(self, prec_chol, k, d):
+        return np.einsum("kd,de->kde", prec_chol**2, np.eye(d))
+
+    def moments_of(self, second):
+        return np.diagonal(second, axis1=-2, axis2=-1).copy()
 
 
 class Spherical(CovarianceStrategy):
@@ -546,6 +577,12 @@ class Spherical(CovarianceStrategy):
 
     def from_data_covariance(self, data_cov, k):
         return np.full(k, _variances(data_cov).mean())
+
+    def precisions(self, prec_chol, k, d):
+        return (prec_chol**2)[:, None, None] * np.eye(d)[None]
+
+    def moments_of(self, second):
+        return np.trace(second, axis1=-2, axis2=-1)[..., None]
 
 
 class Family(Full):

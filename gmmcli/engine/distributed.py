@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .chunk import Rows
 from .init import DataSummary
+from .missing import Rows, rows_of
 from .sources import SAMPLE_SIZE, PartSummary, SampledInit, sample_key, summarise_part
 from .stats import (
     Model,
@@ -52,8 +52,8 @@ class Part:
         n, d = x.shape
         cache = Rows.fits_budget(n, d, n_components, dtype)
         self.x = x
-        self.rows = Rows(x, shift, dtype, cache=cache)
-        self.exact = self.rows if self.rows.dtype == np.float64 else Rows(x, shift)
+        self.rows = rows_of(x, shift, dtype, cache=cache)
+        self.exact = self.rows if self.rows.dtype == np.float64 else rows_of(x, shift)
 
 
 def _values(block: Any) -> np.ndarray:
@@ -130,6 +130,7 @@ class DaskSource(SampledInit):
     def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
         """Shift each partition on its worker and keep it there for the fit's passes."""
         self.release()
+        self.shift, self.n_components = shift, n_components
         self.bound = [self._submit(Part, p, shift, dtype, n_components) for p in self.parts]
         for future in self.bound:
             wait_result(self.client, future, fetch=False)

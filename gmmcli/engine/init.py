@@ -100,12 +100,13 @@ def summarise(x: np.ndarray, chunk_size: int, diagonal: bool = False) -> DataSum
 
 
 def column_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(d,) smallest and (d,) largest value of each column (+inf and −inf with no rows)."""
+    """(d,) smallest and (d,) largest value of each column (+inf and −inf with no rows);
+    missing cells (NaN) are left out."""
     d = x.shape[1]
     low, high = np.full(d, np.inf), np.full(d, -np.inf)
     for rows in chunks(x.shape[0], SUM_ROWS):
-        np.minimum(low, x[rows].min(axis=0, initial=np.inf), out=low)
-        np.maximum(high, x[rows].max(axis=0, initial=-np.inf), out=high)
+        np.fmin(low, np.fmin.reduce(x[rows], axis=0, initial=np.inf), out=low)
+        np.fmax(high, np.fmax.reduce(x[rows], axis=0, initial=-np.inf), out=high)
     return low, high
 
 

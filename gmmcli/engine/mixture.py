@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .chunk import Rows
 from .convergence import MAX_ITER, stopping_rule
 from .covariance import get_strategy
 from .em import Collapse, Duplicate, EMOptions, Event, FitResult, RestartResult, fit, fit_source
 from .init import StartCache
+from .missing import has_missing, rows_of
 from .params import MixtureParams, NumericalRangeError, covariance_shape
 from .sources import Source
 from .stats import (
@@ -254,8 +254,12 @@ class GaussianMixture:
             return center, scale
         if not self.standardize:
             return None, None
-        center = x.mean(axis=0)
-        scale = x.std(axis=0)
+        if has_missing(x):  # the observed cells of each column
+            with np.errstate(all="ignore"):
+                center, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+        else:
+            center = x.mean(axis=0)
+            scale = x.std(axis=0)
         scale[~(scale > 0) | ~np.isfinite(scale)] = 1.0  # a constant column stays as it is
         return center, scale
 
@@ -432,12 +436,18 @@ def _as_2d(X: np.ndarray) -> np.ndarray:
         total = x.sum()  # may an overflow, which the cell-by-cell check below tells apart)
     if np.isfinite(total):
         return np.ascontiguousarray(x)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
+    infinite = np.isinf(x)
+    if infinite.any():
+        i, j = (int(v) for v in np.argwhere(infinite)[0])
         raise ValueError(
-            f"X contains NaN or infinity ({int(bad.sum())} cell(s); the first at row {i}, "
-            f"column {j}: {x[i, j]})"
+            f"X contains infinity ({int(infinite.sum())} cell(s); the first at row {i}, "
+            f"column {j}: {x[i, j]}); a missing cell is NaN"
+        )
+    empty = np.flatnonzero(np.isnan(x).all(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"row {int(empty[0])} of X has no value (every cell is NaN; {empty.size} such "
+            "row(s)): drop it"
         )
     return np.ascontiguousarray(x)
 
@@ -468,7 +478,7 @@ def score_rows(
     size = chunk_size or default_chunk_size(
         params.n_components, params.n_features, params.covariance_type
     )
-    rows = Rows(np.ascontiguousarray(x, dtype=np.float64), shift)
+    rows = rows_of(np.ascontiguousarray(x, dtype=np.float64), shift)
 
     def part(span: slice) -> None:
         chunk = make_chunk(rows, span, model.strategy)

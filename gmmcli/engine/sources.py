@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .chunk import Rows
+from . import missing
 from .init import DataSummary, column_range, summarise
 from .stats import Model, SuffStats, em_pass, total
 
@@ -49,7 +49,7 @@ class Source(Protocol):
 
     def init_rows(self) -> np.ndarray:
         """The rows the initialisers (``init.INITIALISERS``) see: all of them in memory, a
-        sample otherwise."""
+        sample otherwise; complete (``missing.starting_rows``)."""
         ...
 
 
@@ -60,19 +60,26 @@ class ArraySource:
         self.x = x
         self.n_features = x.shape[1]
         self.threads = threads
-        self.rows: Rows | None = None
-        self.exact: Rows | None = None
+        self.rows: missing.Rows | None = None
+        self.exact: missing.Rows | None = None
+        self.shift: np.ndarray | None = None
+        self.n_components = 1
         self.chunk_size = 0
 
     def summarise(self, chunk_size: int, diagonal: bool = False) -> tuple[int, DataSummary]:
+        if missing.has_missing(self.x):
+            return self.x.shape[0], missing.summarise(self.x, diagonal)
         return self.x.shape[0], summarise(self.x, chunk_size, diagonal)
 
     def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
         """The shifted transposed copy is kept for the whole fit when it fits the budget."""
         n, d = self.x.shape
-        cache = Rows.fits_budget(n, d, n_components, dtype)
-        self.rows = Rows(self.x, shift, dtype, cache=cache)
-        self.exact = self.rows if self.rows.dtype == np.float64 else Rows(self.x, shift)
+        cache = missing.Rows.fits_budget(n, d, n_components, dtype)
+        self.rows = missing.rows_of(self.x, shift, dtype, cache=cache)
+        exact = self.rows.dtype == np.float64
+        self.exact = self.rows if exact else missing.rows_of(self.x, shift)
+        self.shift = shift
+        self.n_components = n_components
         self.chunk_size = chunk_size
 
     def em_pass(self, model: Model, n_worst: int, exact: bool = False) -> SuffStats:
@@ -81,7 +88,8 @@ class ArraySource:
         return em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
 
     def init_rows(self) -> np.ndarray:
-        return self.x
+        assert self.shift is not None, "bind() first"
+        return missing.starting_rows(self.x, self.shift, self.n_components)
 
 
 # -- summaries and samples of data seen in parts ---------------------------------------------
@@ -100,29 +108,43 @@ class PartSummary:
     sample_keys: np.ndarray
     sample_values: np.ndarray
     sample_size: int
+    # rows with missing cells: the sums over the observed cells (then mean and m2 are unused)
+    pairs: missing.PairMoments | None = None
 
     def __add__(self, other: PartSummary) -> PartSummary:
         """Chan et al.'s pairwise update: M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n, δ = mean_b − mean_a
-        (stable: no sums of raw squares); the sample keeps the smallest keys of both."""
+        (stable: no sums of raw squares); the sample keeps the smallest keys of both. Parts
+        with missing cells add their ``pairs`` instead."""
         if other.n_rows == 0:
             return self
         if self.n_rows == 0:
             return other
         n = self.n_rows + other.n_rows
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n_rows / n)
-        cross = delta * delta if self.m2.ndim == 1 else np.outer(delta, delta)
-        m2 = self.m2 + other.m2 + cross * (self.n_rows * other.n_rows / n)
         size = max(self.sample_size, other.sample_size)
         rows = np.concatenate([self.sample_rows, other.sample_rows])
         keys = np.concatenate([self.sample_keys, other.sample_keys])
         values = np.concatenate([self.sample_values, other.sample_values])
         keep = _smallest(keys, size)
         low, high = np.minimum(self.low, other.low), np.maximum(self.high, other.high)
-        return PartSummary(n, mean, m2, low, high, rows[keep], keys[keep], values[keep], size)
+        sample = (rows[keep], keys[keep], values[keep], size)
+        if self.pairs is not None or other.pairs is not None:
+            pairs = self._as_pairs() + other._as_pairs()
+            return PartSummary(n, self.mean, self.m2, low, high, *sample, pairs)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n_rows / n)
+        cross = delta * delta if self.m2.ndim == 1 else np.outer(delta, delta)
+        m2 = self.m2 + other.m2 + cross * (self.n_rows * other.n_rows / n)
+        return PartSummary(n, mean, m2, low, high, *sample)
+
+    def _as_pairs(self) -> missing.PairMoments:
+        if self.pairs is not None:
+            return self.pairs
+        return missing.PairMoments.complete(self.n_rows, self.mean, self.m2)
 
     def summary(self) -> DataSummary:
         single_valued = self.low == self.high
+        if self.pairs is not None:
+            return self.pairs.summary(single_valued)
         if self.m2.ndim == 1:
             return DataSummary.from_variances(self.mean, self.m2 / self.n_rows, single_valued)
         cov = 0.5 * (self.m2 + self.m2.T) / self.n_rows
@@ -178,19 +200,16 @@ def summarise_part(
             np.empty((0, d)),
             sample_size,
         )
-    local = summarise(x, chunk_size, diagonal)
     keys = row_keys(key, offset, offset + n)
     keep = np.sort(_smallest(keys, sample_size))
-    return PartSummary(
-        n,
-        local.shift,
-        (local.variances if local.covariance is None else local.covariance) * n,
-        *column_range(x),
-        keep.astype(np.int64) + offset,
-        keys[keep],
-        x[keep].astype(np.float64, copy=True),
-        sample_size,
-    )
+    sample = (keep.astype(np.int64) + offset, keys[keep], x[keep].astype(np.float64, copy=True))
+    if missing.has_missing(x):
+        pairs = missing.PairMoments.of(x, diagonal=diagonal)
+        low, high = column_range(x)
+        return PartSummary(n, pairs.center, pairs.products, low, high, *sample, sample_size, pairs)
+    local = summarise(x, chunk_size, diagonal)
+    m2 = (local.variances if local.covariance is None else local.covariance) * n
+    return PartSummary(n, local.shift, m2, *column_range(x), *sample, sample_size)
 
 
 class SampledInit:
@@ -198,9 +217,12 @@ class SampledInit:
     sample, with the summary of all the data (see the module's docstring)."""
 
     sample: np.ndarray
+    shift: np.ndarray | None = None  # the fit's shift and k, set by ``bind``
+    n_components: int = 1
 
     def init_rows(self) -> np.ndarray:
-        return self.sample
+        assert self.shift is not None, "bind() first"
+        return missing.starting_rows(self.sample, self.shift, self.n_components)
 
 
 class BlockSource(SampledInit):
@@ -243,6 +265,7 @@ class BlockSource(SampledInit):
 
     def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
         self.shift, self.dtype, self.chunk_size = shift, dtype, chunk_size
+        self.n_components = n_components
 
     def em_pass(self, model: Model, n_worst: int, exact: bool = False) -> SuffStats:
         assert self.shift is not None, "bind() first"
@@ -251,7 +274,7 @@ class BlockSource(SampledInit):
         def parts() -> Iterator[SuffStats]:
             done = 0
             for x in self.blocks():
-                rows = Rows(x, self.shift, dtype)
+                rows = missing.rows_of(x, self.shift, dtype)
                 yield em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
                 done += x.shape[0]
                 if self.on_rows is not None:

@@ -80,6 +80,10 @@ class Model:
             with np.errstate(over="ignore", invalid="ignore"):
                 np.matmul(self.far_coefficients[i].astype(dtype, copy=False), local, out=out[c])
             out[c] += dtype.type(self.far_constants[i])
+        if chunk.gaps is not None:  # rows with missing cells: their marginal densities
+            from .missing import marginal_log_joint
+
+            marginal_log_joint(self, chunk, out)
         return out
 
 
@@ -353,6 +357,11 @@ def reduce_chunk_blocks(
     d = chunk.zt.shape[0]
     if chunk.offset % BLOCK:
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
+    extra = None
+    if chunk.gaps is not None:  # rows with missing cells: their conditional moments
+        from .missing import conditional_moments
+
+        resp, extra = conditional_moments(chunk, resp, origins)
     moments = _per_block(resp, chunk.features)  # (blocks, k, q)
     if origins is None:
         origins = np.repeat(chunk.shift[None, :], resp.shape[0], axis=0)
@@ -363,6 +372,9 @@ def reduce_chunk_blocks(
             with np.errstate(over="ignore", invalid="ignore"):
                 moments[:, c] = _per_block(resp[c : c + 1], local)[:, 0]
     counts = _block_sums(resp)  # (blocks, k)
+    if extra is not None:
+        counts += extra.counts
+        moments += extra.moments
     lls = np.zeros(moments.shape[0]) if log_density is None else _block_sums(log_density)
     if log_density is None or n_worst == 0:
         worst = _NO_WORST_ROWS[d]

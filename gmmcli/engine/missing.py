@@ -1,0 +1,754 @@
+"""Rows with missing cells (NaN), under missing-at-random: the E-step scores a row by the
+marginal density of its observed cells, and the M-step sums its conditional moments
+E[z | x_o] and E[z zᵀ | x_o] (Ghahramani & Jordan 1994), exactly, for every covariance model.
+
+A chunk's rows reach the kernel filled with the shift (z = 0 in a missing cell), so the one
+product of ``stats`` gives every component's log density at the filled row x̄, and the M-step
+product the moments of the filled rows. This module corrects both for the rows that have a
+missing cell (``stats`` calls it from ``Model.log_joint`` and ``reduce_chunk_blocks``); a chunk
+without one never comes here, so complete data run exactly as before.
+
+* E-step. With Λ = Σ⁻¹, u = x̄ − μ and m a row's missing cells (r of them),
+
+      log N(x_o | μ_o, Σ_oo) = log N(x̄ | μ, Σ) + ½ r log 2π − ½ log det Λ_mm + ½ vᵀ Λ_mm⁻¹ v,
+
+  v = (Λ u)_m, since det Σ_oo = det Σ · det Λ_mm and Σ_oo⁻¹ = Λ_oo − Λ_om Λ_mm⁻¹ Λ_mo.
+* M-step. The conditional mean of the missing cells is x̄_m + e with e = −Λ_mm⁻¹ v, and their
+  conditional covariance is C = Λ_mm⁻¹ (the Schur complement Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om). With
+  ẑ = z̄ + e the row adds r·ẑ to S1 and r·(ẑ ẑᵀ + C) to the second moments instead of r·z̄ and
+  r·z̄ z̄ᵀ: the product's sums get r·e and r·(z̄ eᵀ + e z̄ᵀ + e eᵀ + C) more, which the strategy
+  turns into its features (``CovarianceStrategy.moments_of``).
+
+Λ_mm is factored once per pattern of missing cells and component in each chunk (rows grouped
+by their number of missing cells, patterns found once per chunk of data and kept); small
+patterns by hand over arrays of patterns (numpy's batched LAPACK costs ~1 µs per 3 × 3
+matrix), larger ones by LAPACK. Diagonal models (diag, spherical) need none of it: Λ_mm is
+diagonal, e = μ_m − x̄_m and C = Σ_mm, so a missing cell's terms drop out of the density and
+the M-step adds one product of the responsibilities with the missing-cell mask.
+
+Row-component pairs whose responsibility is below ``NEGLIGIBLE`` × the component's weight add
+nothing to its conditional moments (their share of any sum is below 1e-24 of it); the
+densities are always exact. Every sum goes per block of rows, in the order of the rows, so
+the answer does not depend on how rows are chunked.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .chunk import Chunk, Rows
+from .covariance import LOG_2PI, CovarianceStrategy
+from .init import SUM_ROWS, DataSummary, column_range
+
+if TYPE_CHECKING:
+    from .stats import Model
+
+BLOCK = 512  # stats.BLOCK (not imported: stats imports this module where it needs it)
+NEGLIGIBLE = 2.0**-80  # ≈ 8e-25: responsibilities below this × π_k skip the M-step correction
+HAND_FACTORED = 8  # patterns of at most this many missing cells are factored by hand
+
+
+def has_missing(x: np.ndarray) -> bool:
+    """Whether an (n, d) array holds a NaN (one pass, no copy: min propagates NaN)."""
+    return bool(x.size) and bool(np.isnan(x.min()))
+
+
+def impute(x: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """x with each missing cell set to its column's value (``values``, e.g. the column means);
+    x itself when it has no missing cell."""
+    if not has_missing(x):
+        return x
+    return np.where(np.isnan(x), values, x)
+
+
+def starting_rows(x: np.ndarray, means: np.ndarray, n_components: int) -> np.ndarray:
+    """The rows the initialisers (k-means++, hc, random) start from, which must be complete:
+    x itself without missing cells; else its complete rows, when there are at least
+    max(10 k, k (d + 1)) of them (enough for k clusters and their covariances); else x with
+    each missing cell set to its column's mean (``means``), which draws clusters together."""
+    if not has_missing(x):
+        return x
+    complete = ~np.isnan(x).any(axis=1)
+    k, d = n_components, x.shape[1]
+    if complete.sum() >= max(10 * k, k * (d + 1)):
+        return np.ascontiguousarray(x[complete])
+    return impute(x, means)
+
+
+def rows_of(
+    x: np.ndarray, shift: np.ndarray, dtype: np.dtype | type = np.float64, cache: bool = False
+) -> Rows:
+    """The kernel's ``Rows`` of x: ``IncompleteRows`` when x has a missing cell."""
+    if has_missing(x):
+        return IncompleteRows(x, shift, dtype, cache)
+    return Rows(x, shift, dtype, cache)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The incomplete rows of a chunk that miss r cells: which, and where their cells are."""
+
+    members: np.ndarray  # (n,) indices into Layout.rows, ascending
+    columns: np.ndarray  # (n, r) each row's missing columns, ascending
+    inverse: np.ndarray  # (n,) each row's pattern, in ``Patterns.tables[r]``
+    start: int  # its first cell in the layout's cells (n·r of them, row by row)
+
+    @property
+    def size(self) -> int:
+        return int(self.columns.shape[1])
+
+    @property
+    def cells(self) -> slice:
+        return slice(self.start, self.start + self.columns.size)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a chunk's rows miss cells (data only: found once per chunk of data)."""
+
+    rows: np.ndarray  # (m,) positions in the chunk of the rows with a missing cell
+    mask: np.ndarray  # (m, d) bool: their missing cells
+    blocks: np.ndarray  # (m,) the block (of BLOCK rows) of the chunk each row is in
+    n_blocks: int
+    spans: tuple[tuple[int, int], ...]  # the runs of ``rows`` in one block each
+    groups: tuple[Group, ...]  # by number of missing cells
+    cell_rows: np.ndarray  # (cells,) each missing cell's row (index into ``rows``), and
+    cell_columns: np.ndarray  # its column: the groups' cells one after the other
+    by_column: tuple[np.ndarray, ...]  # the cells of each column
+
+    @classmethod
+    def of(cls, mask: np.ndarray, patterns: np.ndarray) -> Layout | None:
+        """The layout of a chunk whose missing cells are ``mask`` (c, d), each row's pattern
+        ``patterns`` (c,) (``Patterns.index``); None if no row misses a cell."""
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not rows.size:
+            return None
+        n_rows = mask.shape[0]
+        sub = mask[rows]
+        d = sub.shape[1]
+        counts = sub.sum(axis=1)
+        groups, cell_rows, cell_columns = [], [], []
+        start = 0
+        for r in np.unique(counts):
+            members = np.flatnonzero(counts == r)
+            columns = np.nonzero(sub[members])[1].reshape(members.size, int(r))
+            groups.append(Group(members, columns, patterns[rows[members]], start))
+            cell_rows.append(np.repeat(members, int(r)))
+            cell_columns.append(columns.ravel())
+            start += columns.size
+        cell_rows_all = np.concatenate(cell_rows)
+        cell_columns_all = np.concatenate(cell_columns)
+        order = np.argsort(cell_columns_all, kind="stable")
+        bounds = np.searchsorted(cell_columns_all[order], np.arange(d + 1))
+        by_column = tuple(order[bounds[b] : bounds[b + 1]] for b in range(d))
+        blocks = rows // BLOCK
+        edges = [0, *(np.flatnonzero(np.diff(blocks)) + 1).tolist(), rows.size]
+        return cls(
+            rows,
+            sub,
+            blocks,
+            -(-n_rows // BLOCK),
+            tuple(itertools.pairwise(edges)),
+            tuple(groups),
+            cell_rows_all,
+            cell_columns_all,
+            by_column,
+        )
+
+
+class Patterns:
+    """The patterns of missing cells in some rows, by their number r of missing cells
+    (``tables[r]``: (p, r) columns), each row's pattern (``index``, −1 for a complete row),
+    and per E-step model the factors of every pattern (``factors``): computed once per pass
+    over these rows, whatever chunk first needs them."""
+
+    def __init__(self, missing: np.ndarray) -> None:
+        n, d = missing.shape
+        counts = missing.sum(axis=1)
+        self.index = np.full(n, -1, dtype=np.int64)
+        self.tables: dict[int, np.ndarray] = {}
+        for r in np.unique(counts[counts > 0]):
+            rows = np.flatnonzero(counts == r)
+            columns = np.nonzero(missing[rows])[1].reshape(rows.size, int(r))
+            if d <= 62:  # one integer per pattern: the bits of its columns
+                keys = (np.int64(1) << columns.astype(np.int64)).sum(axis=1)
+                _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                table = columns[first]
+            else:
+                table, inverse = np.unique(columns, axis=0, return_inverse=True)
+            self.tables[int(r)] = table
+            self.index[rows] = inverse.reshape(-1)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple[np.ndarray, bytes] | None = None
+        self._factors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getstate__(self) -> dict:
+        """The patterns without the lock and the factors (a Dask worker may send the rows
+        that hold them to another)."""
+        return {"index": self.index, "tables": self.tables}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._forget()
+
+    def factors(
+        self, prec_chol: np.ndarray, precisions: np.ndarray, components: np.ndarray
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """r → (C = Λ_mm⁻¹ (p, s, r, r), log det Λ_mm (p, s)) for every pattern and the
+        components' precisions (s, d, d), of the model whose ``prec_chol`` this is."""
+        with self._lock:
+            key = self._key
+            if key is None or key[0] is not prec_chol or key[1] != components.tobytes():
+                self._factors = {r: _inverse(precisions, t) for r, t in self.tables.items()}
+                self._key = (prec_chol, components.tobytes())
+            return self._factors
+
+
+class IncompleteRows(Rows):
+    """``Rows`` with missing cells (NaN in x): the kernel sees each row filled with the shift
+    (z = 0 in a missing cell), and every chunk with a missing cell carries its ``ChunkGaps``."""
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        shift: np.ndarray,
+        dtype: np.dtype | type = np.float64,
+        cache: bool = False,
+    ) -> None:
+        self.missing = np.isnan(x)
+        super().__init__(np.where(self.missing, shift, x), shift, dtype, cache)
+        self.patterns = Patterns(self.missing)
+        self._layouts: dict[tuple[int, int], Layout | None] = {}
+
+    def layout(self, rows: slice) -> Layout | None:
+        """The chunk's layout, found once and kept for the later passes."""
+        key = (rows.start, rows.stop)
+        if key not in self._layouts:
+            patterns = self.patterns.index[rows]
+            self._layouts[key] = Layout.of(self.missing[rows], patterns)
+        return self._layouts[key]
+
+    def chunk(self, rows: slice, n_extra: int) -> Chunk:
+        chunk = super().chunk(rows, n_extra)
+        layout = self.layout(rows)
+        if layout is not None:
+            chunk.gaps = ChunkGaps(layout, self.patterns)
+        return chunk
+
+
+@dataclass
+class ChunkGaps:
+    """A chunk's missing cells, and what its E-step found for them (for its M-step): for
+    the components ``solved`` (all of them but for a diagonal model), per group of rows each
+    row's e (n, s, r) and C = Λ_mm⁻¹ per pattern (p, s, r, r)."""
+
+    layout: Layout
+    patterns: Patterns
+    model: Model | None = None  # the E-step's model
+    solved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    e: list[np.ndarray] = field(default_factory=list)
+    inverses: list[np.ndarray] = field(default_factory=list)
+    zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
+
+
+def _fills(model: Model) -> np.ndarray:
+    """(k,) bool: the components whose E-step fills a missing cell with the shift (the
+    others, far from it, are computed about their own mean: ``stats.Model``)."""
+    return np.all(model.origins == model.shift, axis=1)
+
+
+def _row_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (n, p) @ b (p, q) with each row computed as whatever the other rows: BLAS does so
+    (measured; not for the columns of a @ bᵀ, which depend on how many there are) except
+    for a single row, which goes another way (gemv) and is given a second, empty row."""
+    if a.shape[0] != 1:
+        return a @ b
+    return (np.concatenate([a, np.zeros_like(a)]) @ b)[:1]
+
+
+# -- the E-step ------------------------------------------------------------------------------
+def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
+    """Turn ``out`` (k, c), log π_k N(x̄_i | μ_k, Σ_k) of the filled rows, into log π_k plus
+    the log marginal density of each row's observed cells, in place; keep what the M-step
+    needs in ``chunk.gaps``."""
+    gaps = chunk.gaps
+    layout = gaps.layout
+    strategy = model.strategy
+    k, d = model.params.means.shape
+    precisions = strategy.precisions(model.prec_chol, k, d)
+    near = _fills(model)
+    gaps.model = model
+    gaps.zbar = np.asarray(chunk.zt[:, layout.rows], dtype=np.float64).T
+    correction = np.zeros((layout.rows.size, k))
+    if strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
+        correction[:, near] = _diagonal_correction(model, layout, precisions[near], near)
+        solve = np.flatnonzero(~near)
+    else:
+        solve = np.arange(k)
+    if solve.size:
+        v = _projections(model, chunk, precisions, solve)
+        correction[:, solve] = _solve(gaps, precisions[solve], v, solve)
+    for c in np.flatnonzero(~near):  # filled with its own mean instead of the shift
+        out[c, layout.rows] = _far_log_joint(model, chunk, int(c))
+    with np.errstate(invalid="ignore"):
+        out[:, layout.rows] += correction.T.astype(out.dtype, copy=False)
+
+
+def _diagonal_correction(
+    model: Model, layout: Layout, precisions: np.ndarray, components: np.ndarray
+) -> np.ndarray:
+    """(m, s) for a diagonal model: each missing cell's term of log N(x̄ | μ, Σ) taken out,
+    −(½ log λ_a − ½ log 2π − ½ λ_a m_a²) with m = μ − shift (z̄_a = 0 there)."""
+    lam = np.diagonal(precisions, axis1=1, axis2=2)
+    m = (model.params.means - model.shift)[components]
+    with np.errstate(divide="ignore"):
+        terms = 0.5 * LOG_2PI - 0.5 * np.log(lam) + 0.5 * lam * m * m
+    return _row_product(layout.mask.astype(np.float64), terms.T)
+
+
+def _projections(
+    model: Model, chunk: Chunk, precisions: np.ndarray, components: np.ndarray
+) -> np.ndarray:
+    """(cells, s) v = (Λ_k u_i)_a for each missing cell (i, a) and component, u = x̄ − μ_k
+    with x̄ filled as the E-step fills it for component k: with the shift (one product per
+    column, over the rows missing it, for all such components), or with a far component's
+    own mean (u = 0 in its missing cells, so nothing cancels)."""
+    gaps = chunk.gaps
+    layout = gaps.layout
+    m, d = layout.mask.shape
+    out = np.empty((layout.cell_rows.size, components.size))
+    near = _fills(model)[components]
+    if near.any():
+        shared = components[near]
+        zaug = np.empty((m, d + 1))
+        zaug[:, :d] = gaps.zbar
+        zaug[:, d] = 1.0
+        lam = precisions[shared]  # (s, d, d), symmetric
+        weights = np.empty((d + 1, d, shared.size))
+        weights[:d] = lam.transpose(1, 2, 0)
+        weights[d] = -np.einsum("kab,kb->ak", lam, model.params.means[shared] - model.shift)
+        values = out if near.all() else np.empty((layout.cell_rows.size, shared.size))
+        for b, cells in enumerate(layout.by_column):
+            if cells.size:
+                values[cells] = _row_product(zaug[layout.cell_rows[cells]], weights[:, b])
+        if values is not out:
+            out[:, near] = values
+    for i in np.flatnonzero(~near):
+        c = components[i]
+        u = np.where(layout.mask, 0.0, chunk.x[layout.rows] - model.params.means[c])
+        y = _row_product(u, precisions[c])
+        out[:, i] = y[layout.cell_rows, layout.cell_columns]
+    return out
+
+
+def _far_log_joint(model: Model, chunk: Chunk, c: int) -> np.ndarray:
+    """log π_c N(x̄ | μ_c, Σ_c) of the incomplete rows filled with μ_c, about μ_c."""
+    layout = chunk.gaps.layout
+    u = np.where(layout.mask, 0.0, chunk.x[layout.rows] - model.params.means[c])
+    features = _features(model.strategy, u.T)
+    i = int(np.flatnonzero(model.far == c)[0])
+    return np.einsum("q,qm->m", model.far_coefficients[i], features) + model.far_constants[i]
+
+
+def _features(strategy: CovarianceStrategy, z: np.ndarray) -> np.ndarray:
+    """The strategy's features (q, n) of rows z (d, n), in float64."""
+    d = z.shape[0]
+    features = np.empty((d + strategy.n_extra(d), z.shape[1]))
+    features[:d] = z
+    with np.errstate(over="ignore"):
+        strategy.fill_features(Chunk(features, d))
+    return features
+
+
+def _solve(
+    gaps: ChunkGaps, precisions: np.ndarray, v: np.ndarray, components: np.ndarray
+) -> np.ndarray:
+    """(m, s): ½ r log 2π − ½ log det Λ_mm + ½ vᵀ Λ_mm⁻¹ v for each row and component, from
+    each missing cell's v (cells, s); e = −Λ_mm⁻¹ v and C = Λ_mm⁻¹ are kept in ``gaps``."""
+    layout = gaps.layout
+    s = components.size
+    out = np.empty((layout.rows.size, s))
+    gaps.solved = components
+    gaps.e = []
+    gaps.inverses = []
+    factors = gaps.patterns.factors(gaps.model.prec_chol, precisions, components)
+    for group in layout.groups:
+        r, n = group.size, group.members.size
+        inverse, log_det = factors[r]
+        vg = v[group.cells].reshape(n, r, s).transpose(0, 2, 1).copy()  # (n, s, r)
+        cv = np.einsum("nsab,nsb->nsa", inverse[group.inverse], vg)
+        quadratic = np.einsum("nsa,nsa->ns", vg, cv)
+        with np.errstate(invalid="ignore"):
+            out[group.members] = 0.5 * (r * LOG_2PI - log_det[group.inverse] + quadratic)
+        np.negative(cv, out=cv)
+        gaps.e.append(cv)
+        gaps.inverses.append(inverse)
+    return out
+
+
+def _inverse(precisions: np.ndarray, patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C = Λ_mm⁻¹ (p, s, r, r) for every pattern (p, r) of missing cells and component, and
+    log det Λ_mm (p, s). By hand (a Cholesky factor over arrays of patterns and components)
+    when there are many, else LAPACK. A Λ_mm that is not positive definite (impossible for
+    a positive definite Λ, but for rounding) gives NaN."""
+    p, r = patterns.shape
+    s = precisions.shape[0]
+    blocks = precisions[:, patterns[:, :, None], patterns[:, None, :]]  # (s, p, r, r)
+    if r > HAND_FACTORED:  # by r alone, so that the bits never depend on which rows share a pass
+        with np.errstate(all="ignore"):
+            sign, log_det = np.linalg.slogdet(blocks)
+            try:
+                full = np.linalg.inv(blocks)
+            except np.linalg.LinAlgError:
+                full = np.full_like(blocks, np.nan)
+        log_det = np.where(sign > 0, log_det, np.nan)
+        return np.ascontiguousarray(full.transpose(1, 0, 2, 3)), log_det.T.copy()
+    entry = np.ascontiguousarray(blocks.transpose(2, 3, 1, 0))  # entry[a, b] is (p, s)
+    lower: dict[tuple[int, int], np.ndarray] = {}
+    log_det = np.zeros((p, s))
+    with np.errstate(all="ignore"):
+        for j in range(r):
+            diagonal = entry[j, j].copy()
+            for t in range(j):
+                diagonal -= lower[j, t] * lower[j, t]
+            lower[j, j] = np.sqrt(diagonal)
+            log_det += np.log(diagonal)
+            for i in range(j + 1, r):
+                acc = entry[i, j].copy()
+                for t in range(j):
+                    acc -= lower[i, t] * lower[j, t]
+                lower[i, j] = acc / lower[j, j]
+        w: dict[tuple[int, int], np.ndarray] = {}  # W = L⁻¹, lower triangular
+        for i in range(r):
+            w[i, i] = 1.0 / lower[i, i]
+            for j in range(i - 1, -1, -1):
+                acc = lower[i, j] * w[j, j]
+                for t in range(j + 1, i):
+                    acc += lower[i, t] * w[t, j]
+                w[i, j] = -acc * w[i, i]
+        inverse = np.empty((p, s, r, r))
+        for a in range(r):
+            for b in range(a, r):  # C = Wᵀ W
+                acc = w[b, a] * w[b, b]
+                for t in range(b + 1, r):
+                    acc += w[t, a] * w[t, b]
+                inverse[:, :, a, b] = acc
+                inverse[:, :, b, a] = acc
+    return inverse, log_det
+
+
+# -- the M-step ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Extra:
+    """What a chunk's incomplete rows add to its per-block statistics."""
+
+    counts: np.ndarray  # (blocks, k)
+    moments: np.ndarray  # (blocks, k, q)
+
+
+def conditional_moments(
+    chunk: Chunk, resp: np.ndarray, origins: np.ndarray | None
+) -> tuple[np.ndarray, Extra]:
+    """The responsibilities for the statistics product, and what to add per block to its
+    counts and moments so that the incomplete rows count with their conditional moments.
+
+    ``origins`` (k, d) are where each component's statistics are summed. About the shift,
+    the product of the filled rows is corrected; about another point (``stats.recentred``,
+    or a far component) the incomplete rows leave the product of that component and are
+    summed here in full, from their conditional-mean rows. The chunk's ``x`` becomes the
+    rows filled with their conditional means (``_best_filled``).
+    """
+    gaps = chunk.gaps
+    model = gaps.model
+    if model is None:
+        raise ValueError("rows with missing cells need an E-step before their statistics")
+    layout = gaps.layout
+    strategy = model.strategy
+    k, d = model.params.means.shape
+    if origins is None:
+        origins = np.broadcast_to(chunk.shift, (k, d))
+    nb = layout.n_blocks
+    counts = np.zeros((nb, k))
+    moments = np.zeros((nb, k, d + strategy.n_extra(d)))
+    corrected = np.all(origins == chunk.shift, axis=1) & _fills(model)
+    sub = np.asarray(resp[:, layout.rows], dtype=np.float64).T  # (m, k)
+    if not corrected.all():
+        resp = resp.copy()
+        resp[np.ix_(~corrected, layout.rows)] = 0.0
+    if strategy.is_diagonal:
+        second = _diagonal_moments(model, layout, sub, corrected, moments)
+    else:
+        second = _general_moments(gaps, model, sub, corrected, moments)
+    moments[:, :, d:] += strategy.moments_of(second)
+    for c in np.flatnonzero(~corrected):
+        counts[:, c] = _per_block_sum(sub[:, c], layout)
+        moments[:, c] = _full_moments(chunk, model, sub[:, c], int(c), origins[c])
+    chunk.x = _best_filled(chunk, model, sub)
+    return resp, Extra(counts, moments)
+
+
+def _per_block_sum(values: np.ndarray, layout: Layout) -> np.ndarray:
+    """(blocks, ...) sums over the incomplete rows (axis 0 of ``values``) of each block, in
+    the order of the rows."""
+    out = np.zeros((layout.n_blocks, *values.shape[1:]))
+    for start, stop in layout.spans:
+        out[layout.blocks[start]] = values[start:stop].sum(axis=0)
+    return out
+
+
+def _diagonal_moments(
+    model: Model, layout: Layout, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
+) -> np.ndarray:
+    """A diagonal model: a missing cell's conditional mean is μ_a (e = m_a, as z̄_a = 0) and
+    its conditional variance σ²_a, so with W = Σ_i r_ik [cell a missing] per block, S1 gets
+    W m and the squares W (m² + σ²). Returns the (blocks, k, d, d) second moments added."""
+    k, d = model.params.means.shape
+    mask = layout.mask.astype(np.float64)
+    w = np.zeros((layout.n_blocks, k, d))
+    weights = np.where(corrected, sub, 0.0)
+    for start, stop in layout.spans:
+        w[layout.blocks[start]] = weights[start:stop].T @ mask[start:stop]
+    m = model.params.means - model.shift
+    full = model.strategy.to_full(model.params.covariances, k, d)
+    variances = np.diagonal(full, axis1=1, axis2=2)
+    moments[:, :, :d] += w * m
+    second = np.zeros((layout.n_blocks, k, d, d))
+    index = np.arange(d)
+    second[:, :, index, index] = w * (m * m + variances)
+    return second
+
+
+def _general_moments(
+    gaps: ChunkGaps, model: Model, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
+) -> np.ndarray:
+    """S1 += Σ r e and the second moments += Σ r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C), per block, over
+    the row-component pairs of the ``corrected`` components that matter (``NEGLIGIBLE``).
+    Returns the (blocks, k, d, d) second moments added."""
+    from scipy.sparse import coo_array
+
+    layout = gaps.layout
+    nb = layout.n_blocks
+    k, d = model.params.means.shape
+    m = layout.rows.size
+    position = np.full(k, -1, dtype=np.int64)
+    position[gaps.solved] = np.arange(gaps.solved.size)
+    active = (sub > NEGLIGIBLE * model.params.weights) & corrected
+    found = [np.nonzero(active[group.members]) for group in layout.groups]
+    n_cells = sum(ia.size * g.size for g, (ia, _) in zip(layout.groups, found, strict=True))
+    n_pairs = sum(
+        ia.size * g.size * (g.size + 1) // 2
+        for g, (ia, _) in zip(layout.groups, found, strict=True)
+    )
+    cell = np.empty(n_cells, dtype=np.int64)
+    source = np.empty(n_cells, dtype=np.int64)
+    we = np.empty(n_cells)
+    pair = np.empty(n_pairs, dtype=np.int64)
+    square = np.empty(n_pairs)
+    at_cell = at_pair = 0
+    for group, e_all, inverse, (ia, ka) in zip(
+        layout.groups, gaps.e, gaps.inverses, found, strict=True
+    ):
+        if not ia.size:
+            continue
+        r = group.size
+        upper = np.triu_indices(r)
+        row = group.members[ia]
+        w = sub[row, ka]
+        at = position[ka]
+        e = e_all[ia, at]  # (A, r)
+        columns = group.columns[ia]
+        cells = (layout.blocks[row] * k + ka)[:, None] * d + columns  # (A, r)
+        span = slice(at_cell, at_cell + cells.size)
+        cell[span] = cells.ravel()
+        source[span] = np.repeat(row, r)
+        np.multiply(w[:, None], e, out=we[span].reshape(-1, r))
+        at_cell = span.stop
+        # e eᵀ + C over the pairs a ≤ b of missing cells (the rest mirrored below)
+        cov = inverse[group.inverse[ia], at][:, upper[0], upper[1]]  # (A, r(r+1)/2)
+        cov += e[:, upper[0]] * e[:, upper[1]]
+        cov *= w[:, None]
+        span = slice(at_pair, at_pair + cov.size)
+        square[span] = cov.ravel()
+        pair[span] = (cells[:, upper[0]] * d + columns[:, upper[1]]).ravel()
+        at_pair = span.stop
+    size = nb * k * d
+    first = np.bincount(cell, weights=we, minlength=size)
+    squares = np.bincount(pair, weights=square, minlength=size * d).reshape(nb, k, d, d)
+    upper_sums = np.triu(squares, 1)  # a < b, as summed: mirror them onto b > a
+    squares += np.swapaxes(upper_sums, 2, 3)
+    cross = np.zeros((size, d))
+    if cell.size:  # Σ r e z̄ᵀ, a row per (block, component, missing cell), in the rows' order
+        cross = coo_array((we, (cell, source)), shape=(size, m)) @ gaps.zbar
+    moments[:, :, :d] += first.reshape(nb, k, d)
+    cross = cross.reshape(nb, k, d, d)
+    return cross + np.swapaxes(cross, 2, 3) + squares
+
+
+def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
+    """The chunk's rows with each missing cell set to its conditional mean under the row's
+    most responsible component: what the worst-explained rows offer as new means when a
+    collapsed component is re-seeded (the shift there could lie between clusters)."""
+    gaps = chunk.gaps
+    layout = gaps.layout
+    best = np.argmax(sub, axis=1)
+    x = np.array(chunk.x, dtype=np.float64)
+    rows, columns = layout.cell_rows, layout.cell_columns
+    cells_best = best[rows]
+    means = model.params.means
+    if model.strategy.is_diagonal:
+        values = means[cells_best, columns]
+    else:
+        position = np.full(means.shape[0], -1, dtype=np.int64)
+        position[gaps.solved] = np.arange(gaps.solved.size)
+        e = np.concatenate(
+            [
+                e_all[np.arange(g.members.size), position[best[g.members]]].ravel()
+                for g, e_all in zip(layout.groups, gaps.e, strict=True)
+            ]
+        )
+        values = model.origins[cells_best, columns] + e
+    x[layout.rows[rows], columns] = values
+    return x
+
+
+def _full_moments(
+    chunk: Chunk, model: Model, resp: np.ndarray, c: int, origin: np.ndarray
+) -> np.ndarray:
+    """(blocks, q) component c's whole statistics from the incomplete rows, about
+    ``origin``: the features of the rows filled with their conditional means, plus the
+    conditional covariances."""
+    gaps = chunk.gaps
+    layout = gaps.layout
+    strategy = model.strategy
+    k, d = model.params.means.shape
+    m = layout.rows.size
+    x = chunk.x[layout.rows]
+    second = np.zeros((m, d, d))
+    if strategy.is_diagonal:  # the conditional mean is μ, the conditional variance σ²
+        variances = np.diagonal(strategy.to_full(model.params.covariances, k, d)[c])
+        filled = np.where(layout.mask, model.params.means[c], x)
+        index = np.arange(d)
+        second[:, index, index] = layout.mask * variances
+    else:
+        at = int(np.flatnonzero(gaps.solved == c)[0])
+        filled = np.where(layout.mask, model.origins[c], x)  # as its E-step filled them
+        for group, e, inverse in zip(layout.groups, gaps.e, gaps.inverses, strict=True):
+            rows = group.members
+            filled[rows[:, None], group.columns] += e[:, at]
+            cov = inverse[group.inverse, at]  # (n, r, r)
+            second[rows[:, None, None], group.columns[:, :, None], group.columns[:, None, :]] = cov
+    features = _features(strategy, (filled - origin).T)
+    features[d:] += strategy.moments_of(second).T
+    return _per_block_sum((features * resp).T, layout)
+
+
+# -- the data summary ------------------------------------------------------------------------
+@dataclass
+class PairMoments:
+    """Sums over some rows, for each pair of columns (a, b) over the rows in which both are
+    observed: counts n_ab, S_ab = Σ (x_a − c_a) and G_ab = Σ (x_a − c_a)(x_b − c_b), about a
+    point c; for a diagonal model the pairs (a, a) only, as (d,) arrays. Parts of the data
+    add up exactly (``__add__`` moves one part's sums to the other's point), so every engine
+    gets the same summary however the rows are split."""
+
+    center: np.ndarray
+    counts: np.ndarray
+    sums: np.ndarray
+    products: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, center: np.ndarray | None = None, diagonal: bool = False):
+        """The sums of the rows of x about ``center`` (default: the mean of each column's
+        observed cells, 0 where a column has none)."""
+        observed = ~np.isnan(x)
+        if center is None:
+            n = observed.sum(axis=0)
+            total = np.where(observed, x, 0.0).sum(axis=0)
+            center = np.where(n > 0, total / np.maximum(n, 1), 0.0)
+        w = np.where(observed, x - center, 0.0)
+        ones = observed.astype(np.float64)
+        if diagonal:
+            return cls(center, ones.sum(axis=0), w.sum(axis=0), np.einsum("ij,ij->j", w, w))
+        return cls(center, ones.T @ ones, w.T @ ones, w.T @ w)
+
+    @classmethod
+    def complete(cls, n: int, mean: np.ndarray, m2: np.ndarray) -> PairMoments:
+        """The sums of n complete rows with this mean and M2 (``sources.PartSummary``)."""
+        return cls(mean, np.full(m2.shape, float(n)), np.zeros(m2.shape), m2)
+
+    def moved(self, center: np.ndarray) -> PairMoments:
+        """The same sums about another point."""
+        delta = center - self.center
+        if self.counts.ndim == 1:
+            sums = self.sums - self.counts * delta
+            products = self.products - 2.0 * delta * self.sums + self.counts * delta * delta
+            return PairMoments(center, self.counts, sums, products)
+        scaled = self.sums * delta[None, :]  # S_ab Δ_b
+        products = self.products - scaled - scaled.T + self.counts * np.outer(delta, delta)
+        return PairMoments(center, self.counts, self.sums - self.counts * delta[:, None], products)
+
+    def __add__(self, other: PairMoments) -> PairMoments:
+        other = other.moved(self.center)
+        return PairMoments(
+            self.center,
+            self.counts + other.counts,
+            self.sums + other.sums,
+            self.products + other.products,
+        )
+
+    def column_counts(self) -> np.ndarray:
+        return self.counts if self.counts.ndim == 1 else np.diagonal(self.counts).copy()
+
+    def summary(self, single_valued: np.ndarray) -> DataSummary:
+        """Each column's mean and variance over its observed cells; for a full summary the
+        covariance M2_ab / √(n_a n_b), M2 the sums of products about the means over the rows
+        where both cells are observed (the covariance of the rows with each missing cell set
+        to its column's mean, rescaled so that each column keeps its observed variance:
+        positive semi-definite, unlike the pairwise covariances)."""
+        n = self.column_counts()
+        empty = np.flatnonzero(n == 0)
+        if empty.size:
+            raise ValueError(f"column {empty[0] + 1} has no value (every cell is missing)")
+        diagonal_sums = self.sums if self.sums.ndim == 1 else np.diagonal(self.sums)
+        about = self.moved(self.center + diagonal_sums / n)
+        if about.products.ndim == 1:
+            return DataSummary.from_variances(about.center, about.products / n, single_valued)
+        variances = np.diagonal(about.products) / n
+        scale = np.sqrt(n)
+        cov = about.products / np.outer(scale, scale)
+        cov = 0.5 * (cov + cov.T)
+        cov[np.diag_indices_from(cov)] = variances
+        return DataSummary.from_covariance(about.center, cov, single_valued)
+
+
+def summarise(x: np.ndarray, diagonal: bool = False) -> DataSummary:
+    """``init.summarise`` of rows with missing cells: column means and variances over the
+    observed cells, the covariance as ``PairMoments.summary`` (two passes, in steps of
+    SUM_ROWS rows)."""
+    n, d = x.shape
+    counts = np.zeros(d)
+    total = np.zeros(d)
+    for rows in _steps(n):
+        observed = ~np.isnan(x[rows])
+        counts += observed.sum(axis=0)
+        total += np.where(observed, x[rows], 0.0).sum(axis=0)
+    center = np.where(counts > 0, total / np.maximum(counts, 1), 0.0)
+    moments = None
+    for rows in _steps(n):
+        part = PairMoments.of(x[rows], center, diagonal)
+        moments = part if moments is None else moments + part
+    assert moments is not None
+    low, high = column_range(x)
+    return moments.summary(low == high)
+
+
+def _steps(n: int) -> list[slice]:
+    return [slice(a, min(a + SUM_ROWS, n)) for a in range(0, max(n, 1), SUM_ROWS)]
