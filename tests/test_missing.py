@@ -17,6 +17,7 @@ from gmmcli import GaussianMixture
 from gmmcli.engine import missing
 from gmmcli.engine.covariance import get_strategy
 from gmmcli.engine.em import EMOptions, fit, fit_source
+from gmmcli.engine.families import IN_EM_MAX_ITER, IN_EM_TOL
 from gmmcli.engine.families import m_step as family_m_step
 from gmmcli.engine.params import MixtureParams
 from gmmcli.engine.sources import BlockSource
@@ -81,7 +82,11 @@ def reference_step(x, weights, means, covariances, model, reg_covar):
         unconstrained = scatter / counts[:, None, None]
         pooled = np.einsum("k,kii->", counts, unconstrained) / (d * counts.sum())
         jittered = (unconstrained + 1e-12 * pooled * eye) * counts[:, None, None]
-        cov = family_m_step(model, jittered, counts, previous=covariances) + reg_covar * eye
+        # as inside EM: at most IN_EM_MAX_ITER sweeps from the last covariances, to IN_EM_TOL
+        cov = family_m_step(
+            model, jittered, counts, covariances, tol=IN_EM_TOL, max_iter=IN_EM_MAX_ITER
+        )
+        cov = cov + reg_covar * eye
     return log_density.sum(), counts / n, new_means, cov
 
 
