@@ -230,6 +230,25 @@ def test_scoring_uses_the_marginal_density_of_the_observed_cells():
         np.testing.assert_allclose(resp[i], expected, rtol=1e-10, atol=1e-300)
 
 
+def test_a_standardized_fit_counts_the_jacobian_of_observed_cells_only():
+    """log-likelihoods in the data's units: the same optimum as without --standardize, and
+    each row's density by the model in the data's units (the Jacobian of a missing cell's
+    scaling does not count)."""
+    x = holed(blobs(9, n_per=300, d=3, k=2) * [1.0, 30.0, 0.2], 0.2, seed=9)
+    plain = GaussianMixture(2, tol=1e-10, max_iter=500).fit(x)
+    scaled = GaussianMixture(2, tol=1e-10, max_iter=500, standardize=True).fit(x)
+    assert scaled.log_likelihood_ == pytest.approx(plain.log_likelihood_, rel=1e-8)
+    density = scaled.score_samples(x[:20])
+    units = scaled.params_.in_data_units()
+    for i, row in enumerate(x[:20]):
+        o = ~np.isnan(row)
+        terms = [
+            np.log(w) + multivariate_normal(mu[o], cov[np.ix_(o, o)]).logpdf(row[o])
+            for w, mu, cov in zip(units.weights, units.means, units.full_covariances(), strict=True)
+        ]
+        assert density[i] == pytest.approx(logsumexp(terms), rel=1e-10)
+
+
 def test_float32_iterations_stay_close():
     """As close as on complete data (1.4e-6 relative there, 1.8e-6 with the holes)."""
     x = holed(blobs(6, n_per=500, d=4, k=3), 0.15, seed=6)

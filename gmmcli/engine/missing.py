@@ -49,8 +49,9 @@ if TYPE_CHECKING:
     from .stats import Model
 
 BLOCK = 512  # stats.BLOCK (not imported: stats imports this module where it needs it)
-NEGLIGIBLE = 2.0**-80  # ≈ 8e-25: responsibilities below this × π_k skip the M-step correction
-HAND_FACTORED = 8  # patterns of at most this many missing cells are factored by hand
+NEGLIGIBLE = 2.0**-60  # ≈ 9e-19: responsibilities below this × π_k skip the M-step correction
+HAND_FACTORED = 12  # patterns of at most this many missing cells are factored by hand
+FACTOR_BATCH = 512  # patterns factored together (their arrays fit in the caches)
 
 
 def has_missing(x: np.ndarray) -> bool:
@@ -247,16 +248,49 @@ class IncompleteRows(Rows):
 @dataclass
 class ChunkGaps:
     """A chunk's missing cells, and what its E-step found for them (for its M-step): for
-    the components ``solved`` (all of them but for a diagonal model), per group of rows each
-    row's e (n, s, r) and C = Λ_mm⁻¹ per pattern (p, s, r, r)."""
+    the components ``solved`` (all of them but for a diagonal model), per group of rows
+    y = W v (r, n, s), W = L⁻¹ the inverse Cholesky factor of Λ_mm = L Lᵀ, and per
+    pattern W itself (``factors``)."""
 
     layout: Layout
     patterns: Patterns
     model: Model | None = None  # the E-step's model
     solved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    e: list[np.ndarray] = field(default_factory=list)
-    inverses: list[np.ndarray] = field(default_factory=list)
+    y: list[np.ndarray] = field(default_factory=list)
+    factors: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
+
+    def position(self, k: int) -> np.ndarray:
+        """(k,) where each component is among ``solved`` (−1 if not)."""
+        position = np.full(k, -1, dtype=np.int64)
+        position[self.solved] = np.arange(self.solved.size)
+        return position
+
+    def conditional(
+        self, g: int, rows: np.ndarray, at: np.ndarray, covariance: bool = True
+    ) -> tuple[list[np.ndarray], dict[tuple[int, int], np.ndarray]]:
+        """For rows (indices into group g) and solved components ``at``, pairwise: the
+        shift of the missing cells to their conditional means, e = −Wᵀ y (r arrays), and
+        (with ``covariance``) their conditional covariance C = Wᵀ W (entries (a, b),
+        a ≤ b)."""
+        group = self.layout.groups[g]
+        r = group.size
+        w = self.factors[r][0][:, group.inverse[rows], at]  # (r(r+1)/2, len)
+        y = self.y[g][:, rows, at]
+        e = [-sum(w[_slot(i, a)] * y[i] for i in range(a, r)) for a in range(r)]
+        if not covariance:
+            return e, {}
+        cov = {
+            (a, b): sum(w[_slot(i, a)] * w[_slot(i, b)] for i in range(b, r))
+            for a in range(r)
+            for b in range(a, r)
+        }
+        return e, cov
+
+
+def _slot(i: int, j: int) -> int:
+    """Where entry (i, j), j ≤ i, of a lower-triangular matrix is in its packed rows."""
+    return i * (i + 1) // 2 + j
 
 
 def _fills(model: Model) -> np.ndarray:
@@ -372,77 +406,90 @@ def _solve(
     gaps: ChunkGaps, precisions: np.ndarray, v: np.ndarray, components: np.ndarray
 ) -> np.ndarray:
     """(m, s): ½ r log 2π − ½ log det Λ_mm + ½ vᵀ Λ_mm⁻¹ v for each row and component, from
-    each missing cell's v (cells, s); e = −Λ_mm⁻¹ v and C = Λ_mm⁻¹ are kept in ``gaps``."""
+    each missing cell's v (cells, s): with Λ_mm⁻¹ = Wᵀ W, vᵀ Λ_mm⁻¹ v = ‖y‖², y = W v,
+    kept in ``gaps`` for the M-step (by slot, so that every operation runs over whole
+    arrays of rows and components)."""
     layout = gaps.layout
     s = components.size
     out = np.empty((layout.rows.size, s))
     gaps.solved = components
-    gaps.e = []
-    gaps.inverses = []
-    factors = gaps.patterns.factors(gaps.model.prec_chol, precisions, components)
+    gaps.y = []
+    gaps.factors = gaps.patterns.factors(gaps.model.prec_chol, precisions, components)
     for group in layout.groups:
         r, n = group.size, group.members.size
-        inverse, log_det = factors[r]
-        vg = v[group.cells].reshape(n, r, s).transpose(0, 2, 1).copy()  # (n, s, r)
-        cv = np.einsum("nsab,nsb->nsa", inverse[group.inverse], vg)
-        quadratic = np.einsum("nsa,nsa->ns", vg, cv)
+        packed, log_det = gaps.factors[r]
+        w = packed[:, group.inverse]  # (r(r+1)/2, n, s)
+        vg = v[group.cells].reshape(n, r, s).transpose(1, 0, 2).copy()  # (r, n, s)
+        y = np.empty((r, n, s))
+        quadratic = np.zeros((n, s))
+        for i in range(r):
+            np.multiply(w[_slot(i, 0)], vg[0], out=y[i])
+            for j in range(1, i + 1):
+                y[i] += w[_slot(i, j)] * vg[j]
+            quadratic += y[i] * y[i]
         with np.errstate(invalid="ignore"):
             out[group.members] = 0.5 * (r * LOG_2PI - log_det[group.inverse] + quadratic)
-        np.negative(cv, out=cv)
-        gaps.e.append(cv)
-        gaps.inverses.append(inverse)
+        gaps.y.append(y)
     return out
 
 
 def _inverse(precisions: np.ndarray, patterns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """C = Λ_mm⁻¹ (p, s, r, r) for every pattern (p, r) of missing cells and component, and
-    log det Λ_mm (p, s). By hand (a Cholesky factor over arrays of patterns and components)
-    when there are many, else LAPACK. A Λ_mm that is not positive definite (impossible for
-    a positive definite Λ, but for rounding) gives NaN."""
+    """W = L⁻¹ with Λ_mm = L Lᵀ for every pattern (p, r) of missing cells and component,
+    packed by rows ((r(r+1)/2, p, s): entry (i, j), j ≤ i, at ``_slot(i, j)``), and
+    log det Λ_mm (p, s). By hand (over arrays of patterns and components) for up to
+    HAND_FACTORED missing cells, else LAPACK. A Λ_mm that is not positive definite
+    (impossible for a positive definite Λ, but for rounding) gives NaN."""
     p, r = patterns.shape
     s = precisions.shape[0]
-    blocks = precisions[:, patterns[:, :, None], patterns[:, None, :]]  # (s, p, r, r)
+    packed = np.empty((r * (r + 1) // 2, p, s))
     if r > HAND_FACTORED:  # by r alone, so that the bits never depend on which rows share a pass
+        blocks = precisions[:, patterns[:, :, None], patterns[:, None, :]]  # (s, p, r, r)
         with np.errstate(all="ignore"):
-            sign, log_det = np.linalg.slogdet(blocks)
             try:
-                full = np.linalg.inv(blocks)
+                lower = np.linalg.cholesky(blocks)
+                w_full = np.linalg.inv(lower)
             except np.linalg.LinAlgError:
-                full = np.full_like(blocks, np.nan)
-        log_det = np.where(sign > 0, log_det, np.nan)
-        return np.ascontiguousarray(full.transpose(1, 0, 2, 3)), log_det.T.copy()
-    entry = np.ascontiguousarray(blocks.transpose(2, 3, 1, 0))  # entry[a, b] is (p, s)
+                lower = w_full = np.full_like(blocks, np.nan)
+            log_det = 2.0 * np.log(np.diagonal(lower, axis1=2, axis2=3)).sum(axis=2)
+        for i in range(r):
+            for j in range(i + 1):
+                packed[_slot(i, j)] = w_full[:, :, i, j].T
+        return packed, log_det.T.copy()
+    by_entry = np.ascontiguousarray(precisions.transpose(1, 2, 0))  # (d, d, s)
+    log_det = np.empty((p, s))
+    for start in range(0, p, FACTOR_BATCH):  # a batch's arrays stay in the caches
+        batch = slice(start, min(start + FACTOR_BATCH, p))
+        _factor_by_hand(by_entry, patterns[batch], packed[:, batch], log_det[batch])
+    return packed, log_det
+
+
+def _factor_by_hand(
+    by_entry: np.ndarray, patterns: np.ndarray, packed: np.ndarray, log_det: np.ndarray
+) -> None:
+    """``_inverse`` by hand for some patterns (p, r): W into ``packed`` (r(r+1)/2, p, s),
+    log det Λ_mm into ``log_det`` (p, s); ``by_entry`` (d, d, s) holds every Λ_k."""
+    r = patterns.shape[1]
     lower: dict[tuple[int, int], np.ndarray] = {}
-    log_det = np.zeros((p, s))
+    log_det[:] = 0.0
     with np.errstate(all="ignore"):
         for j in range(r):
-            diagonal = entry[j, j].copy()
+            diagonal = by_entry[patterns[:, j], patterns[:, j]]  # (p, s), a copy
             for t in range(j):
                 diagonal -= lower[j, t] * lower[j, t]
             lower[j, j] = np.sqrt(diagonal)
             log_det += np.log(diagonal)
             for i in range(j + 1, r):
-                acc = entry[i, j].copy()
+                acc = by_entry[patterns[:, i], patterns[:, j]]
                 for t in range(j):
                     acc -= lower[i, t] * lower[j, t]
                 lower[i, j] = acc / lower[j, j]
-        w: dict[tuple[int, int], np.ndarray] = {}  # W = L⁻¹, lower triangular
-        for i in range(r):
-            w[i, i] = 1.0 / lower[i, i]
+        for i in range(r):  # W = L⁻¹, lower triangular, row by row
+            packed[_slot(i, i)] = 1.0 / lower[i, i]
             for j in range(i - 1, -1, -1):
-                acc = lower[i, j] * w[j, j]
+                acc = lower[i, j] * packed[_slot(j, j)]
                 for t in range(j + 1, i):
-                    acc += lower[i, t] * w[t, j]
-                w[i, j] = -acc * w[i, i]
-        inverse = np.empty((p, s, r, r))
-        for a in range(r):
-            for b in range(a, r):  # C = Wᵀ W
-                acc = w[b, a] * w[b, b]
-                for t in range(b + 1, r):
-                    acc += w[t, a] * w[t, b]
-                inverse[:, :, a, b] = acc
-                inverse[:, :, b, a] = acc
-    return inverse, log_det
+                    acc += lower[i, t] * packed[_slot(t, j)]
+                packed[_slot(i, j)] = -acc * packed[_slot(i, i)]
 
 
 # -- the M-step ------------------------------------------------------------------------------
@@ -538,47 +585,41 @@ def _general_moments(
     nb = layout.n_blocks
     k, d = model.params.means.shape
     m = layout.rows.size
-    position = np.full(k, -1, dtype=np.int64)
-    position[gaps.solved] = np.arange(gaps.solved.size)
+    position = gaps.position(k)
     active = (sub > NEGLIGIBLE * model.params.weights) & corrected
     found = [np.nonzero(active[group.members]) for group in layout.groups]
-    n_cells = sum(ia.size * g.size for g, (ia, _) in zip(layout.groups, found, strict=True))
-    n_pairs = sum(
-        ia.size * g.size * (g.size + 1) // 2
+    sizes = [
+        (ia.size * g.size, ia.size * g.size * (g.size + 1) // 2)
         for g, (ia, _) in zip(layout.groups, found, strict=True)
-    )
-    cell = np.empty(n_cells, dtype=np.int64)
-    source = np.empty(n_cells, dtype=np.int64)
-    we = np.empty(n_cells)
-    pair = np.empty(n_pairs, dtype=np.int64)
-    square = np.empty(n_pairs)
+    ]
+    cell = np.empty(sum(a for a, _ in sizes), dtype=np.int64)
+    source = np.empty(cell.size, dtype=np.int64)
+    we = np.empty(cell.size)
+    pair = np.empty(sum(b for _, b in sizes), dtype=np.int64)
+    square = np.empty(pair.size)
     at_cell = at_pair = 0
-    for group, e_all, inverse, (ia, ka) in zip(
-        layout.groups, gaps.e, gaps.inverses, found, strict=True
-    ):
+    for g, (group, (ia, ka)) in enumerate(zip(layout.groups, found, strict=True)):
         if not ia.size:
             continue
-        r = group.size
-        upper = np.triu_indices(r)
+        r, count = group.size, ia.size
         row = group.members[ia]
         w = sub[row, ka]
-        at = position[ka]
-        e = e_all[ia, at]  # (A, r)
+        e, cov = gaps.conditional(g, ia, position[ka])
         columns = group.columns[ia]
-        cells = (layout.blocks[row] * k + ka)[:, None] * d + columns  # (A, r)
-        span = slice(at_cell, at_cell + cells.size)
-        cell[span] = cells.ravel()
-        source[span] = np.repeat(row, r)
-        np.multiply(w[:, None], e, out=we[span].reshape(-1, r))
-        at_cell = span.stop
-        # e eᵀ + C over the pairs a ≤ b of missing cells (the rest mirrored below)
-        cov = inverse[group.inverse[ia], at][:, upper[0], upper[1]]  # (A, r(r+1)/2)
-        cov += e[:, upper[0]] * e[:, upper[1]]
-        cov *= w[:, None]
-        span = slice(at_pair, at_pair + cov.size)
-        square[span] = cov.ravel()
-        pair[span] = (cells[:, upper[0]] * d + columns[:, upper[1]]).ravel()
-        at_pair = span.stop
+        base = (layout.blocks[row] * k + ka) * d
+        # slot by slot: each missing cell's e (S1 and e z̄ᵀ) and each pair a ≤ b (e eᵀ + C)
+        for a in range(r):
+            span = slice(at_cell + a * count, at_cell + (a + 1) * count)
+            cell[span] = base + columns[:, a]
+            source[span] = row
+            np.multiply(w, e[a], out=we[span])
+        at_cell += r * count
+        for a in range(r):
+            for b in range(a, r):
+                span = slice(at_pair, at_pair + count)
+                pair[span] = (base + columns[:, a]) * d + columns[:, b]
+                square[span] = w * (e[a] * e[b] + cov[a, b])
+                at_pair += count
     size = nb * k * d
     first = np.bincount(cell, weights=we, minlength=size)
     squares = np.bincount(pair, weights=square, minlength=size * d).reshape(nb, k, d, d)
@@ -606,15 +647,13 @@ def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
     if model.strategy.is_diagonal:
         values = means[cells_best, columns]
     else:
-        position = np.full(means.shape[0], -1, dtype=np.int64)
-        position[gaps.solved] = np.arange(gaps.solved.size)
-        e = np.concatenate(
-            [
-                e_all[np.arange(g.members.size), position[best[g.members]]].ravel()
-                for g, e_all in zip(layout.groups, gaps.e, strict=True)
-            ]
-        )
-        values = model.origins[cells_best, columns] + e
+        position = gaps.position(means.shape[0])
+        e = []
+        for g, group in enumerate(layout.groups):
+            every = np.arange(group.members.size)
+            shifts, _ = gaps.conditional(g, every, position[best[group.members]], False)
+            e.append(np.stack(shifts, axis=1).ravel())  # cells row by row, as in the layout
+        values = model.origins[cells_best, columns] + np.concatenate(e)
     x[layout.rows[rows], columns] = values
     return x
 
@@ -638,13 +677,16 @@ def _full_moments(
         index = np.arange(d)
         second[:, index, index] = layout.mask * variances
     else:
-        at = int(np.flatnonzero(gaps.solved == c)[0])
+        at = int(gaps.position(k)[c])
         filled = np.where(layout.mask, model.origins[c], x)  # as its E-step filled them
-        for group, e, inverse in zip(layout.groups, gaps.e, gaps.inverses, strict=True):
+        for g, group in enumerate(layout.groups):
             rows = group.members
-            filled[rows[:, None], group.columns] += e[:, at]
-            cov = inverse[group.inverse, at]  # (n, r, r)
-            second[rows[:, None, None], group.columns[:, :, None], group.columns[:, None, :]] = cov
+            e, cov = gaps.conditional(g, np.arange(rows.size), np.full(rows.size, at))
+            for a in range(group.size):
+                filled[rows, group.columns[:, a]] += e[a]
+                for b in range(a, group.size):
+                    second[rows, group.columns[:, a], group.columns[:, b]] = cov[a, b]
+                    second[rows, group.columns[:, b], group.columns[:, a]] = cov[a, b]
     features = _features(strategy, (filled - origin).T)
     features[d:] += strategy.moments_of(second).T
     return _per_block_sum((features * resp).T, layout)

@@ -229,11 +229,12 @@ class GaussianMixture:
         """
         x = _as_2d(X)
         center, scale = self._scaling(x)
+        observed = (~np.isnan(x)).sum(axis=0) if has_missing(x) else None
         if scale is not None:
             x = (x - center) / scale
         start = self._start(x.shape[1])
         result = fit(x, self._options(), start, self.callback, self.start_cache)
-        self._set_result(result, center, scale)
+        self._set_result(result, center, scale, observed)
         return self
 
     def fit_source(self, source: Source) -> GaussianMixture:
@@ -267,11 +268,22 @@ class GaussianMixture:
         return self.fit(X).predict(X)
 
     def _set_result(
-        self, result: FitResult, center: np.ndarray | None, scale: np.ndarray | None
+        self,
+        result: FitResult,
+        center: np.ndarray | None,
+        scale: np.ndarray | None,
+        observed: np.ndarray | None = None,
     ) -> None:
+        """Keep the fit; ``observed`` (d,): each column's observed cells, when some are
+        missing (the Jacobian of a standardization counts those alone)."""
         best = result.best
-        # densities of x = center + scale·y carry the Jacobian −Σ log scale per row
-        jacobian = 0.0 if scale is None else -float(np.log(scale).sum())
+        # densities of x = center + scale·y carry the Jacobian −Σ log scale per row, over
+        # the row's observed cells (here as the mean per row)
+        jacobian = 0.0
+        if scale is not None and observed is None:
+            jacobian = -float(np.log(scale).sum())
+        elif scale is not None:
+            jacobian = -float(observed @ np.log(scale)) / result.n_samples
         self.result_ = result
         self.params_ = replace(best.params, center=center, scale=scale)
         self.n_iter_ = best.n_iter
@@ -463,14 +475,16 @@ def score_rows(
     float64 and in the data's units, whatever the scaling the model was fitted in.
 
     A standardized model scores (x − center) / scale with its own parameters, less
-    Σ log scale (the Jacobian): converting the model to the data's units instead would round
-    its means to the precision of the centre, which can exceed the spread. A row whose log
-    density has no float64 value is a NumericalRangeError (naming it when ``numbered``).
+    Σ log scale over the row's observed cells (the Jacobian): converting the model to the
+    data's units instead would round its means to the precision of the centre, which can
+    exceed the spread. A row whose log density has no float64 value is a
+    NumericalRangeError (naming it when ``numbered``).
     """
-    jacobian = 0.0
+    jacobian: float | np.ndarray = 0.0
     if params.center is not None and params.scale is not None:
+        logs = np.log(params.scale)
+        jacobian = (~np.isnan(x)) @ logs if has_missing(x) else float(logs.sum())
         x = (x - params.center) / params.scale
-        jacobian = float(np.log(params.scale).sum())
     shift = params.weights @ params.means
     model = prepare(params, get_strategy(params.covariance_type), shift)
     resp = np.empty((x.shape[0], params.n_components))
@@ -487,7 +501,7 @@ def score_rows(
 
     with single_threaded_blas():
         map_chunks(part, x.shape[0], size, threads)
-    if jacobian:
+    if np.any(jacobian):
         log_density -= jacobian
     lost = np.flatnonzero(~np.isfinite(log_density))
     if lost.size:
