@@ -191,6 +191,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         child.terminate()
     for child in multiprocessing.active_children():
         child.join(timeout=5)
+    # the pool's manager thread closes its wake-up pipe as it notices the dead workers; wait
+    # for it, or the interpreter's exit hook may write to that pipe while it is being closed
+    # and print a traceback after the one-line error (seen under SIGTERM)
+    pool.shutdown(wait=True)
 
 
 def parse_ks(text: str) -> list[int]:
