@@ -116,6 +116,19 @@ EM = Group(
             "Centre and scale each column before fitting; stored in the model, so every "
             "command shows original units.",
         ),
+        "noise": declared(
+            False,
+            "--noise",
+            "Add a noise component for outliers (mclust's): a uniform density over the data's "
+            "bounding box with a weight of its own; predict labels its rows -1.",
+        ),
+        "noise_volume": declared(
+            None,
+            "--noise-volume",
+            "With --noise: the volume of the noise's box (in the data's units); default: the "
+            "product of the columns' ranges.",
+            float | None,
+        ),
     },
     EMSettings,
 )
@@ -307,6 +320,12 @@ def select(
         "the others k-means++; or kmeans++, random, random-from-data.",
     ) = "hc",
     jobs: option(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
+    compare_noise: option(
+        bool,
+        "--compare-noise",
+        help="Fit every cell both with and without a noise component (as --noise), and "
+        "choose among all of them.",
+    ) = False,
     *,
     em: EMSettings,
     table: TableOptions,
@@ -319,7 +338,9 @@ def select(
 
     ks = parse_ks(components)
     covariances = [t.strip() for t in covariance.split(",") if t.strip()]
-    options = commands.SelectOptions(ks, covariances, criterion, n_init, jobs, em, init)
+    options = commands.SelectOptions(
+        ks, covariances, criterion, n_init, jobs, em, init, compare_noise
+    )
     commands.select(data, output, table_path, options, table, session, plot)
 
 

@@ -593,15 +593,21 @@ def write_csv(frame: pd.DataFrame, dest: str) -> None:
 
 
 def prediction_columns(
-    resp: np.ndarray, shown: PredictColumns = PREDICT_COLUMNS
+    resp: np.ndarray, shown: PredictColumns = PREDICT_COLUMNS, noise: bool = False
 ) -> dict[str, np.ndarray]:
     """predict's result for scored rows, from their responsibilities (n, k): ``label`` (the
     most probable component), then as ``shown`` says ``prob_0 … prob_{k-1}`` and
-    ``uncertainty``."""
-    columns = {"label": resp.argmax(axis=1)}
+    ``uncertainty``. With a noise component (``noise``: resp is (n, k + 1), the noise's
+    last) the label is −1 where the noise is the most probable, and ``prob_noise`` follows
+    the Gaussians' probabilities."""
+    from .engine.mixture import labels_of
+
+    columns = {"label": labels_of(resp, noise)}
     if shown.proba:
-        for c in range(resp.shape[1]):
+        for c in range(resp.shape[1] - noise):
             columns[f"prob_{c}"] = resp[:, c]
+        if noise:
+            columns["prob_noise"] = resp[:, -1]
     if shown.uncertainty:
         columns["uncertainty"] = 1.0 - resp.max(axis=1)
     return columns

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .engine.covariance import get_strategy
-from .engine.params import MixtureParams
+from .engine.params import MixtureParams, Noise
 
 # Keys of the "fit" summary, in order. Every key is always present (see ``describe``).
 FIT_SUMMARY_KEYS = (
@@ -38,7 +38,8 @@ def describe(params: MixtureParams, feature_names: list[str], fit: dict) -> dict
     """Describe a mixture as plain lists, floats, ints, strings, bools and None.
 
     Top level: ``covariance_type``, ``n_components``, ``n_features``, ``feature_names``,
-    ``standardized`` (bool), ``components`` and ``fit``.
+    ``standardized`` (bool), ``components``, ``noise`` (only for a model with a noise
+    component: ``noise_summary``) and ``fit``.
 
     Each entry of ``components`` holds ``component`` (0-based), ``weight``, ``mean`` [d],
     ``std`` [d] (σ_j = √Σ_jj), ``correlation`` (d×d, ρ_jl = Σ_jl / (σ_j σ_l); the identity for
@@ -75,14 +76,32 @@ def describe(params: MixtureParams, feature_names: list[str], fit: dict) -> dict
     components = [
         _component(i, weights[i], means[i], covariances[i], independent) for i in range(k)
     ]
-    return {
+    described = {
         "covariance_type": params.covariance_type,
         "n_components": int(k),
         "n_features": int(d),
         "feature_names": names,
         "standardized": params.standardized,
         "components": components,
-        "fit": fit_summary(fit or {}),
+    }
+    if shown.noise is not None:
+        described["noise"] = noise_summary(shown.noise)
+    described["fit"] = fit_summary(fit or {})
+    return described
+
+
+def noise_summary(noise: Noise) -> dict:
+    """The noise component in the data's units: its weight, its box's volume (None when
+    float64 cannot hold it; ``log_volume`` always), the box, and whether the volume was
+    given."""
+    volume = noise.volume
+    return {
+        "weight": float(noise.weight),
+        "volume": volume if 0 < volume < math.inf else None,
+        "log_volume": noise.log_volume,
+        "volume_given": bool(noise.volume_given),
+        "lower": _floats(noise.lower),
+        "upper": _floats(noise.upper),
     }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from gmmcli import files
 from gmmcli.engine.covariance import CovarianceStrategy, covariance_names, get_strategy
-from gmmcli.engine.params import MixtureParams
+from gmmcli.engine.params import MixtureParams, Noise
 from gmmcli.errors import GmmError
 from gmmcli.limits import MAX_MAGNITUDE, MAX_VARIANCE, ROUNDING_SLACK
 
@@ -218,6 +218,25 @@ def model_schema() -> dict:
                     "scale": {"type": "array", "items": _POSITIVE, "minItems": 1},
                 },
             },
+            "noise": {
+                "description": "Present when the model has a noise component (--noise): a "
+                "uniform density over the box [lower, upper] (in the units the means are in) "
+                "with mixing weight 'weight'; the Gaussians' weights then sum to 1 - weight. "
+                "'log_volume': the log of the box's volume (the sum of log(upper - lower)); "
+                "'volume': the volume itself, when float64 holds it. 'volume_given': the "
+                "volume was given (--noise-volume), not taken from the data's box.",
+                "type": "object",
+                "required": ["weight", "log_volume", "lower", "upper"],
+                "additionalProperties": False,
+                "properties": {
+                    "weight": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                    "log_volume": _NUMBER,
+                    "volume": _POSITIVE,
+                    "volume_given": {"type": "boolean"},
+                    "lower": {"type": "array", "items": _NUMBER, "minItems": 1},
+                    "upper": {"type": "array", "items": _NUMBER, "minItems": 1},
+                },
+            },
             "fit": {"$ref": "#/$defs/fit"},
         },
         "allOf": [
@@ -307,6 +326,16 @@ def model_to_dict(params: MixtureParams, feature_names: list[str], fit: dict | N
         doc["standardize"] = {
             "center": np.asarray(params.center, dtype=np.float64).tolist(),
             "scale": np.asarray(params.scale, dtype=np.float64).tolist(),
+        }
+    if params.noise is not None:
+        noise = params.noise
+        doc["noise"] = {"weight": float(noise.weight), "log_volume": noise.log_volume}
+        if 0 < noise.volume < math.inf:
+            doc["noise"]["volume"] = noise.volume
+        doc["noise"] |= {
+            "volume_given": bool(noise.volume_given),
+            "lower": np.asarray(noise.lower, dtype=np.float64).tolist(),
+            "upper": np.asarray(noise.upper, dtype=np.float64).tolist(),
         }
     if fit is not None:
         doc["fit"] = _jsonable(fit, "fit")
@@ -482,14 +511,18 @@ def model_from_dict(doc: object, source: str) -> tuple[MixtureParams, list[str],
     for i, w in enumerate(weights):
         if not w > 0:
             raise _error(source, f"weights[{i}] should be > 0, found {_num(w)}")
-    total = float(weights.sum())
+    noise = _noise(doc, d, source)
+    total = float(weights.sum()) + (0.0 if noise is None else noise.weight)
     if abs(total - 1.0) > WEIGHTS_SUM_TOLERANCE:
+        which = "'weights'" if noise is None else "'weights' and noise.weight"
         raise _error(
             source,
-            f"'weights' should sum to 1 (within {WEIGHTS_SUM_TOLERANCE:g}), found sum {total:.12g}",
+            f"{which} should sum to 1 (within {WEIGHTS_SUM_TOLERANCE:g}), found sum {total:.12g}",
         )
     if abs(total - 1.0) > _RENORMALISE_ABOVE:
         weights = weights / total
+        if noise is not None:
+            noise = noise.with_weight(noise.weight / total)
 
     means = _numbers(_require(doc, "means", source), (k, d), "means", source)
     covariances = _numbers(
@@ -517,6 +550,7 @@ def model_from_dict(doc: object, source: str) -> tuple[MixtureParams, list[str],
         covariances=np.ascontiguousarray(covariances, dtype=np.float64),
         center=center,
         scale=scale,
+        noise=noise,
     )
     check_range(params, source)
     return params, feature_names, fit
@@ -615,6 +649,57 @@ def _standardize(doc: dict, d: int, source: str) -> tuple[np.ndarray | None, np.
         if not v > 0:
             raise _error(source, f"standardize.scale[{j}] should be > 0, found {_num(v)}")
     return np.ascontiguousarray(center), np.ascontiguousarray(scale)
+
+
+def _noise(doc: dict, d: int, source: str) -> Noise | None:
+    """The optional noise component: {"weight": in [0, 1), "log_volume", "lower" and
+    "upper": d numbers each, lower < upper, whose box has that log volume (to 1e-6),
+    optionally "volume" (its exponential, to 1e-6 relative) and "volume_given"}."""
+    if "noise" not in doc:
+        return None
+    value = doc["noise"]
+    keys = {"weight", "log_volume", "lower", "upper"}
+    optional = {"volume", "volume_given"}
+    if not isinstance(value, dict) or not keys <= set(value) <= keys | optional:
+        raise _error(
+            source,
+            "'noise' should be an object with 'weight', 'log_volume', 'lower' and 'upper' "
+            "(and optionally 'volume' and 'volume_given')",
+        )
+    weight = _numbers(value["weight"], (), "noise.weight", source)
+    if not 0 <= float(weight) < 1:
+        raise _error(source, f"noise.weight should be in [0, 1), found {_num(float(weight))}")
+    log_volume = float(_numbers(value["log_volume"], (), "noise.log_volume", source))
+    lower = _numbers(value["lower"], (d,), "noise.lower", source)
+    upper = _numbers(value["upper"], (d,), "noise.upper", source)
+    _check_within(lower, MAX_MAGNITUDE, "noise.lower", "", source)
+    _check_within(upper, MAX_MAGNITUDE, "noise.upper", "", source)
+    for j in range(d):
+        if not upper[j] > lower[j]:
+            raise _error(
+                source,
+                f"noise.upper[{j}] should be above noise.lower[{j}], found "
+                f"{_num(float(upper[j]))} <= {_num(float(lower[j]))}",
+            )
+    given = value.get("volume_given", False)
+    if not isinstance(given, bool):
+        raise _error(source, f"noise.volume_given should be true or false, found {_show(given)}")
+    noise = Noise(float(weight), np.ascontiguousarray(lower), np.ascontiguousarray(upper), given)
+    if not abs(log_volume - noise.log_volume) <= 1e-6:
+        raise _error(
+            source,
+            "noise.log_volume should be the log volume of the box from noise.lower to "
+            f"noise.upper ({_num(noise.log_volume)}), found {_num(log_volume)}",
+        )
+    if "volume" in value:
+        volume = float(_numbers(value["volume"], (), "noise.volume", source))
+        if not (volume > 0 and abs(np.log(volume) - log_volume) <= 1e-6):
+            raise _error(
+                source,
+                f"noise.volume should be exp(noise.log_volume) ({_num(noise.volume)}), found "
+                f"{_num(volume)}",
+            )
+    return noise
 
 
 def schema() -> dict:

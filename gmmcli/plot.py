@@ -404,6 +404,11 @@ def _draw_convergence(axes: Axes, history: np.ndarray) -> None:
     axes.set_title(f"EM convergence: {done} iteration{'' if done == 1 else 's'}")
 
 
+def _model_name(record: dict) -> str:
+    """A grid cell's line: its covariance model, "+noise" with a noise component."""
+    return record["covariance_type"] + ("+noise" if record.get("noise") else "")
+
+
 def render_criterion(out: str, records: Sequence[dict], criterion: str, chosen: dict) -> None:
     """The criterion against k, one line per covariance model (mclust's ``plot(BIC)``, in
     gmm's lower-is-better sign); degenerate cells are left out of the lines, and ``chosen``
@@ -412,12 +417,12 @@ def render_criterion(out: str, records: Sequence[dict], criterion: str, chosen: 
     fmt = output_format(out)
     figure = _new_figure((7.0, 4.5))
     axes = figure.add_subplot()
-    models = list(dict.fromkeys(r["covariance_type"] for r in records))
+    models = list(dict.fromkeys(_model_name(r) for r in records))
     colours = _palette(len(models))
     healthy = [r for r in records if not r["degenerate"]]
     for colour, model in zip(colours, models, strict=True):
         points = sorted(
-            (r["n_components"], r[criterion]) for r in healthy if r["covariance_type"] == model
+            (r["n_components"], r[criterion]) for r in healthy if _model_name(r) == model
         )
         if points:
             ks, values = zip(*points, strict=True)

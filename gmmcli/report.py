@@ -258,9 +258,9 @@ class Reporter:
         heading = f"model selection by {name} (lower is better; –: a degenerate cell)"
         self.console.print(heading, markup=False, soft_wrap=True)
         table = Table(header_style="bold")
-        models = list(dict.fromkeys(cell.covariance_type for cell in cells))
+        models = list(dict.fromkeys(cell.model_name for cell in cells))
         ks = sorted({cell.n_components for cell in cells})
-        by_place = {(cell.n_components, cell.covariance_type): cell for cell in cells}
+        by_place = {(cell.n_components, cell.model_name): cell for cell in cells}
         table.add_column("k", justify="right")
         for model in models:
             table.add_column(model, justify="right")
@@ -280,14 +280,14 @@ class Reporter:
             key=lambda c: (c.score(criterion), c.n_parameters),
         )
         top = ", ".join(
-            f"{c.covariance_type},{c.n_components} ({c.score(criterion):.8g})" for c in healthy[:3]
+            f"{c.model_name},{c.n_components} ({c.score(criterion):.8g})" for c in healthy[:3]
         )
         if top:
             self.console.print(f"top three by {name}: {top}", markup=False, soft_wrap=True)
         score = chosen.score(criterion)
         spikes = [c for c in cells if c.degenerate and c.score(criterion) < score]
         line = (
-            f"chosen: k = {chosen.n_components}, {chosen.covariance_type} covariance "
+            f"chosen: k = {chosen.n_components}, {chosen.model_name} covariance "
             f"({name} {score:.8g})"
         )
         if spikes:
@@ -392,6 +392,16 @@ def print_description(description: dict) -> None:
         caption += f"; angle of the major axis from the '{names[0]}' axis"
     out.print(table)
     out.print(caption, style="dim", markup=False, soft_wrap=True)
+    noise = description.get("noise")
+    if noise is not None:
+        volume = fmt(noise["volume"]) if noise["volume"] is not None else "–"
+        source = "given" if noise["volume_given"] else "the data's bounding box"
+        out.print(
+            f"noise component: weight {fmt(noise['weight'])}, uniform over a box of volume "
+            f"{volume} (log {noise['log_volume']:.6g}; {source}); predict labels its rows -1",
+            markup=False,
+            soft_wrap=True,
+        )
 
     # -- correlation matrices (lower triangle) --------------------------------------------
     if not strategy.is_diagonal and 2 < d <= max_columns:

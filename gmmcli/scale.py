@@ -359,7 +359,8 @@ def _result_frame(
     resp, log_density = _scores(loaded, params)
     if what == "loglik":
         return scored_rows({"log_density": log_density}, loaded.kept, inputs)
-    return scored_rows(prediction_columns(resp, shown), loaded.kept, inputs)
+    noise = params.noise is not None
+    return scored_rows(prediction_columns(resp, shown, noise), loaded.kept, inputs)
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,8 @@ def select(
     choice("init", options.init, SELECT_INITS)
     choice("missing", table.missing, MISSING_POLICIES)
     _check_em_values(min(options.components), options, jobs=options.jobs)
+    if options.compare_noise and options.em.noise:
+        raise GmmError("--compare-noise fits every cell with and without noise: leave out --noise")
     if plot_path is not None:
         from ..plot import output_format
 
@@ -154,12 +156,19 @@ def select(
     check_regularisation(opened.table, options.em.reg_covar, options.em.reg_scale)
     settings = {**dataclasses.asdict(options.em), "n_init": options.n_init, "init": options.init}
     ks = options.components
-    grid = report.grid_progress(len(ks) * len(types))
+    noises = (False, True) if options.compare_noise else None
+    grid = report.grid_progress(len(ks) * len(types) * (2 if noises else 1))
     in_range = numerical_range(opened.source, "float64", options.em.standardize, opened.names)
     try:
         with in_range, grid as advance:
             cells = run_grid(
-                opened.table.values, ks, types, settings, jobs=options.jobs, on_cell=advance
+                opened.table.values,
+                ks,
+                types,
+                settings,
+                jobs=options.jobs,
+                on_cell=advance,
+                noises=noises,
             )
     except WorkerLost as error:
         raise GmmError(str(error), 1) from None

@@ -26,6 +26,7 @@ FLAGS = {
     "engine": "--engine",
     "criterion": "--criterion",
     "n_samples": "-n/--n-samples",
+    "noise_volume": "--noise-volume",
 }
 ENGINES = ("memory", "dask", "stream")
 INIT_CHOICES = ("kmeans++", "hc", "random", "random-from-data")
@@ -49,15 +50,20 @@ class EMSettings:
     reg_scale: str = "data"
     seed: int = 0
     standardize: bool = False
+    noise: bool = False  # a noise component (``engine.noise``)
+    noise_volume: float | None = None  # its box's volume; None: the data's box
 
     def values(self) -> dict[str, object]:
-        """parameter → value, for ``check_values``."""
+        """parameter → value, for ``check_values``; --noise-volume needs --noise."""
+        if self.noise_volume is not None and not self.noise:
+            raise GmmError("--noise-volume needs --noise")
         return {
             "reg_scale": self.reg_scale,
             "max_iter": self.max_iter,
             "tol": self.tol,
             "reg_covar": self.reg_covar,
             "seed": self.seed,
+            "noise_volume": self.noise_volume,
         }
 
 
@@ -85,6 +91,8 @@ class SelectOptions:
     jobs: int | None = None
     em: EMSettings = EMSettings()
     init: str = "hc"
+    # every cell with and without the noise component (the grid's third axis)
+    compare_noise: bool = False
 
 
 def option_error(parameter: str, value: object, reason: str) -> GmmError:

@@ -48,8 +48,8 @@ def write_predictions(
     from ..engine.mixture import GaussianMixture
 
     with scoring_range(opened.source, model_name):
-        resp = GaussianMixture.from_params(params).predict_proba(opened.table.values)
-    columns = prediction_columns(resp, shown)
+        resp = GaussianMixture.from_params(params).responsibilities(opened.table.values)
+    columns = prediction_columns(resp, shown, params.noise is not None)
     write_csv(scored_rows(columns, opened.table.kept, opened.table.text), output)
 
 
@@ -89,7 +89,7 @@ def loglik(
         total = float(log_density.sum())
     from ..engine.mixture import information_criteria, n_parameters
 
-    p = n_parameters(params.covariance_type, params.n_components, params.n_features)
+    p = n_parameters(params.covariance_type, params.n_components, params.n_features, params.noise)
     bic, aic, _ = information_criteria(total, p, n)
     result = {
         "log_likelihood": total,

@@ -79,7 +79,23 @@ class OneOf:
         return None
 
 
-Constraint = AtLeast | FiniteAtLeast | OneOf
+@dataclass(frozen=True)
+class Positive:
+    """A finite number > 0 (None allowed when ``optional``)."""
+
+    optional: bool = False
+
+    def reason(self, value: object) -> str | None:
+        if value is None and self.optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a finite number > 0"
+        if not (0 < value < math.inf):
+            return "must be a finite number > 0"
+        return None
+
+
+Constraint = AtLeast | FiniteAtLeast | OneOf | Positive
 
 CONSTRAINTS: dict[str, Constraint] = {
     "dtype": OneOf(("float64", "float32")),
@@ -95,6 +111,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "seed": AtLeast(0),
     "chunk_size": AtLeast(1, optional=True),
+    "noise_volume": Positive(optional=True),  # None: the data's box (``engine.noise``)
 }
 
 

@@ -22,6 +22,7 @@ from .constraints import ParameterError, check_all
 from .convergence import MAX_ITER, stopping_rule
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
 from .init import INITIALISERS, DataSummary, Start, StartCache, restart_plan, starting_point
+from .noise import noise_box, with_noise
 from .params import MixtureParams, NumericalRangeError
 from .sources import ArraySource, Source
 from .stats import (
@@ -198,6 +199,9 @@ class EMOptions:
     chunk_size: int | None = None
     threads: int | None = None
     dtype: str = "float64"
+    # a noise component (``engine.noise``) over the data's box, or a box of this volume
+    noise: bool = False
+    noise_volume: float | None = None
 
     def validate(self) -> None:
         """Raise ValueError (``constraints.ParameterError``) for a value outside its
@@ -373,7 +377,9 @@ def _prepare_safely(
         else:
             cov[c] = block
         fixed.append(c)
-    new = MixtureParams(params.covariance_type, params.weights, params.means, cov)
+    new = MixtureParams(
+        params.covariance_type, params.weights, params.means, cov, noise=params.noise
+    )
     return prepare(new, strategy, shift), new, fixed
 
 
@@ -386,7 +392,8 @@ def _reseed(
     reg_covar: float,
 ) -> tuple[MixtureParams, list[tuple[Collapse, np.ndarray]]]:
     """Move each collapsed component to a distinct worst-explained row, with the data's
-    covariance and weight 1/k (weights renormalised); the (collapse, new mean) of each moved.
+    covariance and weight 1/k (weights renormalised, to 1 − π_0 beside a noise component);
+    the (collapse, new mean) of each moved.
 
     Never two components to one point (they would stay identical for ever): when the worst
     rows hold fewer distinct points than there are collapses, the others stay where they are
@@ -409,8 +416,11 @@ def _reseed(
         weights[c] = 1.0 / k
         cov = strategy.replace_component(cov, c, data_cov)
         moved.append((collapse, row.copy()))
-    weights /= weights.sum()
-    return MixtureParams(params.covariance_type, weights, means, cov), moved
+    if params.noise is None:
+        weights /= weights.sum()
+    else:
+        weights *= (1.0 - params.noise.weight) / weights.sum()
+    return MixtureParams(params.covariance_type, weights, means, cov, noise=params.noise), moved
 
 
 # emEM's short runs (``fit_source``): scikit-learn's rule at this change of the mean
@@ -462,7 +472,7 @@ def run_restart(
         history.append(current)
         trail.append(current)
         change = current - previous
-        step = mstep(stats, strategy, options.reg_covar, params.covariances)
+        step = mstep(stats, strategy, options.reg_covar, params.covariances, params.noise)
         params = step.params
         n_iter = iteration
         collapses = find_collapses(
@@ -573,6 +583,9 @@ def fit_source(
         raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
     source.bind(summary.shift, options.dtype, options.n_components, chunk_size)
     options = dataclasses.replace(options, reg_covar=regularisation(options, summary))
+    noise = noise_box(summary, options.noise_volume) if options.noise else None
+    if noise is not None and start is not None and start.noise is None:
+        start = with_noise(start, noise)
     cache = StartCache() if cache is None else cache
     emit = on_event or (lambda event: None)
     results: list[RestartResult] = []
@@ -597,12 +610,13 @@ def fit_source(
                 seed,
             )
             point = starting_point(method, source.init_rows(), request, cache)
+            begin = point.params if noise is None else with_noise(point.params, noise)
             earlier = started.get(point.partition) if point.partition is not None else None
             if earlier is not None:
                 result = earlier.repeated_as(restart)
                 emit(_restart_event(result))
             else:
-                result = run_restart(source, point.params, short, summary, restart, n, emit)
+                result = run_restart(source, begin, short, summary, restart, n, emit)
                 if point.partition is not None:
                     started[point.partition] = result
         results.append(result)

@@ -40,26 +40,39 @@ class DataSummary:
     covariance: np.ndarray | None  # (d, d) sample covariance (divided by n); None if diagonal
     min_eigenvalue: float  # of that covariance (NaN without it)
     single_valued: np.ndarray  # (d,) bool: every row holds the same value in the column
+    # (d,) each column's smallest and largest value (the box of a noise component)
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
 
     @classmethod
     def from_covariance(
-        cls, shift: np.ndarray, covariance: np.ndarray, single_valued: np.ndarray
+        cls,
+        shift: np.ndarray,
+        covariance: np.ndarray,
+        single_valued: np.ndarray,
+        box: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> DataSummary:
-        """The summary of a full model from the column means and the (d, d) covariance."""
+        """The summary of a full model from the column means and the (d, d) covariance;
+        ``box``: the columns' (low, high)."""
         return cls(
             shift,
             np.diag(covariance).copy(),
             covariance,
             float(np.linalg.eigvalsh(covariance)[0]),
             single_valued,
+            *(box or (None, None)),
         )
 
     @classmethod
     def from_variances(
-        cls, shift: np.ndarray, variances: np.ndarray, single_valued: np.ndarray
+        cls,
+        shift: np.ndarray,
+        variances: np.ndarray,
+        single_valued: np.ndarray,
+        box: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> DataSummary:
         """The summary of a diagonal model: column means and variances only."""
-        return cls(shift, variances, None, float("nan"), single_valued)
+        return cls(shift, variances, None, float("nan"), single_valued, *(box or (None, None)))
 
     def data_covariance(self, reg_covar: float | np.ndarray) -> np.ndarray:
         """The data's covariance plus reg_covar on its diagonal, as far as the summary holds
@@ -90,13 +103,13 @@ def summarise(x: np.ndarray, chunk_size: int, diagonal: bool = False) -> DataSum
         for rows in chunks(n, SUM_ROWS):
             z = x[rows] - shift
             squares += np.einsum("ij,ij->j", z, z)
-        return DataSummary.from_variances(shift, squares / n, low == high)
+        return DataSummary.from_variances(shift, squares / n, low == high, (low, high))
     second = np.zeros((d, d))
     for rows in chunks(n, SUM_ROWS):
         z = x[rows] - shift
         second += z.T @ z
     cov = 0.5 * (second + second.T) / n
-    return DataSummary.from_covariance(shift, cov, low == high)
+    return DataSummary.from_covariance(shift, cov, low == high, (low, high))
 
 
 def column_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

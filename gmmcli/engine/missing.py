@@ -749,7 +749,9 @@ class PairMoments:
     def column_counts(self) -> np.ndarray:
         return self.counts if self.counts.ndim == 1 else np.diagonal(self.counts).copy()
 
-    def summary(self, single_valued: np.ndarray) -> DataSummary:
+    def summary(
+        self, single_valued: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> DataSummary:
         """Each column's mean and variance over its observed cells; for a full summary the
         covariance M2_ab / √(n_a n_b), M2 the sums of products about the means over the rows
         where both cells are observed (the covariance of the rows with each missing cell set
@@ -762,13 +764,15 @@ class PairMoments:
         diagonal_sums = self.sums if self.sums.ndim == 1 else np.diagonal(self.sums)
         about = self.moved(self.center + diagonal_sums / n)
         if about.products.ndim == 1:
-            return DataSummary.from_variances(about.center, about.products / n, single_valued)
+            return DataSummary.from_variances(
+                about.center, about.products / n, single_valued, box
+            )
         variances = np.diagonal(about.products) / n
         scale = np.sqrt(n)
         cov = about.products / np.outer(scale, scale)
         cov = 0.5 * (cov + cov.T)
         cov[np.diag_indices_from(cov)] = variances
-        return DataSummary.from_covariance(about.center, cov, single_valued)
+        return DataSummary.from_covariance(about.center, cov, single_valued, box)
 
 
 def summarise(x: np.ndarray, diagonal: bool = False) -> DataSummary:
@@ -789,7 +793,7 @@ def summarise(x: np.ndarray, diagonal: bool = False) -> DataSummary:
         moments = part if moments is None else moments + part
     assert moments is not None
     low, high = column_range(x)
-    return moments.summary(low == high)
+    return moments.summary(low == high, (low, high))
 
 
 def _steps(n: int) -> list[slice]:

@@ -12,7 +12,7 @@ from .covariance import get_strategy
 from .em import Collapse, Duplicate, EMOptions, Event, FitResult, RestartResult, fit, fit_source
 from .init import StartCache
 from .missing import has_missing, rows_of
-from .params import MixtureParams, NumericalRangeError, covariance_shape
+from .params import MixtureParams, Noise, NumericalRangeError, covariance_shape
 from .sources import Source
 from .stats import (
     default_chunk_size,
@@ -33,7 +33,8 @@ def information_criteria(
 ) -> tuple[float, float, float]:
     """(BIC, AIC, ICL), lower is better (scikit-learn's sign):
     BIC = −2 log L + p ln n, AIC = −2 log L + 2p, and ICL = BIC − 2 Σ_i log max_k r_ik (the
-    classification's entropy added, as mclust's ``icl()``; NaN without ``responsibilities``).
+    classification's entropy added, as mclust's ``icl()``; NaN without ``responsibilities``;
+    with a noise component its column counts among the k, as in mclust).
     """
     bic = -2.0 * log_likelihood + n_parameters * float(np.log(n_samples))
     aic = -2.0 * log_likelihood + 2.0 * n_parameters
@@ -44,10 +45,17 @@ def information_criteria(
     return bic, aic, icl
 
 
-def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
-    """Free parameters: k − 1 weights, k·d means, and the covariances of the type."""
+def n_parameters(
+    covariance_type: str, n_components: int, n_features: int, noise: Noise | None = None
+) -> int:
+    """Free parameters: k − 1 weights, k·d means, and the covariances of the type; with a
+    noise component, mclust's count (``nMclustParams(noise = TRUE)``): 2 more, its weight
+    and its volume estimated from the data, or 1 more when the volume was given."""
     k, d = n_components, n_features
-    return k - 1 + k * d + get_strategy(covariance_type).n_parameters(k, d)
+    p = k - 1 + k * d + get_strategy(covariance_type).n_parameters(k, d)
+    if noise is not None:
+        p += 1 if noise.volume_given else 2
+    return p
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,13 @@ class GaussianMixture:
     (``engine.init.StartCache``) shares start partitions with other fits of the same rows and
     seed, as the cells of a model selection grid do; by default each fit has its own.
 
+    ``noise=True`` adds mclust's noise component (``engine.noise``): a uniform density over
+    the data's bounding box (or a box of volume ``noise_volume``, in the data's units) with a
+    weight of its own fitted by EM (``noise_weight_``); ``weights_`` are then the Gaussians'
+    and sum to 1 − ``noise_weight_``. ``predict`` labels −1 the rows the noise explains
+    best; ``predict_proba`` keeps its k columns (the Gaussians', summing to 1 − the noise's
+    share per row) and ``predict_noise_proba`` gives the noise's (n,).
+
     ``tol=None`` (the default) stops EM when the mean log-likelihood per row is within 1e-8
     of the limit it is heading for, as Aitken's acceleration estimates it
     (``engine.convergence``), or after ``max_iter`` (default 1000) iterations; a number is
@@ -157,6 +172,8 @@ class GaussianMixture:
         scaling: tuple[np.ndarray, np.ndarray] | None = None,
         callback: Callable[[Event], None] | None = None,
         start_cache: StartCache | None = None,
+        noise: bool = False,
+        noise_volume: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -177,6 +194,8 @@ class GaussianMixture:
         self.scaling = scaling
         self.callback = callback
         self.start_cache = start_cache
+        self.noise = noise
+        self.noise_volume = noise_volume
         self.params_: MixtureParams | None = None
 
     def __getstate__(self) -> dict:
@@ -187,7 +206,12 @@ class GaussianMixture:
         return state
 
     # -- fitting -------------------------------------------------------------------------
-    def _options(self) -> EMOptions:
+    def _options(self, volume_scale: float = 1.0) -> EMOptions:
+        """The engine's options; ``volume_scale``: Π scale of a standardization (the engine
+        sees the standardized columns, so a given noise volume is divided by it)."""
+        volume = self.noise_volume
+        if volume is not None and self.noise and volume_scale != 1.0:
+            volume = volume / volume_scale
         return EMOptions(
             n_components=self.n_components,
             covariance_type=self.covariance_type,
@@ -201,6 +225,8 @@ class GaussianMixture:
             chunk_size=self.chunk_size,
             threads=self.threads,
             dtype=self.dtype,
+            noise=self.noise,
+            noise_volume=volume if self.noise else None,
         )
 
     def _start(self, d: int) -> MixtureParams | None:
@@ -233,7 +259,9 @@ class GaussianMixture:
         if scale is not None:
             x = (x - center) / scale
         start = self._start(x.shape[1])
-        result = fit(x, self._options(), start, self.callback, self.start_cache)
+        volume_scale = 1.0 if scale is None else float(np.prod(scale))
+        options = self._options(volume_scale)
+        result = fit(x, options, start, self.callback, self.start_cache)
         self._set_result(result, center, scale, observed)
         return self
 
@@ -348,6 +376,18 @@ class GaussianMixture:
         return self._fitted().weights
 
     @property
+    def noise_weight_(self) -> float:
+        """The noise component's weight π_0 (0 without one)."""
+        noise = self._fitted().noise
+        return 0.0 if noise is None else noise.weight
+
+    @property
+    def noise_volume_(self) -> float | None:
+        """The volume V of the noise component's box, in the data's units (None without)."""
+        noise = self._fitted().in_data_units().noise
+        return None if noise is None else noise.volume
+
+    @property
     def means_(self) -> np.ndarray:
         return self._fitted().means
 
@@ -385,31 +425,56 @@ class GaussianMixture:
 
         Components are drawn with probabilities π_k, then x = μ_k + L_k z with L_k L_kᵀ = Σ_k
         and z standard normal, from one generator seeded with ``seed``: the same seed gives
-        the same rows.
+        the same rows. With a noise component, a row is noise (label −1) with probability
+        π_0, drawn uniformly in its box.
         """
         params = self._fitted()
         rng = np.random.default_rng(seed)
         lowers = [np.linalg.cholesky(cov) for cov in params.full_covariances()]
+        noise = params.noise
         for start in range(0, n_samples, block):
             size = min(block, n_samples - start)
-            labels = rng.choice(params.n_components, size=size, p=params.weights)
+            if noise is None:
+                labels = rng.choice(params.n_components, size=size, p=params.weights)
+            else:
+                p = np.append(params.weights, noise.weight)
+                labels = rng.choice(params.n_components + 1, size=size, p=p / p.sum())
+                labels[labels == params.n_components] = -1
             x = np.empty((size, params.n_features))
             for c, lower in enumerate(lowers):
                 rows = np.flatnonzero(labels == c)
                 x[rows] = params.means[c] + rng.standard_normal((rows.size, x.shape[1])) @ lower.T
+            if noise is not None:
+                rows = np.flatnonzero(labels == -1)
+                x[rows] = rng.uniform(noise.lower, noise.upper, (rows.size, x.shape[1]))
             if params.center is not None and params.scale is not None:
                 # drawn in the model's own units, then scaled: the covariance in the data's
                 # units (× scale²) can underflow where the rows themselves do not
                 x = params.center + params.scale * x
             yield x, labels
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(n, k) membership probabilities r_ik."""
+    def responsibilities(self, X: np.ndarray) -> np.ndarray:
+        """(n, k) membership probabilities r_ik, or (n, k + 1) with a noise component: the
+        Gaussians' columns, then the noise's; every row sums to 1."""
         return self._log_parts(X)[0]
 
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, k) membership probabilities r_ik of the Gaussians (with a noise component
+        they sum to 1 − ``predict_noise_proba`` per row)."""
+        resp = self.responsibilities(X)
+        return resp[:, :-1] if self._fitted().noise is not None else resp
+
+    def predict_noise_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n,) the noise component's responsibility for each row (0 without one)."""
+        resp = self.responsibilities(X)
+        if self._fitted().noise is None:
+            return np.zeros(resp.shape[0])
+        return resp[:, -1]
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """The component with the highest responsibility for each row."""
-        return self.predict_proba(X).argmax(axis=1)
+        """The component with the highest responsibility for each row; −1 (scikit-learn's
+        label for noise) where the noise component's is highest."""
+        return labels_of(self.responsibilities(X), self._fitted().noise is not None)
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """log p(x_i) = logsumexp_k (log π_k + log N(x_i | μ_k, Σ_k)) per row."""
@@ -421,7 +486,9 @@ class GaussianMixture:
 
     def n_parameters(self) -> int:
         params = self._fitted()
-        return n_parameters(params.covariance_type, params.n_components, params.n_features)
+        return n_parameters(
+            params.covariance_type, params.n_components, params.n_features, params.noise
+        )
 
     def bic(self, X: np.ndarray) -> float:
         """−2 log L + p ln n (lower is better)."""
@@ -436,6 +503,15 @@ class GaussianMixture:
         return information_criteria(
             float(self.score_samples(x).sum()), self.n_parameters(), x.shape[0]
         )[1]
+
+
+def labels_of(resp: np.ndarray, noise: bool) -> np.ndarray:
+    """Each row's most probable component from its responsibilities (n, k), or (n, k + 1)
+    with the noise's last (``noise``): −1 where the noise's is the largest."""
+    labels = resp.argmax(axis=1)
+    if noise:
+        labels[labels == resp.shape[1] - 1] = -1
+    return labels
 
 
 def _as_2d(X: np.ndarray) -> np.ndarray:
@@ -471,8 +547,9 @@ def score_rows(
     threads: int = 1,
     numbered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(n, k) responsibilities and (n,) log densities of the rows of x, chunk by chunk, in
-    float64 and in the data's units, whatever the scaling the model was fitted in.
+    """(n, k) responsibilities (n, k + 1 with a noise component, its column last) and (n,)
+    log densities of the rows of x, chunk by chunk, in float64 and in the data's units,
+    whatever the scaling the model was fitted in.
 
     A standardized model scores (x − center) / scale with its own parameters, less
     Σ log scale over the row's observed cells (the Jacobian): converting the model to the
@@ -486,8 +563,10 @@ def score_rows(
         jacobian = (~np.isnan(x)) @ logs if has_missing(x) else float(logs.sum())
         x = (x - params.center) / params.scale
     shift = params.weights @ params.means
+    if params.noise is not None:  # the Gaussians' weights sum to 1 − π_0
+        shift = shift / params.weights.sum()
     model = prepare(params, get_strategy(params.covariance_type), shift)
-    resp = np.empty((x.shape[0], params.n_components))
+    resp = np.empty((x.shape[0], params.n_components + (params.noise is not None)))
     log_density = np.empty(x.shape[0])
     size = chunk_size or default_chunk_size(
         params.n_components, params.n_features, params.covariance_type

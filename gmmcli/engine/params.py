@@ -25,8 +25,45 @@ def covariance_shape(covariance_type: str, n_components: int, n_features: int) -
 
 
 @dataclass(frozen=True)
+class Noise:
+    """A noise component (mclust's idea): the uniform density 1/V over the box
+    [lower, upper] (d,), V = Π (upper − lower), with mixing weight ``weight`` beside the
+    Gaussians (whose weights then sum to 1 − weight). A row with missing cells has the
+    uniform density over its observed columns' box, 1 / Π_observed (upper_j − lower_j)."""
+
+    weight: float
+    lower: np.ndarray
+    upper: np.ndarray
+    # V given by the user (not a parameter); else the data's box, estimated from the data,
+    # which mclust counts as one more free parameter (``mixture.n_parameters``)
+    volume_given: bool = False
+
+    @property
+    def log_ranges(self) -> np.ndarray:
+        """(d,) log (upper − lower): the log volume is their sum."""
+        return np.log(self.upper - self.lower)
+
+    @property
+    def log_volume(self) -> float:
+        return float(self.log_ranges.sum())
+
+    @property
+    def volume(self) -> float:
+        return float(np.exp(self.log_volume))
+
+    def with_weight(self, weight: float) -> Noise:
+        return Noise(float(weight), self.lower, self.upper, self.volume_given)
+
+    def rescaled(self, center: np.ndarray, scale: np.ndarray) -> Noise:
+        """The same noise over x = center + scale·y (the box maps to a box)."""
+        lower, upper = center + scale * self.lower, center + scale * self.upper
+        return Noise(self.weight, lower, upper, self.volume_given)
+
+
+@dataclass(frozen=True)
 class MixtureParams:
-    """weights (k,), means (k, d) and covariances in the shape of ``covariance_shape``."""
+    """weights (k,), means (k, d) and covariances in the shape of ``covariance_shape``; with
+    a noise component (``noise``) the Gaussians' weights sum to 1 − noise.weight."""
 
     covariance_type: str
     weights: np.ndarray
@@ -35,6 +72,7 @@ class MixtureParams:
     # With --standardize the parameters describe (x − center) / scale; None otherwise.
     center: np.ndarray | None = None
     scale: np.ndarray | None = None
+    noise: Noise | None = None
 
     @property
     def standardized(self) -> bool:
@@ -63,4 +101,5 @@ class MixtureParams:
         s, c = self.scale, self.center
         means = self.means * s + c
         kind, cov = get_strategy(self.covariance_type).rescaled(self.covariances, s)
-        return MixtureParams(kind, self.weights, means, cov)
+        noise = None if self.noise is None else self.noise.rescaled(c, s)
+        return MixtureParams(kind, self.weights, means, cov, noise=noise)

@@ -46,16 +46,26 @@ class Cell:
     icl: float
     converged: bool
     degenerate: bool
+    # with or without a noise component; None in a grid without noise (as before noise)
+    noise: bool | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The covariance model, with "+noise" for a cell with a noise component."""
+        return self.covariance_type + ("+noise" if self.noise else "")
 
     def score(self, criterion: str) -> float:
         """The cell's BIC, AIC or ICL (``CRITERIA``; lower is better)."""
         return {"bic": self.bic, "aic": self.aic, "icl": self.icl}[criterion]
 
     def record(self) -> dict:
-        """The cell as one row of the grid table (and of the model file's selection)."""
+        """The cell as one row of the grid table (and of the model file's selection); a grid
+        with a noise component says which cells have it."""
+        noise = {} if self.noise is None else {"noise": self.noise}
         return {
             "n_components": self.n_components,
             "covariance_type": self.covariance_type,
+            **noise,
             "log_likelihood": self.log_likelihood,
             "n_parameters": self.n_parameters,
             "bic": self.bic,
@@ -72,15 +82,22 @@ def fit_cell(
     covariance_type: str,
     settings: dict,
     start_cache: StartCache | None = None,
+    noise: bool | None = None,
 ) -> Cell:
     """Fit one cell (in a worker process or here); the log-likelihood is in data units.
-    ``start_cache`` shares start partitions with the grid's other cells."""
+    ``start_cache`` shares start partitions with the grid's other cells; ``noise``: with or
+    without a noise component, whatever ``settings`` say (None: as they say)."""
+    if noise is not None:
+        volume = settings.get("noise_volume") if noise else None
+        settings = {**settings, "noise": noise, "noise_volume": volume}
+    elif settings.get("noise"):
+        noise = True
     model = GaussianMixture(
         k, covariance_type=covariance_type, start_cache=start_cache, **settings
     ).fit(x)
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
-    bic, aic, icl = information_criteria(ll, p, x.shape[0], model.predict_proba(x))
+    bic, aic, icl = information_criteria(ll, p, x.shape[0], model.responsibilities(x))
     return Cell(
         n_components=k,
         covariance_type=covariance_type,
@@ -92,6 +109,7 @@ def fit_cell(
         icl=icl,
         converged=bool(model.converged_),
         degenerate=model.result_.best.degenerate,  # collapsed, or identical components
+        noise=noise,
     )
 
 
@@ -109,19 +127,22 @@ def run_grid(
     settings: dict,
     jobs: int | None = None,
     on_cell: Callable[[Cell], None] | None = None,
+    noises: tuple[bool, ...] | None = None,
 ) -> list[Cell]:
     """Fit every cell, in grid order in the result; ``on_cell`` hears of each as it ends.
 
-    ``jobs`` worker processes (default: one per core); 1 fits in this process.
+    ``jobs`` worker processes (default: one per core); 1 fits in this process. ``noises``:
+    fit every (k, model) cell with each, e.g. (False, True) to compare models with and
+    without a noise component; None: as ``settings`` say.
     """
-    grid = [(k, c) for c in covariance_types for k in ks]
+    grid = [(k, c, n) for n in noises or (None,) for c in covariance_types for k in ks]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(grid)))
     notify = on_cell or (lambda cell: None)
     if jobs == 1:
         cache = StartCache()
         cells = []
-        for k, c in grid:
-            cells.append(fit_cell(x, k, c, settings, cache))
+        for k, c, n in grid:
+            cells.append(fit_cell(x, k, c, settings, cache, n))
             notify(cells[-1])
         return cells
     worker_settings = {**settings, "threads": 1}
@@ -144,7 +165,7 @@ def run_grid(
     return cells
 
 
-def _slowest_first(k: int, covariance_type: str) -> tuple[int, int]:
+def _slowest_first(k: int, covariance_type: str, noise: bool | None = None) -> tuple[int, int]:
     """Sort key: the cells likely to take longest first — an M-step that iterates costs
     several E-steps — then by k (more components, more work per iteration)."""
     weight = 4 if get_strategy(covariance_type).iterated_mstep else 1
@@ -161,10 +182,10 @@ def _start_worker(x: np.ndarray, settings: dict) -> None:
     _worker = (x, settings, StartCache())
 
 
-def _fit_in_worker(k: int, covariance_type: str) -> Cell:
+def _fit_in_worker(k: int, covariance_type: str, noise: bool | None) -> Cell:
     assert _worker is not None, "the pool's initializer did not run"
     x, settings, cache = _worker
-    return fit_cell(x, k, covariance_type, settings, cache)
+    return fit_cell(x, k, covariance_type, settings, cache, noise)
 
 
 class WorkerLost(RuntimeError):

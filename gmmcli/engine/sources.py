@@ -143,12 +143,14 @@ class PartSummary:
 
     def summary(self) -> DataSummary:
         single_valued = self.low == self.high
+        box = (self.low, self.high)
         if self.pairs is not None:
-            return self.pairs.summary(single_valued)
+            return self.pairs.summary(single_valued, box)
         if self.m2.ndim == 1:
-            return DataSummary.from_variances(self.mean, self.m2 / self.n_rows, single_valued)
+            variances = self.m2 / self.n_rows
+            return DataSummary.from_variances(self.mean, variances, single_valued, box)
         cov = 0.5 * (self.m2 + self.m2.T) / self.n_rows
-        return DataSummary.from_covariance(self.mean, cov, single_valued)
+        return DataSummary.from_covariance(self.mean, cov, single_valued, box)
 
     def sample(self) -> np.ndarray:
         """The sampled rows in the order of the data."""

@@ -26,7 +26,7 @@ from threadpoolctl import ThreadpoolController
 
 from .chunk import Chunk, Rows, scratch
 from .covariance import LOG_2PI, CovarianceStrategy, get_strategy
-from .params import MixtureParams
+from .params import MixtureParams, Noise
 
 T = TypeVar("T")
 
@@ -63,6 +63,10 @@ class Model:
     # (k, d) where each component's statistics are summed about: ``origins`` unless
     # ``recentred`` moved them (see there)
     moment_origins: np.ndarray
+    # with a noise component: log π_0 − log V, the noise's term of every complete row, and
+    # (d,) log (upper_j − lower_j), what a missing cell j adds back to it; None without noise
+    noise_term: float | None = None
+    noise_log_ranges: np.ndarray | None = None
 
     def with_moment_origins(self, moment_origins: np.ndarray) -> Model:
         """The same model, summing the statistics about other points."""
@@ -70,9 +74,15 @@ class Model:
 
     def log_joint(self, chunk: Chunk) -> np.ndarray:
         """(k, c) log π_k + log N(x_i | μ_k, Σ_k) of one chunk: one product (into a per-thread
-        buffer, valid until the thread's next chunk), then one more per far component."""
+        buffer, valid until the thread's next chunk), then one more per far component.
+
+        With a noise component, (k + 1, c): the last row is the noise's log π_0 − log V_i,
+        V_i the volume of the box over row i's observed columns (V for a complete row)."""
         dtype = chunk.features.dtype
-        out = scratch("log_joint", (self.coefficients.shape[0], chunk.n_rows), dtype)
+        k = self.coefficients.shape[0]
+        noisy = self.noise_term is not None
+        everything = scratch("log_joint", (k + noisy, chunk.n_rows), dtype)
+        out = everything[:k] if noisy else everything
         np.matmul(self.coefficients.astype(dtype, copy=False), chunk.features, out=out)
         out += self.constants.astype(dtype, copy=False)[:, None]
         for i, c in enumerate(self.far):
@@ -84,7 +94,13 @@ class Model:
             from .missing import marginal_log_joint
 
             marginal_log_joint(self, chunk, out)
-        return out
+        if noisy:
+            everything[k] = self.noise_term
+            if chunk.gaps is not None:  # a missing cell's side leaves the row's box
+                layout = chunk.gaps.layout
+                observed_only = layout.mask.astype(np.float64) @ self.noise_log_ranges
+                everything[k, layout.rows] += observed_only.astype(dtype, copy=False)
+        return everything
 
 
 def local_features(chunk: Chunk, origin: np.ndarray, strategy: CovarianceStrategy) -> np.ndarray:
@@ -117,6 +133,7 @@ class SuffStats:
     worst_values: np.ndarray
     worst_points: np.ndarray
     origins: np.ndarray  # (k, d): S1_k and S2_k are sums of x_i − origin_k (see ``Model``)
+    noise: float | None = None  # N_0 = Σ r_i0, the noise component's count (None: no noise)
     # the strategy's spread of these statistics, once ``unconstrained`` computed it
     spread: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -137,6 +154,7 @@ class SuffStats:
             values[keep],
             points[keep],
             self.origins,
+            None if self.noise is None else self.noise + other.noise,
         )
 
 
@@ -201,6 +219,10 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
         else:
             far_coefficients = np.empty((0, coefficients.shape[1]))
             far_constants = np.empty(0)
+        noise_term = noise_log_ranges = None
+        if params.noise is not None:
+            noise_log_ranges = params.noise.log_ranges
+            noise_term = float(np.log(params.noise.weight) - noise_log_ranges.sum())
     return Model(
         params,
         strategy,
@@ -213,6 +235,8 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
         far_coefficients,
         far_constants,
         origins,
+        noise_term,
+        noise_log_ranges,
     )
 
 
@@ -348,12 +372,14 @@ def reduce_chunk_blocks(
     n_worst: int = 0,
     strategy: CovarianceStrategy | None = None,
     origins: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
 ) -> BlockSum:
     """Sufficient statistics of one chunk from its responsibilities resp (k, c), as the
     subtrees of the blocks' tree that the chunk holds. One product per block gives
     Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest). A component
     whose row of ``origins`` (k, d) is not the shift is summed about that point instead (one
-    more product each, with the strategy's features)."""
+    more product each, with the strategy's features). ``noise`` (c,): the noise component's
+    responsibilities, summed into ``SuffStats.noise`` in the same tree."""
     d = chunk.zt.shape[0]
     if chunk.offset % BLOCK:
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
@@ -376,6 +402,7 @@ def reduce_chunk_blocks(
         counts += extra.counts
         moments += extra.moments
     lls = np.zeros(moments.shape[0]) if log_density is None else _block_sums(log_density)
+    noise_counts = None if noise is None else _block_sums(noise)
     if log_density is None or n_worst == 0:
         worst = _NO_WORST_ROWS[d]
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
@@ -399,6 +426,7 @@ def reduce_chunk_blocks(
             rows_in,
             *(worst if i == 0 else _NO_WORST_ROWS[d]),
             origins,
+            None if noise_counts is None else float(_tree_sum(noise_counts[span])),
         )
         out.nodes.append((first, level, stats))
     return out
@@ -419,7 +447,8 @@ _NO_WORST_ROWS = _NoWorstRows()
 
 
 def estep_chunk(model: Model, chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities r_ki (k, c) and log densities log Σ_k π_k N(x_i|μ_k,Σ_k) (c,).
+    """Responsibilities r_ki (k, c) and log densities log Σ_k π_k N(x_i|μ_k,Σ_k) (c,); with
+    a noise component, (k + 1, c) with the noise's last, and its term π_0 / V_i in the sum.
 
     r_ki = exp(log π_k N_ki − log Σ_j π_j N_ji), normalised about each row's largest term so
     it stays finite however far x_i lies (a responsibility is never below ~1e−304). Done in
@@ -512,7 +541,12 @@ def em_pass(
         chunk = make_chunk(rows, span, model.strategy)
         resp, log_density = estep_chunk(model, chunk)
         origins = model.moment_origins
-        return reduce_chunk_blocks(chunk, resp, log_density, n_worst, model.strategy, origins)
+        noise = None
+        if model.noise_term is not None:
+            resp, noise = resp[:-1], resp[-1]
+        return reduce_chunk_blocks(
+            chunk, resp, log_density, n_worst, model.strategy, origins, noise
+        )
 
     return fold_chunks(part, rows.n_rows, chunk_size, threads)
 
@@ -613,9 +647,13 @@ def mstep(
     strategy: CovarianceStrategy,
     reg_covar: float | np.ndarray,
     previous: np.ndarray | None = None,
+    noise: Noise | None = None,
 ) -> MStep:
     """π_k = N_k / n, μ_k = origin_k + S1_k / N_k, Σ_k from S2 (see the strategy), + reg_covar;
     ``previous`` covariances start a model whose M-step iterates (so EM stays monotone).
+    With a noise component (``noise``, its box; ``stats.noise`` its count N_0) π_0 = N_0 / n
+    and π_k = N_k / n, n = N_0 + Σ N_k; the Gaussians' statistics hold their own
+    responsibilities only.
 
     The origin is the shift, or a far component's previous mean (``Model``). N_k gets 10·eps
     added, as in scikit-learn, so an empty component gives finite numbers.
@@ -625,5 +663,12 @@ def mstep(
     spread = unconstrained(stats, strategy)
     raw = strategy.raw_covariances(n_k, stats.counts, m, stats.second, previous, spread)
     cov = strategy.regularise(raw, reg_covar)
-    weights = n_k / n_k.sum()
-    return MStep(MixtureParams(strategy.name, weights, stats.origins + m, cov), raw)
+    if noise is None:
+        weights = n_k / n_k.sum()
+        return MStep(MixtureParams(strategy.name, weights, stats.origins + m, cov), raw)
+    assert stats.noise is not None, "a noise component needs its count"
+    n = n_k.sum() + stats.noise
+    params = MixtureParams(
+        strategy.name, n_k / n, stats.origins + m, cov, noise=noise.with_weight(stats.noise / n)
+    )
+    return MStep(params, raw)
