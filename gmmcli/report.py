@@ -287,7 +287,8 @@ class Reporter:
         score = chosen.score(criterion)
         spikes = [c for c in cells if c.degenerate and c.score(criterion) < score]
         line = (
-            f"chosen: k = {chosen.n_components}, {chosen.model_name} covariance "
+            f"chosen: k = {chosen.n_components}, {chosen.covariance_type} covariance"
+            f"{' with a noise component' if chosen.noise else ''} "
             f"({name} {score:.8g})"
         )
         if spikes:

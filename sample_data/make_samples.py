@@ -45,6 +45,14 @@ def with_gaps(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.15) -
     ]
 
 
+def with_outliers(x: np.ndarray, rng: np.random.Generator, share: float = 0.1) -> np.ndarray:
+    """x with share · len(x) rows drawn uniformly in its bounding box widened by a quarter of
+    its range on every side, appended after its rows (the last rows are the outliers)."""
+    low, high = x.min(axis=0), x.max(axis=0)
+    pad = 0.25 * (high - low)
+    return np.concatenate([x, rng.uniform(low - pad, high + pad, (int(share * len(x)), 2))])
+
+
 def main() -> None:
     rng = np.random.default_rng(20261125)
     x1 = one_d(rng)
@@ -66,6 +74,10 @@ def main() -> None:
     (HERE / "points_with_id.csv").write_text("id,x,y\n" + "".join(rows), encoding="utf-8")
     gaps = with_gaps(x2, np.random.default_rng(7))
     (HERE / "blobs_2d_gaps.csv").write_text("x,y\n" + "".join(gaps), encoding="utf-8")
+    noisy = with_outliers(x2, np.random.default_rng(13))
+    (HERE / "blobs_2d_outliers.csv").write_text(
+        "x,y\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in noisy), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
