@@ -31,7 +31,7 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gmmcli.engine.mixture import GaussianMixture  # noqa: E402
+from gmmcli.engine.mixture import GaussianMixture
 
 SEEDS = range(10)
 SHARE = 0.10  # outliers, as a share of the inliers

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from gmmcli import modelfile
 from gmmcli.cli import run
-from gmmcli.errors import GmmError
 from gmmcli.engine.em import EMOptions, fit, fit_source
 from gmmcli.engine.mixture import GaussianMixture, n_parameters, score_rows
-from gmmcli.engine.noise import START_WEIGHT, noise_box, with_noise
+from gmmcli.engine.noise import START_WEIGHT, with_noise
 from gmmcli.engine.params import MixtureParams, Noise
 from gmmcli.engine.sources import BlockSource
+from gmmcli.errors import GmmError
 
 LOG_2PI = np.log(2 * np.pi)
 TYPES = ["full", "tied", "diag", "spherical", "VEV", "EII"]
@@ -301,7 +301,7 @@ def test_model_file_round_trip(tmp_path):
     model = GaussianMixture(3, noise=True, standardize=True).fit(x)
     path = tmp_path / "m.json"
     modelfile.save_model(str(path), model.params_, ["a", "b"], {})
-    params, names, _ = modelfile.load_model(str(path))
+    params, _, _ = modelfile.load_model(str(path))
     assert params.noise.weight == model.params_.noise.weight
     assert np.array_equal(params.noise.lower, model.params_.noise.lower)
     assert np.array_equal(params.noise.upper, model.params_.noise.upper)

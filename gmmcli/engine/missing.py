@@ -764,9 +764,7 @@ class PairMoments:
         diagonal_sums = self.sums if self.sums.ndim == 1 else np.diagonal(self.sums)
         about = self.moved(self.center + diagonal_sums / n)
         if about.products.ndim == 1:
-            return DataSummary.from_variances(
-                about.center, about.products / n, single_valued, box
-            )
+            return DataSummary.from_variances(about.center, about.products / n, single_valued, box)
         variances = np.diagonal(about.products) / n
         scale = np.sqrt(n)
         cov = about.products / np.outer(scale, scale)
