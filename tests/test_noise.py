@@ -467,3 +467,48 @@ def test_select_with_and_without_noise(csv, tmp_path, capsys):
     status, _, _ = gmm("select", path, "-k", 3, "--covariance", "full", "--noise", "-o", model,
                        "-q", capsys=capsys)  # fmt: skip
     assert status == 0 and "noise" in json.loads(model.read_text())
+
+
+# -- against mclust ---------------------------------------------------------------------------
+MCLUST = {"full": "VVV", "diag": "VVI", "tied": "EEE", "spherical": "VII"}
+
+
+@pytest.mark.parametrize("covariance_type", list(MCLUST))
+def test_em_with_noise_converges_where_mclust_does(covariance_type):
+    """mclust's me() with a noise component (tests/fixtures/noise/make_fixture.R): from the
+    same starting z (its M-step first, noise column last) and the same box, EM reaches the
+    same weights, means, covariances and log-likelihood (to ~1e-8: me() stops by its own
+    rule, a few 1e-8 short in the weights); BIC as mclust's, in gmm's sign."""
+    from gmmcli.engine.covariance import get_strategy
+    from gmmcli.engine.missing import rows_of
+    from gmmcli.engine.mixture import information_criteria
+    from gmmcli.engine.stats import mstep, stats_from_responsibilities
+
+    reference = json.loads(open("tests/fixtures/noise/mclust_noise.json").read())  # noqa: SIM115
+    fitted = reference["fits"][MCLUST[covariance_type]]
+    table = np.loadtxt("tests/fixtures/noise/outliers.csv", delimiter=",", skiprows=1)
+    x, classes = table[:, :2], table[:, 2].astype(int) - 1
+    z = np.eye(4)[classes]
+    strategy = get_strategy(covariance_type)
+    rows = rows_of(x, x.mean(axis=0))
+    stats = stats_from_responsibilities(rows, lambda span: z[span, :3].T, strategy, 512)
+    stats.noise = float(z[:, 3].sum())
+    box = Noise(0.0, x.min(axis=0), x.max(axis=0))
+    assert abs(box.volume - 1 / reference["vinv"]) < 1e-12 * box.volume
+    start = mstep(stats, strategy, 0.0, None, box).params
+    opts = EMOptions(
+        3, covariance_type=covariance_type, tol=0.0, max_iter=400, reg_covar=0.0,
+        reg_scale="absolute", noise=True,
+    )  # fmt: skip
+    result = fit(x, opts, start).best
+    params = result.params
+    weights = np.append(params.weights, params.noise.weight)
+    assert np.max(np.abs(weights - fitted["weights"])) < 1e-7
+    assert np.max(np.abs(params.means - np.array(fitted["means"]))) < 1e-6
+    covariances = params.full_covariances()
+    assert np.max(np.abs(covariances - np.array(fitted["covariances"]))) < 1e-6
+    assert abs(result.log_likelihood - fitted["log_likelihood"]) < 1e-7
+    p = n_parameters(covariance_type, 3, 2, params.noise)
+    assert p == fitted["n_parameters"]
+    bic = information_criteria(result.log_likelihood, p, x.shape[0])[0]
+    assert abs(bic + fitted["bic"]) < 1e-6  # mclust's BIC is 2 log L − p log n
