@@ -512,3 +512,25 @@ def test_em_with_noise_converges_where_mclust_does(covariance_type):
     assert p == fitted["n_parameters"]
     bic = information_criteria(result.log_likelihood, p, x.shape[0])[0]
     assert abs(bic + fitted["bic"]) < 1e-6  # mclust's BIC is 2 log L − p log n
+
+
+def test_a_warm_start_continues_the_models_noise(csv, tmp_path, capsys):
+    """--init MODEL with a noise component starts from its weight and box (and needs
+    --noise); a warm start without one gets the noise's usual start."""
+    path, _ = csv
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    args = ("fit", path, "-k", 3, "--noise", "--max-iter", 3, "--tol", 0, "-q")
+    assert gmm(*args, "-o", first, capsys=capsys)[0] == 0
+    assert gmm(*args, "--init", first, "-o", second, capsys=capsys)[0] == 0
+    six = tmp_path / "six.json"
+    args6 = ("fit", path, "-k", 3, "--noise", "--max-iter", 6, "--tol", 0, "-q", "-o", six)
+    assert gmm(*args6, capsys=capsys)[0] == 0
+    a, b = json.loads(second.read_text()), json.loads(six.read_text())
+    assert relative_error(a["means"], b["means"]) < 1e-10  # 3 + 3 steps are 6 steps
+    assert abs(a["noise"]["weight"] - b["noise"]["weight"]) < 1e-12
+    status, _, err = gmm("fit", path, "--init", first, "-o", second, capsys=capsys)
+    assert status == 2 and "add --noise" in err and err.count("\n") == 1
+    plain = tmp_path / "plain.json"
+    assert gmm("fit", path, "-k", 3, "-q", "-o", plain, capsys=capsys)[0] == 0
+    assert gmm("fit", path, "--init", plain, "--noise", "-q", "-o", second, capsys=capsys)[0] == 0
+    assert "noise" in json.loads(second.read_text())

@@ -57,6 +57,8 @@ def fit(
             )
         start, start_names, _ = modelfile.load_model(init)
         components, covariance = _warm_start_options(init, start, components, covariance)
+        if start.noise is not None and not options.em.noise:
+            raise GmmError(f"{init}: the model has a noise component; add --noise to start from it")
         if options.em.standardize and start.scale is None:
             raise GmmError(
                 f"{init}: --standardize needs a standardized model to start from (this one "
@@ -99,6 +101,7 @@ def fit(
         weights_init=None if start is None else start.weights,
         means_init=None if start is None else start.means,
         covariances_init=None if start is None else start.covariances,
+        noise_init=None if start is None else start.noise,
         dtype=options.dtype,
         threads=options.threads,
         scaling=scaling,

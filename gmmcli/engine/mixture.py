@@ -141,7 +141,9 @@ class GaussianMixture:
     weight of its own fitted by EM (``noise_weight_``); ``weights_`` are then the Gaussians'
     and sum to 1 − ``noise_weight_``. ``predict`` labels −1 the rows the noise explains
     best; ``predict_proba`` keeps its k columns (the Gaussians', summing to 1 − the noise's
-    share per row) and ``predict_noise_proba`` gives the noise's (n,).
+    share per row) and ``predict_noise_proba`` gives the noise's (n,). A warm start may
+    give the noise's weight and box too (``noise_init``, e.g. a loaded model's); without it
+    the noise starts at weight 0.1 over the data's box (``engine.noise``).
 
     ``tol=None`` (the default) stops EM when the mean log-likelihood per row is within 1e-8
     of the limit it is heading for, as Aitken's acceleration estimates it
@@ -174,6 +176,7 @@ class GaussianMixture:
         start_cache: StartCache | None = None,
         noise: bool = False,
         noise_volume: float | None = None,
+        noise_init: Noise | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -196,6 +199,7 @@ class GaussianMixture:
         self.start_cache = start_cache
         self.noise = noise
         self.noise_volume = noise_volume
+        self.noise_init = noise_init
         self.params_: MixtureParams | None = None
 
     def __getstate__(self) -> dict:
@@ -243,6 +247,7 @@ class GaussianMixture:
             np.asarray(self.covariances_init, dtype=float).reshape(
                 covariance_shape(self.covariance_type, k, d)
             ),
+            noise=self.noise_init if self.noise else None,
         )
         return start
 
