@@ -207,7 +207,8 @@ class Reporter:
             self._table = None
 
     # -- summaries ------------------------------------------------------------------------
-    def fit_summary(self, info: dict, destination: str) -> None:
+    def fit_summary(self, info: dict, destination: str, noise_weight: float | None = None) -> None:
+        """The fit's numbers on stderr; ``noise_weight``: a noise component's weight."""
         if self.quiet:
             return
         self.release()
@@ -230,6 +231,16 @@ class Reporter:
             ("BIC", f"{info['bic']:.10g}"),
             ("AIC", f"{info['aic']:.10g}"),
             ("parameters", str(info["n_parameters"])),
+            *(
+                []
+                if noise_weight is None
+                else [
+                    (
+                        "noise",
+                        f"weight {noise_weight:.4g} (predict labels -1 the rows it explains best)",
+                    )
+                ]
+            ),
             ("re-seeds", str(len(info["reseeds"]))),
             ("model", "stdout" if destination == "-" else destination),
         ]

@@ -117,7 +117,8 @@ def fit(
         from .scoring import write_predictions
 
         write_predictions(opened, model.params_, labels, "the fitted model")
-    report.fit_summary(info, output)
+    noise = model.params_.noise
+    report.fit_summary(info, output, None if noise is None else noise.weight)
 
 
 def select(
