@@ -276,6 +276,8 @@ def test_standardized_fit_is_the_same_model_in_the_data_units():
     assert np.max(np.abs(raw.score_samples(x) - scaled.score_samples(x))) < 1e-4
     given = GaussianMixture(3, noise=True, standardize=True, noise_volume=1e6).fit(x)
     assert abs(given.noise_volume_ - 1e6) < 1e-3
+    with pytest.raises(ValueError, match="noise_volume needs noise=True"):
+        GaussianMixture(3, noise_volume=1e6).fit(x)
 
 
 def test_the_api_labels_noise_minus_one():

@@ -214,7 +214,9 @@ class GaussianMixture:
         """The engine's options; ``volume_scale``: Π scale of a standardization (the engine
         sees the standardized columns, so a given noise volume is divided by it)."""
         volume = self.noise_volume
-        if volume is not None and self.noise and volume_scale != 1.0:
+        if volume is not None and not self.noise:
+            raise ValueError("noise_volume needs noise=True")
+        if volume is not None and volume_scale != 1.0:
             volume = volume / volume_scale
         return EMOptions(
             n_components=self.n_components,
