@@ -78,6 +78,8 @@ class TableOptions:
         """Refuse the options that apply to CSV text only, for Parquet input."""
         if self.delimiter != "," or not self.header:
             raise GmmError(f"{name}: -d and --no-header apply to CSV, not Parquet")
+        if self.weights is not None:
+            raise GmmError(f"{name}: --weights reads a column of CSV input, not of Parquet")
 
     @classmethod
     def from_words(
