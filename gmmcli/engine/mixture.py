@@ -62,7 +62,7 @@ def check_sample_weight(sample_weight: np.ndarray | None, n: int) -> np.ndarray 
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"sample_weight[{i}] is {w[i]!r}: a weight must be a finite number, 0 or more"
+            f"sample_weight[{i}] is {float(w[i])!r}: a weight must be a finite number, 0 or more"
         )
     if not w.any():
         raise ValueError("every sample_weight is 0: there is nothing to fit")
@@ -493,9 +493,7 @@ class GaussianMixture:
         log_density = self.score_samples(x)
         weights = check_sample_weight(sample_weight, x.shape[0])
         if weights is None:
-            return information_criteria(
-                float(log_density.sum()), self.n_parameters(), x.shape[0]
-            )
+            return information_criteria(float(log_density.sum()), self.n_parameters(), x.shape[0])
         ll = _weighted_log_likelihood(log_density, weights)
         return information_criteria(ll, self.n_parameters(), float(weights.sum()))
 
