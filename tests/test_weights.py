@@ -378,3 +378,15 @@ def test_unweighted_model_files_have_no_weight_total(tmp_path, capsys):
     path.write_text("a\n1\n2\n4\n")
     status, out, _ = gmm("fit", path, "-k", "1", "-q", capsys=capsys)
     assert status == 0 and "weight_total" not in json.loads(out)["fit"]
+
+
+@pytest.mark.parametrize("engine", ["memory", "dask"])
+def test_cli_weights_are_refused_on_parquet(engine, tmp_path, request, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"a": [1.0, 2.0, 4.0], "w": [1.0, 2.0, 1.0]}).to_parquet(path, index=False)
+    status, out, err = gmm("fit", path, "--weights", "w", "-k", "1",
+                           *engine_flags(engine, request), capsys=capsys)  # fmt: skip
+    assert (status, out) == (2, "")
+    assert err == f"gmm: error: {path}: --weights reads a column of CSV input, not of Parquet\n"
