@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from gmmcli import dataset, files
 from gmmcli.data import (
     Table,
     TableOptions,
+    all_weights_zero,
     check_float32,
     prediction_columns,
     scored_rows,
@@ -217,11 +218,15 @@ def load_partitions(
     n_rows = sum(c[0] for c in counts)
     if n_rows == 0:
         raise GmmError(f"{inputs.display}: no data rows")
+    if not any(c[2] for c in counts):
+        raise GmmError(all_weights_zero(inputs.display, table.weights or ""))
     return futures, n_rows, sum((c[1] for c in counts), RowCounts())
 
 
-def _sizes(loaded: dataset.Loaded) -> tuple[int, RowCounts]:
-    return int(loaded.x.shape[0]), loaded.counts
+def _sizes(loaded: dataset.Loaded) -> tuple[int, RowCounts, bool]:
+    """A partition's rows, what reading did with them, and whether one weighs more than 0."""
+    weighed = loaded.weights is None or bool(loaded.weights.any())
+    return int(loaded.x.shape[0]), loaded.counts, weighed
 
 
 # -- fit -------------------------------------------------------------------------------------
@@ -258,9 +263,15 @@ def fit(
         # parsed once, spilled to a temporary file (TMPDIR), read back on later passes
         if model.dtype == "float32":
             check_float32(csv.tables)  # two passes, before the fit's
-        blocks = dataset.SpilledBlocks(csv, len(layout.names)) if spill else csv
+        # with --weights each block carries them as a last column (spilled with the rows)
+        width = len(layout.names) + csv.weighted
+        blocks = dataset.SpilledBlocks(csv, width) if spill else csv
         source = BlockSource(
-            blocks, len(layout.names), threads or default_threads(), seed=model.seed
+            blocks,
+            len(layout.names),
+            threads or default_threads(),
+            seed=model.seed,
+            weighted=csv.weighted,
         )
         announce(None)
         try:
@@ -384,7 +395,7 @@ def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
     loaded = dataset.frame_values(frame, job.layout, job.table.missing, job.display)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return float(log_density.sum()), int(log_density.shape[0])
+        return loaded.log_likelihood(log_density)
     inputs = frame.reset_index(drop=True) if job.keep_input else None
     return _finish_part(_result_frame(loaded, inputs, job.params, job.what, job.shown), job, index)
 
@@ -399,7 +410,7 @@ def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
     loaded = dataset.Loaded.of(table)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return float(log_density.sum()), int(log_density.shape[0])
+        return loaded.log_likelihood(log_density)
     result = _result_frame(loaded, table.text, job.params, job.what, job.shown)
     return _finish_part(result, job, index)
 
@@ -430,10 +441,10 @@ def score(
     scheduler: str | None,
     shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
-) -> tuple[float, int] | None:
+) -> tuple[float, int, float | None] | None:
     """predict ("predict") or per-row log densities ("loglik") written to ``output`` (a
     folder of part files with dask, or CSV in row order), or ("total") the sum of the log
-    densities and the number of rows."""
+    densities, the number of rows and Σ w (with --weights: the sum is Σ w log p; else None)."""
     folder = None
     if what != "total" and dataset.is_folder_output(output):
         if engine != "dask":
@@ -457,8 +468,7 @@ def score(
             tasks = [dask.delayed(_score_part)(part, job, i) for i, part in enumerate(parts)]
         futures = client.compute(tasks)
         if what == "total":
-            totals = [wait_result(client, f) for f in futures]
-            return sum(t[0] for t in totals), sum(t[1] for t in totals)
+            return _add_totals(wait_result(client, f) for f in futures)
         if folder is not None:
             for future in futures:
                 wait_result(client, future)
@@ -490,19 +500,32 @@ def _check_before_writing(job: _Scoring, inputs: dataset.Inputs) -> None:
         pass
 
 
-def _score_stream(job: _Scoring, inputs: dataset.Inputs, output: str) -> tuple[float, int] | None:
+def _add_totals(
+    parts: Iterable[tuple[float, int, float | None]],
+) -> tuple[float, int, float | None]:
+    """The blocks' or partitions' (Σ log p, rows, Σ w) added up, in order."""
+    total, n, weight = 0.0, 0, None
+    for part_total, part_n, part_weight in parts:
+        total += part_total
+        n += part_n
+        if part_weight is not None:
+            weight = (weight or 0.0) + part_weight
+    return total, n, weight
+
+
+def _score_stream(
+    job: _Scoring, inputs: dataset.Inputs, output: str
+) -> tuple[float, int, float | None] | None:
     """``score`` over the blocks of CSV input, in row order."""
     params, what = job.params, job.what
     blocks = dataset.CsvBlocks(inputs, job.layout, job.table, keep_text=job.keep_input)
     if what == "total":
-        total, n = 0.0, 0
-        for loaded in blocks.loaded():
-            _, log_density = _scores(loaded, params)
-            total += float(log_density.sum())
-            n += log_density.shape[0]
-        if n == 0:
+        totals = _add_totals(
+            loaded.log_likelihood(_scores(loaded, params)[1]) for loaded in blocks.loaded()
+        )
+        if totals[1] == 0:
             raise GmmError(f"{inputs.display}: no data rows")
-        return total, n
+        return totals
     writer = files.Output(output)
     ok = False
     try:

@@ -536,3 +536,20 @@ def test_a_warm_start_continues_the_models_noise(csv, tmp_path, capsys):
     assert gmm("fit", path, "-k", 3, "-q", "-o", plain, capsys=capsys)[0] == 0
     assert gmm("fit", path, "--init", plain, "--noise", "-q", "-o", second, capsys=capsys)[0] == 0
     assert "noise" in json.loads(second.read_text())
+
+
+def test_integer_weights_with_noise_are_the_rows_repeated():
+    """Row weights (frequency weights) and the noise together: integer weights give the fit
+    of the rows repeated, from the same start (the noise's count is weighted too)."""
+    x = outlier_blobs(10, n_per=50, outliers=20)
+    weights = np.random.default_rng(2).integers(0, 4, len(x))
+    weights[np.argmax(x[:, 0])] = 2  # the box is the same whether weights or repeats
+    weights[np.argmin(x[:, 0])] = 1
+    weights[np.argmax(x[:, 1])] = 3
+    weights[np.argmin(x[:, 1])] = 1
+    start = start_with_noise(x[weights > 0])
+    opts = options(25)
+    weighted = fit(x, opts, start, weights=weights.astype(float)).best
+    repeated = fit(np.repeat(x, weights, axis=0), opts, start).best
+    assert_same_params(weighted.params, repeated.params, 1e-10)
+    assert abs(weighted.log_likelihood - repeated.log_likelihood) < 1e-8

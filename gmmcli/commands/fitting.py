@@ -172,6 +172,7 @@ def select(
                 settings,
                 jobs=options.jobs,
                 on_cell=advance,
+                sample_weight=opened.table.weights,
                 noises=noises,
             )
     except WorkerLost as error:

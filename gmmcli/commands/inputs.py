@@ -56,7 +56,7 @@ class MemoryInput:
         returns what reading did with the rows (dropped, missing cells)."""
         report.start_fit(*self.table.values.shape, model.n_components, covariance, model.n_init)
         with numerical_range(self.source, dtype, model.standardize, self.names):
-            model.fit(self.table.values)
+            model.fit(self.table.values, sample_weight=self.table.weights)
         return self.table.counts
 
 

@@ -43,6 +43,9 @@ class DataSummary:
     # (d,) each column's smallest and largest value (the box of a noise component)
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    # Σ w_i of rows with frequency weights (then means and covariances are weighted, and the
+    # rows of weight 0 left out); None: unweighted rows, each counting once
+    weight_total: float | None = None
 
     @classmethod
     def from_covariance(

@@ -82,11 +82,13 @@ def fit_cell(
     covariance_type: str,
     settings: dict,
     start_cache: StartCache | None = None,
+    sample_weight: np.ndarray | None = None,
     noise: bool | None = None,
 ) -> Cell:
     """Fit one cell (in a worker process or here); the log-likelihood is in data units.
-    ``start_cache`` shares start partitions with the grid's other cells; ``noise``: with or
-    without a noise component, whatever ``settings`` say (None: as they say)."""
+    ``start_cache`` shares start partitions with the grid's other cells; ``sample_weight``:
+    the rows' frequency weights (n = Σ w in the criteria); ``noise``: with or without a
+    noise component, whatever ``settings`` say (None: as they say)."""
     if noise is not None:
         volume = settings.get("noise_volume") if noise else None
         settings = {**settings, "noise": noise, "noise_volume": volume}
@@ -94,10 +96,12 @@ def fit_cell(
         noise = True
     model = GaussianMixture(
         k, covariance_type=covariance_type, start_cache=start_cache, **settings
-    ).fit(x)
+    ).fit(x, sample_weight=sample_weight)
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
-    bic, aic, icl = information_criteria(ll, p, x.shape[0], model.responsibilities(x))
+    n = x.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+    resp = model.responsibilities(x)  # with a noise component, its column too
+    bic, aic, icl = information_criteria(ll, p, n, resp, sample_weight)
     return Cell(
         n_components=k,
         covariance_type=covariance_type,
@@ -127,13 +131,15 @@ def run_grid(
     settings: dict,
     jobs: int | None = None,
     on_cell: Callable[[Cell], None] | None = None,
+    sample_weight: np.ndarray | None = None,
     noises: tuple[bool, ...] | None = None,
 ) -> list[Cell]:
     """Fit every cell, in grid order in the result; ``on_cell`` hears of each as it ends.
 
-    ``jobs`` worker processes (default: one per core); 1 fits in this process. ``noises``:
-    fit every (k, model) cell with each, e.g. (False, True) to compare models with and
-    without a noise component; None: as ``settings`` say.
+    ``jobs`` worker processes (default: one per core); 1 fits in this process.
+    ``sample_weight``: the rows' frequency weights, for every cell. ``noises``: fit every
+    (k, model) cell with each, e.g. (False, True) to compare models with and without a noise
+    component; None: as ``settings`` say.
     """
     grid = [(k, c, n) for n in noises or (None,) for c in covariance_types for k in ks]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(grid)))
@@ -142,12 +148,14 @@ def run_grid(
         cache = StartCache()
         cells = []
         for k, c, n in grid:
-            cells.append(fit_cell(x, k, c, settings, cache, n))
+            cells.append(fit_cell(x, k, c, settings, cache, sample_weight, n))
             notify(cells[-1])
         return cells
     worker_settings = {**settings, "threads": 1}
     pool = ProcessPoolExecutor(
-        max_workers=jobs, initializer=_start_worker, initargs=(x, worker_settings)
+        max_workers=jobs,
+        initializer=_start_worker,
+        initargs=(x, worker_settings, sample_weight),
     )
     try:
         futures: dict[int, Future] = {}
@@ -172,20 +180,20 @@ def _slowest_first(k: int, covariance_type: str, noise: bool | None = None) -> t
     return (-weight * k, -k)
 
 
-# In a worker process: the grid's rows and settings, and the starts its cells share.
-_worker: tuple[np.ndarray, dict, StartCache] | None = None
+# In a worker process: the grid's rows, settings and weights, and the starts its cells share.
+_worker: tuple[np.ndarray, dict, StartCache, np.ndarray | None] | None = None
 
 
-def _start_worker(x: np.ndarray, settings: dict) -> None:
+def _start_worker(x: np.ndarray, settings: dict, sample_weight: np.ndarray | None) -> None:
     global _worker
     _ignore_interrupts()
-    _worker = (x, settings, StartCache())
+    _worker = (x, settings, StartCache(), sample_weight)
 
 
 def _fit_in_worker(k: int, covariance_type: str, noise: bool | None) -> Cell:
     assert _worker is not None, "the pool's initializer did not run"
-    x, settings, cache = _worker
-    return fit_cell(x, k, covariance_type, settings, cache, noise)
+    x, settings, cache, sample_weight = _worker
+    return fit_cell(x, k, covariance_type, settings, cache, sample_weight, noise)
 
 
 class WorkerLost(RuntimeError):
