@@ -34,14 +34,16 @@ the answer does not depend on how rows are chunked.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunk import Chunk, Rows
+from .chunk import Chunk, Rows, scratch
 from .covariance import LOG_2PI, CovarianceStrategy
 from .init import SUM_ROWS, DataSummary, column_range
 
@@ -52,6 +54,25 @@ BLOCK = 512  # stats.BLOCK (not imported: stats imports this module where it nee
 NEGLIGIBLE = 2.0**-60  # ≈ 9e-19: responsibilities below this × π_k skip the M-step correction
 HAND_FACTORED = 12  # patterns of at most this many missing cells are factored by hand
 FACTOR_BATCH = 512  # patterns factored together (their arrays fit in the caches)
+# Rows with missing cells from which a table's full models take the compiled kernels
+# (``missing_compiled``, numba) instead of numpy's: below it, importing numba (~0.3 s) and
+# loading or compiling the kernels would cost more than they save.
+COMPILED_FROM = 5000
+
+
+def compiled_kernels(n_incomplete: int) -> ModuleType | None:
+    """The compiled kernels for a table with this many incomplete rows: None below
+    COMPILED_FROM, or when numba cannot be imported (then numpy does the same sums)."""
+    return None if n_incomplete < COMPILED_FROM else _compiled()
+
+
+@functools.cache
+def _compiled() -> ModuleType | None:
+    try:
+        from . import missing_compiled
+    except ImportError:
+        return None
+    return missing_compiled
 
 
 def has_missing(x: np.ndarray) -> bool:
@@ -121,6 +142,11 @@ class Layout:
     cell_rows: np.ndarray  # (cells,) each missing cell's row (index into ``rows``), and
     cell_columns: np.ndarray  # its column: the groups' cells one after the other
     by_column: tuple[np.ndarray, ...]  # the cells of each column
+    # row by row (for ``missing_compiled``): each row's first missing cell in ``row_columns``
+    # (m + 1,), their columns (cells,), and each row's first slot of packed factors (m + 1,)
+    row_starts: np.ndarray
+    row_columns: np.ndarray
+    tri_starts: np.ndarray
 
     @classmethod
     def of(cls, mask: np.ndarray, patterns: np.ndarray) -> Layout | None:
@@ -149,6 +175,10 @@ class Layout:
         by_column = tuple(order[bounds[b] : bounds[b + 1]] for b in range(d))
         blocks = rows // BLOCK
         edges = [0, *(np.flatnonzero(np.diff(blocks)) + 1).tolist(), rows.size]
+        row_starts = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=row_starts[1:])
+        tri_starts = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts * (counts + 1) // 2, out=tri_starts[1:])
         return cls(
             rows,
             sub,
@@ -159,6 +189,9 @@ class Layout:
             cell_rows_all,
             cell_columns_all,
             by_column,
+            row_starts,
+            np.nonzero(sub)[1].astype(np.int64),
+            tri_starts,
         )
 
 
@@ -228,6 +261,7 @@ class IncompleteRows(Rows):
         super().__init__(np.where(self.missing, shift, x), shift, dtype, cache)
         self.patterns = Patterns(self.missing)
         self._layouts: dict[tuple[int, int], Layout | None] = {}
+        self.n_incomplete = int((self.patterns.index >= 0).sum())
 
     def layout(self, rows: slice) -> Layout | None:
         """The chunk's layout, found once and kept for the later passes."""
@@ -241,7 +275,7 @@ class IncompleteRows(Rows):
         chunk = super().chunk(rows, n_extra)
         layout = self.layout(rows)
         if layout is not None:
-            chunk.gaps = ChunkGaps(layout, self.patterns)
+            chunk.gaps = ChunkGaps(layout, self.patterns, compiled_kernels(self.n_incomplete))
         return chunk
 
 
@@ -254,11 +288,17 @@ class ChunkGaps:
 
     layout: Layout
     patterns: Patterns
+    kernels: ModuleType | None = None  # ``missing_compiled``, for a large table
     model: Model | None = None  # the E-step's model
     solved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     y: list[np.ndarray] = field(default_factory=list)
     factors: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
+    # the compiled E-step's: L of Λ_mm = L Lᵀ packed per row (slots, k), and y = L⁻¹ v
+    # (cells, k), row by row (``Layout.row_columns``); ``compiled`` says it ran
+    compiled: bool = False
+    lower: np.ndarray | None = None
+    cell_y: np.ndarray | None = None
 
     def position(self, k: int) -> np.ndarray:
         """(k,) where each component is among ``solved`` (−1 if not)."""
@@ -322,7 +362,11 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
     gaps.model = model
     gaps.zbar = np.asarray(chunk.zt[:, layout.rows], dtype=np.float64).T
     correction = np.zeros((layout.rows.size, k))
-    if strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
+    gaps.compiled = gaps.kernels is not None and not strategy.is_diagonal and bool(near.all())
+    if gaps.compiled:
+        _compiled_marginal(gaps, model, precisions, correction)
+        solve = np.empty(0, dtype=np.int64)
+    elif strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
         correction[:, near] = _diagonal_correction(model, layout, precisions[near], near)
         solve = np.flatnonzero(~near)
     else:
@@ -334,6 +378,44 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
         out[c, layout.rows] = _far_log_joint(model, chunk, int(c))
     with np.errstate(invalid="ignore"):
         out[:, layout.rows] += correction.T.astype(out.dtype, copy=False)
+
+
+def _compiled_marginal(
+    gaps: ChunkGaps, model: Model, precisions: np.ndarray, out: np.ndarray
+) -> None:
+    """``_projections`` and ``_solve`` by the compiled kernel, row by row (every component
+    fills its missing cells with the shift); L and y kept in ``gaps`` for the M-step."""
+    layout = gaps.layout
+    k, d = precisions.shape[0], precisions.shape[1]
+    lanes = gaps.kernels.LANES  # the kernel takes components a multiple of LANES at a time
+    width = -(-k // lanes) * lanes
+    lam = np.empty((d, d, width))
+    lam[:, :, :k] = precisions.transpose(2, 1, 0)
+    lam[:, :, k:] = np.eye(d)[:, :, None]  # padding: any positive definite matrix
+    lam_means = np.zeros((d, width))
+    lam_means[:, :k] = np.einsum("kab,kb->ak", precisions, model.params.means - model.shift)
+    # per-thread buffers (fresh ones would cost page faults on every chunk): L and y stay
+    # valid for this chunk's M-step, which the same thread does next
+    terms = scratch("gaps_terms", (layout.rows.size, width), np.float64)
+    pivots = scratch("gaps_pivots", (layout.rows.size, width), np.float64)
+    gaps.zbar = np.ascontiguousarray(gaps.zbar)
+    gaps.lower = scratch("gaps_lower", (int(layout.tri_starts[-1]), width), np.float64)
+    gaps.cell_y = scratch("gaps_y", (layout.row_columns.size, width), np.float64)
+    gaps.solved = np.arange(k)
+    with np.errstate(all="ignore"):
+        gaps.kernels.marginal_terms(
+            gaps.zbar,
+            layout.row_starts,
+            layout.row_columns,
+            layout.tri_starts,
+            lam,
+            lam_means,
+            terms,
+            pivots,
+            gaps.lower,
+            gaps.cell_y,
+        )
+        out[:] = terms[:, :k] - 0.5 * np.log(pivots[:, :k])
 
 
 def _diagonal_correction(
@@ -532,6 +614,8 @@ def conditional_moments(
         resp[np.ix_(~corrected, layout.rows)] = 0.0
     if strategy.is_diagonal:
         second = _diagonal_moments(model, layout, sub, corrected, moments)
+    elif gaps.compiled:
+        second = _compiled_moments(gaps, model, sub, corrected, moments)
     else:
         second = _general_moments(gaps, model, sub, corrected, moments)
     moments[:, :, d:] += strategy.moments_of(second)
@@ -633,6 +717,65 @@ def _general_moments(
     return cross + np.swapaxes(cross, 2, 3) + squares
 
 
+def _compiled_moments(
+    gaps: ChunkGaps, model: Model, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
+) -> np.ndarray:
+    """``_general_moments`` by the compiled kernel, row by row."""
+    layout = gaps.layout
+    nb = layout.n_blocks
+    k, d = model.params.means.shape
+    floors = np.where(corrected, NEGLIGIBLE * model.params.weights, np.inf)
+    first = np.zeros((nb, k, d))
+    cross = scratch("gaps_cross", (nb, k, d, d), np.float64)
+    squares = scratch("gaps_squares", (nb, k, d, d), np.float64)
+    cross.fill(0.0)
+    squares.fill(0.0)
+    gaps.kernels.conditional_moments(
+        gaps.zbar,
+        layout.row_starts,
+        layout.row_columns,
+        layout.tri_starts,
+        gaps.lower,
+        gaps.cell_y,
+        np.ascontiguousarray(sub),
+        floors,
+        layout.blocks,
+        first,
+        cross,
+        squares,
+    )
+    moments[:, :, :d] += first
+    squares += np.swapaxes(np.triu(squares, 1), 2, 3)
+    return cross + np.swapaxes(cross, 2, 3) + squares
+
+
+def _compiled_conditionals(
+    gaps: ChunkGaps, components: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Under one component per incomplete row: each missing cell's shift to its conditional
+    mean (cells, row by row), and each row's conditional covariance (m, d, d), zero outside
+    its missing cells."""
+    layout = gaps.layout
+    shifts = np.empty(layout.row_columns.size)
+    components = np.ascontiguousarray(components, dtype=np.int64)
+    packed = np.empty(int(layout.tri_starts[-1]))
+    gaps.kernels.conditionals(
+        layout.row_starts, layout.tri_starts, gaps.lower, gaps.cell_y, components, shifts, packed
+    )
+    m, d = layout.mask.shape
+    counts = np.diff(layout.row_starts)
+    row = np.repeat(np.arange(m), counts * (counts + 1) // 2)
+    slot = np.arange(packed.size) - np.repeat(layout.tri_starts[:-1], counts * (counts + 1) // 2)
+    p = ((np.sqrt(8 * slot + 1) - 1) // 2).astype(np.int64)  # slot = p(p + 1)/2 + q, q ≤ p
+    q = slot - p * (p + 1) // 2
+    first_cell = layout.row_starts[row]
+    a, b = layout.row_columns[first_cell + p], layout.row_columns[first_cell + q]
+    cov = np.zeros((m, d, d))
+    cov[row, a, b] = packed
+    cov[row, b, a] = packed
+    return shifts, cov
+
+
 def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
     """The chunk's rows with each missing cell set to its conditional mean under the row's
     most responsible component: what the worst-explained rows offer as new means when a
@@ -646,6 +789,19 @@ def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
     means = model.params.means
     if model.strategy.is_diagonal:
         values = means[cells_best, columns]
+    elif gaps.compiled:  # the kernel writes them
+        gaps.kernels.fill_best(
+            layout.row_starts,
+            layout.row_columns,
+            layout.tri_starts,
+            gaps.lower,
+            gaps.cell_y,
+            best,
+            layout.rows,
+            model.origins,
+            x,
+        )
+        return x
     else:
         position = gaps.position(means.shape[0])
         e = []
@@ -677,8 +833,13 @@ def _full_moments(
         index = np.arange(d)
         second[:, index, index] = layout.mask * variances
     else:
-        at = int(gaps.position(k)[c])
         filled = np.where(layout.mask, model.origins[c], x)  # as its E-step filled them
+    if not strategy.is_diagonal and gaps.compiled:
+        shifts, second = _compiled_conditionals(gaps, np.full(m, c))
+        rows = np.repeat(np.arange(m), np.diff(layout.row_starts))
+        filled[rows, layout.row_columns] += shifts
+    elif not strategy.is_diagonal:
+        at = int(gaps.position(k)[c])
         for g, group in enumerate(layout.groups):
             rows = group.members
             e, cov = gaps.conditional(g, np.arange(rows.size), np.full(rows.size, at))
