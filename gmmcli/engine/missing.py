@@ -294,11 +294,10 @@ class ChunkGaps:
     y: list[np.ndarray] = field(default_factory=list)
     factors: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
-    # the compiled E-step's: L of Λ_mm = L Lᵀ packed per row (slots, k), and y = L⁻¹ v
-    # (cells, k), row by row (``Layout.row_columns``); ``compiled`` says it ran
+    # whether the compiled E-step ran, and the precisions it took (``missing_compiled``)
     compiled: bool = False
-    lower: np.ndarray | None = None
-    cell_y: np.ndarray | None = None
+    lam: np.ndarray | None = None
+    lam_means: np.ndarray | None = None
 
     def position(self, k: int) -> np.ndarray:
         """(k,) where each component is among ``solved`` (−1 if not)."""
@@ -360,13 +359,13 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
     precisions = strategy.precisions(model.prec_chol, k, d)
     near = _fills(model)
     gaps.model = model
-    gaps.zbar = np.asarray(chunk.zt[:, layout.rows], dtype=np.float64).T
-    correction = np.zeros((layout.rows.size, k))
+    gaps.zbar = np.ascontiguousarray(chunk.zt.T[layout.rows], dtype=np.float64)
     gaps.compiled = gaps.kernels is not None and not strategy.is_diagonal and bool(near.all())
     if gaps.compiled:
-        _compiled_marginal(gaps, model, precisions, correction)
-        solve = np.empty(0, dtype=np.int64)
-    elif strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
+        _compiled_marginal(gaps, model, precisions, out)
+        return
+    correction = np.zeros((layout.rows.size, k))
+    if strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
         correction[:, near] = _diagonal_correction(model, layout, precisions[near], near)
         solve = np.flatnonzero(~near)
     else:
@@ -384,7 +383,8 @@ def _compiled_marginal(
     gaps: ChunkGaps, model: Model, precisions: np.ndarray, out: np.ndarray
 ) -> None:
     """``_projections`` and ``_solve`` by the compiled kernel, row by row (every component
-    fills its missing cells with the shift); L and y kept in ``gaps`` for the M-step."""
+    fills its missing cells with the shift), added to ``out`` (k, c); the precisions kept in
+    ``gaps`` for the M-step."""
     layout = gaps.layout
     k, d = precisions.shape[0], precisions.shape[1]
     lanes = gaps.kernels.LANES  # the kernel takes components a multiple of LANES at a time
@@ -394,28 +394,18 @@ def _compiled_marginal(
     lam[:, :, k:] = np.eye(d)[:, :, None]  # padding: any positive definite matrix
     lam_means = np.zeros((d, width))
     lam_means[:, :k] = np.einsum("kab,kb->ak", precisions, model.params.means - model.shift)
-    # per-thread buffers (fresh ones would cost page faults on every chunk): L and y stay
-    # valid for this chunk's M-step, which the same thread does next
-    terms = scratch("gaps_terms", (layout.rows.size, width), np.float64)
+    terms = scratch("gaps_terms", (layout.rows.size, width), np.float64)  # per-thread buffers
     pivots = scratch("gaps_pivots", (layout.rows.size, width), np.float64)
-    gaps.zbar = np.ascontiguousarray(gaps.zbar)
-    gaps.lower = scratch("gaps_lower", (int(layout.tri_starts[-1]), width), np.float64)
-    gaps.cell_y = scratch("gaps_y", (layout.row_columns.size, width), np.float64)
+    gaps.lam, gaps.lam_means = lam, lam_means
     gaps.solved = np.arange(k)
     with np.errstate(all="ignore"):
         gaps.kernels.marginal_terms(
-            gaps.zbar,
-            layout.row_starts,
-            layout.row_columns,
-            layout.tri_starts,
-            lam,
-            lam_means,
-            terms,
-            pivots,
-            gaps.lower,
-            gaps.cell_y,
+            gaps.zbar, layout.row_starts, layout.row_columns, lam, lam_means, terms, pivots
         )
-        out[:] = terms[:, :k] - 0.5 * np.log(pivots[:, :k])
+        np.log(pivots, out=pivots)
+        pivots *= -0.5
+        terms += pivots
+        out[:, layout.rows] += terms[:, :k].T.astype(out.dtype, copy=False)
 
 
 def _diagonal_correction(
@@ -592,8 +582,7 @@ def conditional_moments(
     ``origins`` (k, d) are where each component's statistics are summed. About the shift,
     the product of the filled rows is corrected; about another point (``stats.recentred``,
     or a far component) the incomplete rows leave the product of that component and are
-    summed here in full, from their conditional-mean rows. The chunk's ``x`` becomes the
-    rows filled with their conditional means (``_best_filled``).
+    summed here in full, from their conditional-mean rows.
     """
     gaps = chunk.gaps
     model = gaps.model
@@ -622,7 +611,6 @@ def conditional_moments(
     for c in np.flatnonzero(~corrected):
         counts[:, c] = _per_block_sum(sub[:, c], layout)
         moments[:, c] = _full_moments(chunk, model, sub[:, c], int(c), origins[c])
-    chunk.x = _best_filled(chunk, model, sub)
     return resp, Extra(counts, moments)
 
 
@@ -734,9 +722,8 @@ def _compiled_moments(
         gaps.zbar,
         layout.row_starts,
         layout.row_columns,
-        layout.tri_starts,
-        gaps.lower,
-        gaps.cell_y,
+        gaps.lam,
+        gaps.lam_means,
         np.ascontiguousarray(sub),
         floors,
         layout.blocks,
@@ -749,18 +736,23 @@ def _compiled_moments(
     return cross + np.swapaxes(cross, 2, 3) + squares
 
 
-def _compiled_conditionals(
-    gaps: ChunkGaps, components: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Under one component per incomplete row: each missing cell's shift to its conditional
-    mean (cells, row by row), and each row's conditional covariance (m, d, d), zero outside
-    its missing cells."""
+def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Under component c: each missing cell's shift to its conditional mean (cells, row by
+    row), and each incomplete row's conditional covariance (m, d, d), zero outside its
+    missing cells."""
     layout = gaps.layout
     shifts = np.empty(layout.row_columns.size)
-    components = np.ascontiguousarray(components, dtype=np.int64)
     packed = np.empty(int(layout.tri_starts[-1]))
     gaps.kernels.conditionals(
-        layout.row_starts, layout.tri_starts, gaps.lower, gaps.cell_y, components, shifts, packed
+        gaps.zbar,
+        layout.row_starts,
+        layout.row_columns,
+        layout.tri_starts,
+        gaps.lam,
+        gaps.lam_means,
+        c,
+        shifts,
+        packed,
     )
     m, d = layout.mask.shape
     counts = np.diff(layout.row_starts)
@@ -776,41 +768,51 @@ def _compiled_conditionals(
     return shifts, cov
 
 
-def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
-    """The chunk's rows with each missing cell set to its conditional mean under the row's
-    most responsible component: what the worst-explained rows offer as new means when a
-    collapsed component is re-seeded (the shift there could lie between clusters)."""
+def best_filled(chunk: Chunk, resp: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Rows ``keep`` of the chunk, in float64, with each missing cell set to its conditional
+    mean under the row's most responsible component (``resp`` (k, c), the E-step's): what
+    the worst-explained rows offer as new means when a collapsed component is re-seeded
+    (the shift there could lie between clusters). Only for the few rows kept, so it costs
+    nothing per iteration."""
     gaps = chunk.gaps
     layout = gaps.layout
-    best = np.argmax(sub, axis=1)
-    x = np.array(chunk.x, dtype=np.float64)
-    rows, columns = layout.cell_rows, layout.cell_columns
-    cells_best = best[rows]
-    means = model.params.means
+    model = gaps.model
+    x = np.array(chunk.x[keep], dtype=np.float64)
+    if model is None or not keep.size:
+        return x
+    at = np.minimum(np.searchsorted(layout.rows, keep), layout.rows.size - 1)
+    hit = layout.rows[at] == keep
+    which, targets = at[hit], np.flatnonzero(hit)  # incomplete rows, and where they go
+    best = np.argmax(resp[:, keep[hit]], axis=0)
     if model.strategy.is_diagonal:
-        values = means[cells_best, columns]
-    elif gaps.compiled:  # the kernel writes them
+        x[targets] = np.where(layout.mask[which], model.params.means[best], x[targets])
+    elif gaps.compiled:
+        filled = x[targets]
         gaps.kernels.fill_best(
+            gaps.zbar,
             layout.row_starts,
             layout.row_columns,
-            layout.tri_starts,
-            gaps.lower,
-            gaps.cell_y,
+            gaps.lam,
+            gaps.lam_means,
+            which,
             best,
-            layout.rows,
             model.origins,
-            x,
+            filled,
         )
-        return x
+        x[targets] = filled
     else:
-        position = gaps.position(means.shape[0])
-        e = []
+        position = gaps.position(model.params.means.shape[0])
+        slot = np.full(layout.rows.size, -1)
+        slot[which] = np.arange(which.size)
         for g, group in enumerate(layout.groups):
-            every = np.arange(group.members.size)
-            shifts, _ = gaps.conditional(g, every, position[best[group.members]], False)
-            e.append(np.stack(shifts, axis=1).ravel())  # cells row by row, as in the layout
-        values = model.origins[cells_best, columns] + np.concatenate(e)
-    x[layout.rows[rows], columns] = values
+            members = np.flatnonzero(slot[group.members] >= 0)  # indices into the group
+            if not members.size:
+                continue
+            j = slot[group.members[members]]
+            shifts, _ = gaps.conditional(g, members, position[best[j]], False)
+            for a in range(group.size):
+                columns = group.columns[members, a]
+                x[targets[j], columns] = model.origins[best[j], columns] + shifts[a]
     return x
 
 
@@ -835,7 +837,7 @@ def _full_moments(
     else:
         filled = np.where(layout.mask, model.origins[c], x)  # as its E-step filled them
     if not strategy.is_diagonal and gaps.compiled:
-        shifts, second = _compiled_conditionals(gaps, np.full(m, c))
+        shifts, second = _compiled_conditionals(gaps, c)
         rows = np.repeat(np.arange(m), np.diff(layout.row_starts))
         filled[rows, layout.row_columns] += shifts
     elif not strategy.is_diagonal:

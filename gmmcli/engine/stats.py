@@ -358,6 +358,7 @@ def reduce_chunk_blocks(
     if chunk.offset % BLOCK:
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
     extra = None
+    estep_resp = resp
     if chunk.gaps is not None:  # rows with missing cells: their conditional moments
         from .missing import conditional_moments
 
@@ -380,11 +381,13 @@ def reduce_chunk_blocks(
         worst = _NO_WORST_ROWS[d]
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
         keep = _lowest_distinct(log_density, chunk.x, n_worst)
-        worst = (
-            keep.astype(np.int64) + chunk.offset,
-            log_density[keep].astype(np.float64),
-            np.array(chunk.x[keep], dtype=np.float64),
-        )
+        if chunk.gaps is None:
+            points = np.array(chunk.x[keep], dtype=np.float64)
+        else:  # the missing cells at their conditional means
+            from .missing import best_filled
+
+            points = best_filled(chunk, estep_resp, keep)
+        worst = (keep.astype(np.int64) + chunk.offset, log_density[keep].astype(np.float64), points)
     first_block = chunk.offset // BLOCK
     out = BlockSum()
     for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
