@@ -29,7 +29,7 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @njit(**_JIT)
-def marginal_terms(zbar, starts, columns, lam, lam_means, out, pivots):  # noqa: PLR0913
+def marginal_terms(zbar, starts, columns, lam, lam_means, out, pivots):
     """For each incomplete row i and component c: out[i, c] = ½ r log 2π + ½ ‖y‖² − ½ log of
     what ``pivots`` does not hold of det Λ_mm, pivots[i, c] the rest (the caller takes its
     log over all rows at once); y = L⁻¹ v, Λ_mm = L Lᵀ, v = (Λ (z̄ − m))_m. K (``lam``'s
@@ -136,7 +136,7 @@ def marginal_terms(zbar, starts, columns, lam, lam_means, out, pivots):  # noqa:
 
 
 @njit(**_JIT)
-def _factor(zbar, i, columns, a0, r, lam, lam_means, c, lower, y):  # noqa: PLR0913
+def _factor(zbar, i, columns, a0, r, lam, lam_means, c, lower, y):
     """Row i, component c: L (packed, into ``lower``) and y = L⁻¹ v (into ``y``), by the
     operations of ``marginal_terms`` in its order (so with its bits)."""
     d = zbar.shape[1]
@@ -196,7 +196,7 @@ def _covariance(lower, r, w, cov):
 
 
 @njit(**_JIT)
-def conditional_moments(  # noqa: PLR0913
+def conditional_moments(
     zbar, starts, columns, lam, lam_means, resp, floors, blocks, first, cross, squares
 ):
     """Per block (``blocks``: each row's) and component, for the row-component pairs whose
@@ -233,7 +233,7 @@ def conditional_moments(  # noqa: PLR0913
 
 
 @njit(**_JIT)
-def fill_best(zbar, starts, columns, lam, lam_means, which, best, origins, x):  # noqa: PLR0913
+def fill_best(zbar, starts, columns, lam, lam_means, which, best, origins, x):
     """Rows ``which`` (incomplete rows) into x (one row each) with their missing cells set
     to their conditional means under component ``best``: origin_c + e."""
     d = zbar.shape[1]
@@ -253,7 +253,7 @@ def fill_best(zbar, starts, columns, lam, lam_means, which, best, origins, x):  
 
 
 @njit(**_JIT)
-def conditionals(zbar, starts, columns, tri_starts, lam, lam_means, c, shifts, covariances):  # noqa: PLR0913
+def conditionals(zbar, starts, columns, tri_starts, lam, lam_means, c, shifts, covariances):
     """Under component c: each missing cell's shift to its conditional mean (``shifts``,
     cells) and each row's conditional covariance of its missing cells (``covariances``,
     packed, from ``tri_starts``)."""
