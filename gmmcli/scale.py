@@ -376,19 +376,20 @@ class _Scoring:
     folder: str | None  # a folder of part files, or None for CSV bytes in row order
 
 
-def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
+def _score_part(frame: Any, job: _Scoring, index: int) -> tuple[Any, RowCounts]:
     """One partition scored on a worker: written as a part file (returns its rows), or
     returned as CSV bytes (with the header for the first), or for loglik totals (sum of
-    log densities, rows)."""
+    log densities, rows); with what reading did with its rows (dropped, missing cells)."""
     loaded = dataset.frame_values(frame, job.layout, job.table.missing, job.display)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return float(log_density.sum()), int(log_density.shape[0])
+        return (float(log_density.sum()), int(log_density.shape[0])), loaded.counts
     inputs = frame.reset_index(drop=True) if job.keep_input else None
-    return _finish_part(_result_frame(loaded, inputs, job.params, job.what, job.shown), job, index)
+    result = _result_frame(loaded, inputs, job.params, job.what, job.shown)
+    return _finish_part(result, job, index), loaded.counts
 
 
-def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
+def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> tuple[Any, RowCounts]:
     """``_score_part`` for a byte range of a CSV file, read by the input layer's reader."""
     options = job.table.reading(job.layout.names, keep_text=job.keep_input)
     try:
@@ -398,9 +399,9 @@ def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
     loaded = dataset.Loaded.of(table)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return float(log_density.sum()), int(log_density.shape[0])
+        return (float(log_density.sum()), int(log_density.shape[0])), loaded.counts
     result = _result_frame(loaded, table.text, job.params, job.what, job.shown)
-    return _finish_part(result, job, index)
+    return _finish_part(result, job, index), loaded.counts
 
 
 def _finish_part(result: Any, job: _Scoring, index: int) -> Any:
@@ -429,10 +430,11 @@ def score(
     scheduler: str | None,
     shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
-) -> tuple[float, int] | None:
+) -> tuple[tuple[float, int] | None, RowCounts]:
     """predict ("predict") or per-row log densities ("loglik") written to ``output`` (a
     folder of part files with dask, or CSV in row order), or ("total") the sum of the log
-    densities and the number of rows."""
+    densities and the number of rows; and what reading did with the rows (dropped, kept
+    with missing cells), for the notes."""
     folder = None
     if what != "total" and dataset.is_folder_output(output):
         if engine != "dask":
@@ -455,23 +457,27 @@ def score(
             parts = frame.to_delayed()
             tasks = [dask.delayed(_score_part)(part, job, i) for i, part in enumerate(parts)]
         futures = client.compute(tasks)
+        counts = RowCounts()
         if what == "total":
             totals = [wait_result(client, f) for f in futures]
-            return sum(t[0] for t in totals), sum(t[1] for t in totals)
+            counts = sum((c for _, c in totals), counts)
+            return (sum(t[0] for t, _ in totals), sum(t[1] for t, _ in totals)), counts
         if folder is not None:
             for future in futures:
-                wait_result(client, future)
-            return None
+                counts += wait_result(client, future)[1]
+            return None, counts
         writer = files.Output(output)
         ok = False
         try:
             for future in futures:
-                writer.write(wait_result(client, future))
+                piece, part_counts = wait_result(client, future)
+                writer.write(piece)
+                counts += part_counts
                 future.release()
             ok = True
         finally:
             writer.close(ok)
-    return None
+    return None, counts
 
 
 def _stdout_is_terminal() -> bool:
@@ -489,19 +495,23 @@ def _check_before_writing(job: _Scoring, inputs: dataset.Inputs) -> None:
         pass
 
 
-def _score_stream(job: _Scoring, inputs: dataset.Inputs, output: str) -> tuple[float, int] | None:
+def _score_stream(
+    job: _Scoring, inputs: dataset.Inputs, output: str
+) -> tuple[tuple[float, int] | None, RowCounts]:
     """``score`` over the blocks of CSV input, in row order."""
     params, what = job.params, job.what
     blocks = dataset.CsvBlocks(inputs, job.layout, job.table, keep_text=job.keep_input)
+    counts = RowCounts()
     if what == "total":
         total, n = 0.0, 0
         for loaded in blocks.loaded():
             _, log_density = _scores(loaded, params)
             total += float(log_density.sum())
             n += log_density.shape[0]
+            counts += loaded.counts
         if n == 0:
             raise GmmError(f"{inputs.display}: no data rows")
-        return total, n
+        return (total, n), counts
     writer = files.Output(output)
     ok = False
     try:
@@ -513,8 +523,9 @@ def _score_stream(job: _Scoring, inputs: dataset.Inputs, output: str) -> tuple[f
             result = _result_frame(loaded, table.text, params, what, job.shown)
             del table
             writer.write(dataset.csv_piece(result, first))
+            counts += loaded.counts
             first = False
         ok = True
     finally:
         writer.close(ok)
-    return None
+    return None, counts
