@@ -110,14 +110,14 @@ def test_every_engine_notes_the_rows_it_scores_by_their_observed_cells(
     for command in [["predict"], ["loglik"], ["loglik", "--per-sample"]]:
         name, *extra = command
         args = [name, model, path, *extra, *engine_args(engine, client)]
-        status, out, err = gmm(capsys, *args)
+        status, _, err = gmm(capsys, *args)
         assert status == 0, err
         assert err.count(note) == 1
-        status, out, err = gmm(capsys, *args, "--missing", "drop")
+        status, _, err = gmm(capsys, *args, "--missing", "drop")
         assert status == 0, err
         assert err.count(dropped) == 1
         assert "missing cell" not in err
-        status, out, err = gmm(capsys, *args, "-q")
+        status, _, err = gmm(capsys, *args, "-q")
         assert status == 0 and err == ""
 
 
