@@ -3,6 +3,7 @@
     python bench/bench_em.py                 # the whole grid, writes bench/RESULTS.md
     python bench/bench_em.py --quick         # a few configurations, prints only
     python bench/bench_em.py --only 200000,16,8,full
+    python bench/bench_em.py --threads 1     # one thread only (default: 1 and all cores)
 
 Per configuration: stretched Gaussian blobs generated in memory; one common start (gmm's
 k-means++ initialisation) given to gmm and to scikit-learn; tol = 0 and a fixed number of
@@ -12,6 +13,13 @@ parameters, so it starts from its own one-iteration model (input_model) and is t
 way. gmm's log-likelihood after N iterations is checked against scikit-learn's from the same
 start. Peak memory is measured in a fresh process per tool (VmHWM after resetting it once the
 data exists), so it is what the fit itself adds to the data. Never part of the test suite.
+
+Each configuration runs on one thread (gmm's ``threads=1`` and every BLAS/OpenMP pool held to
+one thread) and on all cores. Beside the times stands the machine's limit for one EM
+iteration: max(FLOPs ÷ measured dgemm rate, bytes ÷ measured memory bandwidth), both
+measured here with the same number of threads (``machine_limits``). The FLOPs and bytes are
+the least any implementation needs (``least_work``), not what gmm does, so "gmm / limit" says
+how far the kernel is from what this machine could do.
 """
 
 from __future__ import annotations
@@ -68,7 +76,76 @@ def precisions(covariances: np.ndarray, covariance: str) -> np.ndarray:
 
 
 # -- one timed fit per tool -----------------------------------------------------------------
-def fit_gmm(x, k, covariance, start, n_iter, dtype="float64"):
+# -- what the machine can do ----------------------------------------------------------------
+def _median_seconds(work, repeats: int = 5) -> float:
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def machine_limits(threads: int) -> tuple[float, float]:
+    """(dgemm FLOP/s, memory bandwidth in bytes/s) on ``threads`` threads, measured.
+
+    dgemm: a 2048 × 2048 product in BLAS held to ``threads`` threads. Bandwidth: copying a
+    512 MiB array (read + write counted) in ``threads`` equal parts side by side (numpy
+    releases the GIL while it copies).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    size = 2048
+    a = np.random.default_rng(0).normal(size=(size, size))
+    with threadpool_limits(threads):
+        a @ a  # warm up
+        flops = 2 * size**3 / _median_seconds(lambda: a @ a)
+    source = np.ones(64 * MiB)  # 512 MiB of float64
+    target = np.empty_like(source)
+    parts = np.array_split(np.arange(source.size), threads)
+    spans = [slice(p[0], p[-1] + 1) for p in parts]
+    with ThreadPoolExecutor(threads) as pool:
+
+        def copy() -> None:
+            list(pool.map(lambda s: np.copyto(target[s], source[s]), spans))
+
+        copy()
+        bandwidth = 2 * source.nbytes / _median_seconds(copy)
+    return flops, bandwidth
+
+
+def least_work(n: int, d: int, k: int, covariance: str) -> tuple[float, float]:
+    """(FLOPs, bytes) one EM iteration cannot do without, in float64.
+
+    Per row and component: the E-step's quadratic form and the M-step's weighted moments.
+    full: a triangular solve z = L_kᵀ(x − μ_k) (d² FLOPs) and a symmetric rank-one update
+    (d² FLOPs); tied: one solve per row (d²) and k shifts of it (2d each), the pooled scatter
+    of the rows (d² per row; it does not change between iterations, but it is counted) and
+    k weighted means; diag: (x − μ)² · λ (4d) and Σ r x, Σ r x² (4d); spherical: ‖x‖² once
+    per row, then x·μ_k (2d) and Σ r x (2d). Plus an exp and a log per row and component
+    (counted as 10 FLOPs each). Bytes: the rows read once (a fused pass keeps nothing else
+    per row in memory).
+    """
+    per_pair = {
+        "full": 2 * d * d,
+        "tied": 4 * d,
+        "diag": 8 * d,
+        "spherical": 4 * d,
+    }[covariance]
+    per_row = {"tied": 2 * d * d, "spherical": 2 * d}.get(covariance, 0)
+    flops = n * k * (per_pair + 20) + n * per_row
+    return float(flops), float(n * d * 8)
+
+
+def limit_seconds(n, d, k, covariance, rates: tuple[float, float]) -> float:
+    flops, moved = least_work(n, d, k, covariance)
+    peak, bandwidth = rates
+    return max(flops / peak, moved / bandwidth)
+
+
+def fit_gmm(x, k, covariance, start, n_iter, dtype="float64", threads=None):
     from gmmcli import GaussianMixture
 
     weights, means, covariances = start
@@ -81,6 +158,7 @@ def fit_gmm(x, k, covariance, start, n_iter, dtype="float64"):
         means_init=means,
         covariances_init=covariances,
         dtype=dtype,
+        threads=threads,
     )
     t0 = time.perf_counter()
     model.fit(x)
@@ -306,37 +384,43 @@ def grid(quick: bool) -> list[tuple[int, int, int, str]]:
     return configs
 
 
-def run_config(n, d, k, covariance, repeats, use_mlpack, mlpack_limit):
+def run_config(n, d, k, covariance, repeats, use_mlpack, mlpack_limit, threads, rates):
+    """One configuration on ``threads`` threads (1, or None for all cores)."""
+    from threadpoolctl import threadpool_limits
+
     x = blobs(n, d, k)
     start = common_start(x, k, covariance)
     n_iter = 5 if n * d * d * k <= 200_000 * 16 * 16 * 8 else 3
     row = {"n": n, "d": d, "k": k, "covariance": covariance, "n_iter": n_iter}
-    row["gmm"], ll_gmm = per_iteration(
-        lambda it: fit_gmm(x, k, covariance, start, it), n_iter, repeats
-    )
-    row["gmm32"], ll_32 = per_iteration(
-        lambda it: fit_gmm(x, k, covariance, start, it, "float32"), n_iter, repeats
-    )
-    row["sklearn"], ll_sk = per_iteration(
-        lambda it: fit_sklearn(x, k, covariance, start, it), n_iter, repeats
-    )
-    row["ll_rel_sklearn"] = abs(ll_gmm - ll_sk) / abs(ll_sk)
-    row["ll_rel_float32"] = abs(ll_32 - ll_gmm) / abs(ll_gmm)
-    row["mlpack"] = None
-    row["mlpack_note"] = ""
-    if use_mlpack and covariance in ("full", "diag"):
-        model = mlpack_start(x, k, covariance)
-        t_one, _ = fit_mlpack(x, k, covariance, model, 1)
-        if t_one > mlpack_limit:
-            row["mlpack_note"] = f"skipped: one iteration took {t_one:.0f} s"
+    row["threads"] = threads or os.cpu_count()
+    row["limit"] = limit_seconds(n, d, k, covariance, rates)
+    with threadpool_limits(threads):
+        row["gmm"], ll_gmm = per_iteration(
+            lambda it: fit_gmm(x, k, covariance, start, it, threads=threads), n_iter, repeats
+        )
+        row["gmm32"], ll_32 = per_iteration(
+            lambda it: fit_gmm(x, k, covariance, start, it, "float32", threads), n_iter, repeats
+        )
+        row["sklearn"], ll_sk = per_iteration(
+            lambda it: fit_sklearn(x, k, covariance, start, it), n_iter, repeats
+        )
+        row["ll_rel_sklearn"] = abs(ll_gmm - ll_sk) / abs(ll_sk)
+        row["ll_rel_float32"] = abs(ll_32 - ll_gmm) / abs(ll_gmm)
+        row["mlpack"] = None
+        row["mlpack_note"] = ""
+        if use_mlpack and covariance in ("full", "diag"):
+            model = mlpack_start(x, k, covariance)
+            t_one, _ = fit_mlpack(x, k, covariance, model, 1)
+            if t_one > mlpack_limit:
+                row["mlpack_note"] = f"skipped: one iteration took {t_one:.0f} s"
+            else:
+                row["mlpack"], _ = per_iteration(
+                    lambda it: fit_mlpack(x, k, covariance, model, it), n_iter, repeats
+                )
+        elif not use_mlpack:
+            row["mlpack_note"] = "mlpack not installed"
         else:
-            row["mlpack"], _ = per_iteration(
-                lambda it: fit_mlpack(x, k, covariance, model, it), n_iter, repeats
-            )
-    elif not use_mlpack:
-        row["mlpack_note"] = "mlpack not installed"
-    else:
-        row["mlpack_note"] = "no such covariance type in mlpack"
+            row["mlpack_note"] = "no such covariance type in mlpack"
     return row
 
 
@@ -371,21 +455,34 @@ def machine() -> str:
     )
 
 
+def limits_text(limits: dict[int, tuple[float, float]]) -> str:
+    return "; ".join(
+        f"{threads} thread{'s' if threads > 1 else ''}: dgemm {flops / 1e9:.1f} GFLOP/s, "
+        f"memory {bandwidth / 1e9:.1f} GB/s"
+        for threads, (flops, bandwidth) in sorted(limits.items())
+    )
+
+
 def report(rows, memory, cli_rows, header: str) -> str:
     lines = [
         header,
         "",
         "### Time per EM iteration (ms; ratio = peer time / gmm time)",
         "",
-        "| n | d | k | cov | gmm | gmm f32 | sklearn | mlpack | sklearn/gmm | mlpack/gmm "
-        "| f32 speed-up | LL vs sklearn (rel) | LL f32 vs f64 (rel) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "limit: the least time this machine needs for one iteration, max(FLOPs ÷ dgemm rate, "
+        "bytes ÷ memory bandwidth) with the least work any implementation must do "
+        "(`least_work` in bench_em.py); gmm/limit: how far gmm is from it.",
+        "",
+        "| threads | n | d | k | cov | gmm | gmm f32 | sklearn | mlpack | limit | gmm/limit "
+        "| sklearn/gmm | mlpack/gmm | f32 speed-up | LL vs sklearn (rel) | LL f32 vs f64 (rel) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mlpack = fmt_ms(r["mlpack"]) if r["mlpack"] is not None else (r["mlpack_note"] or "–")
         lines.append(
-            f"| {r['n']:,} | {r['d']} | {r['k']} | {r['covariance']} | {fmt_ms(r['gmm'])} | "
-            f"{fmt_ms(r['gmm32'])} | {fmt_ms(r['sklearn'])} | {mlpack} | "
+            f"| {r['threads']} | {r['n']:,} | {r['d']} | {r['k']} | {r['covariance']} | "
+            f"{fmt_ms(r['gmm'])} | {fmt_ms(r['gmm32'])} | {fmt_ms(r['sklearn'])} | {mlpack} | "
+            f"{fmt_ms(r['limit'])} | {r['gmm'] / r['limit']:.1f}× | "
             f"{fmt_ratio(r['sklearn'], r['gmm'])} | {fmt_ratio(r['mlpack'], r['gmm'])} | "
             f"{fmt_ratio(r['gmm'], r['gmm32'])} | {r['ll_rel_sklearn']:.1e} | "
             f"{r['ll_rel_float32']:.1e} |"
@@ -434,6 +531,9 @@ def main() -> None:
         default=20.0,
         help="skip mlpack where one iteration takes longer (seconds)",
     )
+    parser.add_argument(
+        "--threads", default="1,all", help="1, all, or 1,all: the thread counts to run"
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-cli", action="store_true")
     parser.add_argument("--cli-only", action="store_true", help="only the command-line figures")
@@ -453,12 +553,17 @@ def main() -> None:
         n, d, k, c = args.only.split(",")
         configs = [(int(n), int(d), int(k), c)]
     use_mlpack = have_mlpack()
+    modes = [None if t == "all" else int(t) for t in args.threads.split(",")]
+    limits = {t or os.cpu_count(): machine_limits(t or os.cpu_count()) for t in modes}
+    print(limits_text(limits), file=sys.stderr, flush=True)
     rows = []
-    for n, d, k, c in configs:
-        row = run_config(n, d, k, c, args.repeats, use_mlpack, args.mlpack_limit)
+    for (n, d, k, c), threads in [(config, t) for config in configs for t in modes]:
+        rates = limits[threads or os.cpu_count()]
+        row = run_config(n, d, k, c, args.repeats, use_mlpack, args.mlpack_limit, threads, rates)
         rows.append(row)
         print(
-            f"n={n} d={d} k={k} {c}: gmm {fmt_ms(row['gmm'])} ms, f32 {fmt_ms(row['gmm32'])} "
+            f"threads={row['threads']} n={n} d={d} k={k} {c}: limit {fmt_ms(row['limit'])} ms, "
+            f"gmm {fmt_ms(row['gmm'])} ms, f32 {fmt_ms(row['gmm32'])} "
             f"ms, sklearn {fmt_ms(row['sklearn'])} ms, mlpack {fmt_ms(row['mlpack'])} ms "
             f"{row['mlpack_note']}; LL rel {row['ll_rel_sklearn']:.1e}",
             file=sys.stderr,
@@ -476,6 +581,7 @@ def main() -> None:
     cli_rows = [] if args.no_cli else cli_figures()
     header = (
         f"## Results ({time.strftime('%Y-%m-%d')})\n\nMachine: {machine()}.\n\n"
+        f"Measured limits: {limits_text(limits)}.\n\n"
         f"Command: `python bench/bench_em.py{' --quick' if args.quick else ''}`; "
         f"medians of {args.repeats} repeats."
     )

@@ -68,6 +68,21 @@ TABLE = Group(
     },
     TableOptions.from_words,
 )
+# TABLE with the column of row weights: the commands that fit or total over rows
+WEIGHTED_TABLE = Group(
+    "table",
+    {
+        **TABLE.options,
+        "weights": declared(
+            None,
+            "--weights",
+            "Column of row weights (name or 1-based position), not a feature: a row of "
+            "weight w counts as w copies of it; BIC's n is the sum of the weights.",
+            str | None,
+        ),
+    },
+    TableOptions.from_words,
+)
 ENGINE = Group(
     "engine_options",
     {
@@ -196,7 +211,11 @@ def _quiet_broken_pipe() -> None:
 
 # -- the commands ----------------------------------------------------------------------------
 @command(
-    EM, TABLE, QUIET, ENGINE, epilog="Example: gmm fit sample_data/blobs_2d.csv -k 4 -o model.json"
+    EM,
+    WEIGHTED_TABLE,
+    QUIET,
+    ENGINE,
+    epilog="Example: gmm fit sample_data/blobs_2d.csv -k 4 -o model.json",
 )
 def fit(
     data: FitDataArg,
@@ -258,7 +277,10 @@ def predict(
 
 
 @command(
-    TABLE, QUIET, ENGINE, epilog="Example: gmm loglik model.json sample_data/blobs_2d.csv --json"
+    WEIGHTED_TABLE,
+    QUIET,
+    ENGINE,
+    epilog="Example: gmm loglik model.json sample_data/blobs_2d.csv --json",
 )
 def loglik(
     model: ModelArg,
@@ -279,7 +301,7 @@ def loglik(
 
 @command(
     EM,
-    TABLE,
+    WEIGHTED_TABLE,
     QUIET,
     epilog="Example: gmm select sample_data/blobs_2d.csv -k 1-8 --covariance full,diag "
     "--table grid.csv -o model.json",

@@ -344,10 +344,20 @@ class Loaded:
     x: np.ndarray
     counts: RowCounts = field(default_factory=RowCounts)
     kept: np.ndarray | None = None
+    weights: np.ndarray | None = None  # each row's weight (--weights), else None
 
     @classmethod
     def of(cls, table: data.Table) -> Loaded:
-        return cls(table.values, table.counts, table.kept)
+        return cls(table.values, table.counts, table.kept, table.weights)
+
+    def log_likelihood(self, log_density: np.ndarray) -> tuple[float, int, float | None]:
+        """Σ log p (Σ w log p with weights, a row of weight 0 adding nothing), the rows and
+        Σ w (None without weights): a block's share of loglik's totals."""
+        n = int(log_density.shape[0])
+        if self.weights is None:
+            return float(log_density.sum()), n, None
+        counted = np.where(self.weights > 0, self.weights * log_density, 0.0)
+        return float(counted.sum()), n, float(self.weights.sum())
 
     @property
     def n_dropped(self) -> int:
@@ -504,9 +514,17 @@ class CsvBlocks:
         self.block_bytes = block_bytes
         self.counts = RowCounts()  # of the last whole pass
 
+    @property
+    def weighted(self) -> bool:
+        """Whether the rows carry weights (--weights): then each block of ``__call__`` holds
+        them as its last column (``engine.sources.BlockSource``'s convention)."""
+        return self.options.weights is not None
+
     def __call__(self) -> Iterator[np.ndarray]:
         for table in self.tables():
             values = table.values
+            if table.weights is not None:
+                values = np.column_stack([values, table.weights])
             del table  # hold one block only while the next is read
             yield values
 
@@ -516,7 +534,7 @@ class CsvBlocks:
 
     def loaded(self) -> Iterator[Loaded]:
         for table in self.tables():
-            loaded = Loaded(table.values, table.counts)
+            loaded = Loaded(table.values, table.counts, weights=table.weights)
             del table
             yield loaded
 
@@ -525,6 +543,7 @@ class CsvBlocks:
         at the end, an error if no row is left."""
         counts = RowCounts()
         kept = 0
+        weighed = False  # a row of positive weight was seen
         for path in self.inputs.paths:
             name = self.inputs.name_of(path)
             for raw, place in file_blocks(path, self.block_bytes, self.options):
@@ -532,6 +551,7 @@ class CsvBlocks:
                 del raw  # hold one block only while the next is read
                 counts += table.counts
                 kept += table.values.shape[0]
+                weighed = weighed or table.weights is None or bool(table.weights.any())
                 if table.values.shape[0] or (every and table.n_dropped):
                     yield table
                 del table
@@ -542,6 +562,8 @@ class CsvBlocks:
             raise GmmError(
                 data.no_rows_left(display, dropped) if dropped else f"{display}: no data rows"
             )
+        if not weighed:
+            raise GmmError(data.all_weights_zero(self.inputs.display, self.options.weights or ""))
 
 
 def find_error(inputs: Inputs, layout: Layout, table: data.TableOptions) -> str | None:

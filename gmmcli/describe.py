@@ -14,6 +14,7 @@ from .engine.params import MixtureParams
 # Keys of the "fit" summary, in order. Every key is always present (see ``describe``).
 FIT_SUMMARY_KEYS = (
     "n_samples",
+    "weight_total",
     "n_dropped",
     "n_missing_rows",
     "n_missing_cells",
@@ -149,6 +150,7 @@ def fit_summary(fit: Mapping) -> dict:
     warnings = fit.get("warnings")
     return {
         "n_samples": _int(fit.get("n_samples")),
+        "weight_total": _number(fit.get("weight_total")),
         "n_dropped": _int(fit.get("n_dropped")),
         "n_missing_rows": _int(fit.get("n_missing_rows")),
         "n_missing_cells": _int(fit.get("n_missing_cells")),

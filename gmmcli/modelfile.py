@@ -52,6 +52,12 @@ _FIT_SCHEMA: dict = {
     "additionalProperties": True,
     "properties": {
         "n_samples": {"type": "integer", "description": "Rows used for fitting."},
+        "weight_total": {
+            "type": "number",
+            "description": "Sum of the row weights of a weighted fit (--weights, "
+            "sample_weight), the n of its BIC and of its mean log-likelihood; absent when the "
+            "rows were not weighted.",
+        },
         "n_dropped": {"type": "integer", "description": "Rows dropped (e.g. missing values)."},
         "n_missing_rows": {
             "type": "integer",
@@ -338,8 +344,10 @@ def fit_record(
             "description": description,
         }
 
-    record = {
-        "n_samples": summary.n_samples,
+    record: dict = {"n_samples": summary.n_samples}
+    if summary.weight_total is not None:
+        record["weight_total"] = float(summary.weight_total)
+    record |= {
         "n_iter": summary.n_iter,
         "converged": summary.converged,
         "log_likelihood": summary.log_likelihood,

@@ -424,6 +424,8 @@ def print_description(description: dict) -> None:
     lines = []
     if fit.get("n_samples") is not None:
         data = f"{fit['n_samples']} rows"
+        if fit.get("weight_total") is not None:
+            data += f" weighing {fit['weight_total']:.10g} in all"
         if fit.get("n_dropped"):
             data += f" ({fit['n_dropped']} dropped for missing values)"
         if fit.get("n_missing_rows"):

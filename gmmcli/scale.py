@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from gmmcli import dataset, files
 from gmmcli.data import (
     Table,
     TableOptions,
+    all_weights_zero,
     check_float32,
     prediction_columns,
     scored_rows,
@@ -217,11 +218,15 @@ def load_partitions(
     n_rows = sum(c[0] for c in counts)
     if n_rows == 0:
         raise GmmError(f"{inputs.display}: no data rows")
+    if not any(c[2] for c in counts):
+        raise GmmError(all_weights_zero(inputs.display, table.weights or ""))
     return futures, n_rows, sum((c[1] for c in counts), RowCounts())
 
 
-def _sizes(loaded: dataset.Loaded) -> tuple[int, RowCounts]:
-    return int(loaded.x.shape[0]), loaded.counts
+def _sizes(loaded: dataset.Loaded) -> tuple[int, RowCounts, bool]:
+    """A partition's rows, what reading did with them, and whether one weighs more than 0."""
+    weighed = loaded.weights is None or bool(loaded.weights.any())
+    return int(loaded.x.shape[0]), loaded.counts, weighed
 
 
 # -- fit -------------------------------------------------------------------------------------
@@ -258,9 +263,15 @@ def fit(
         # parsed once, spilled to a temporary file (TMPDIR), read back on later passes
         if model.dtype == "float32":
             check_float32(csv.tables)  # two passes, before the fit's
-        blocks = dataset.SpilledBlocks(csv, len(layout.names)) if spill else csv
+        # with --weights each block carries them as a last column (spilled with the rows)
+        width = len(layout.names) + csv.weighted
+        blocks = dataset.SpilledBlocks(csv, width) if spill else csv
         source = BlockSource(
-            blocks, len(layout.names), threads or default_threads(), seed=model.seed
+            blocks,
+            len(layout.names),
+            threads or default_threads(),
+            seed=model.seed,
+            weighted=csv.weighted,
         )
         announce(None)
         try:
@@ -383,7 +394,7 @@ def _score_part(frame: Any, job: _Scoring, index: int) -> tuple[Any, RowCounts]:
     loaded = dataset.frame_values(frame, job.layout, job.table.missing, job.display)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return (float(log_density.sum()), int(log_density.shape[0])), loaded.counts
+        return loaded.log_likelihood(log_density), loaded.counts
     inputs = frame.reset_index(drop=True) if job.keep_input else None
     result = _result_frame(loaded, inputs, job.params, job.what, job.shown)
     return _finish_part(result, job, index), loaded.counts
@@ -399,7 +410,7 @@ def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> tuple[An
     loaded = dataset.Loaded.of(table)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return (float(log_density.sum()), int(log_density.shape[0])), loaded.counts
+        return loaded.log_likelihood(log_density), loaded.counts
     result = _result_frame(loaded, table.text, job.params, job.what, job.shown)
     return _finish_part(result, job, index), loaded.counts
 
@@ -430,11 +441,12 @@ def score(
     scheduler: str | None,
     shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
-) -> tuple[tuple[float, int] | None, RowCounts]:
+) -> tuple[tuple[float, int, float | None] | None, RowCounts]:
     """predict ("predict") or per-row log densities ("loglik") written to ``output`` (a
     folder of part files with dask, or CSV in row order), or ("total") the sum of the log
-    densities and the number of rows; and what reading did with the rows (dropped, kept
-    with missing cells), for the notes."""
+    densities, the number of rows and Σ w (with --weights: the sum is Σ w log p; else
+    None); and what reading did with the rows (dropped, kept with missing cells), for the
+    notes."""
     folder = None
     if what != "total" and dataset.is_folder_output(output):
         if engine != "dask":
@@ -459,9 +471,9 @@ def score(
         futures = client.compute(tasks)
         counts = RowCounts()
         if what == "total":
-            totals = [wait_result(client, f) for f in futures]
-            counts = sum((c for _, c in totals), counts)
-            return (sum(t[0] for t, _ in totals), sum(t[1] for t, _ in totals)), counts
+            parts = [wait_result(client, f) for f in futures]
+            counts = sum((part_counts for _, part_counts in parts), counts)
+            return _add_totals(totals for totals, _ in parts), counts
         if folder is not None:
             for future in futures:
                 counts += wait_result(client, future)[1]
@@ -495,23 +507,35 @@ def _check_before_writing(job: _Scoring, inputs: dataset.Inputs) -> None:
         pass
 
 
+def _add_totals(
+    parts: Iterable[tuple[float, int, float | None]],
+) -> tuple[float, int, float | None]:
+    """The blocks' or partitions' (Σ log p, rows, Σ w) added up, in order."""
+    total, n, weight = 0.0, 0, None
+    for part_total, part_n, part_weight in parts:
+        total += part_total
+        n += part_n
+        if part_weight is not None:
+            weight = (weight or 0.0) + part_weight
+    return total, n, weight
+
+
 def _score_stream(
     job: _Scoring, inputs: dataset.Inputs, output: str
-) -> tuple[tuple[float, int] | None, RowCounts]:
+) -> tuple[tuple[float, int, float | None] | None, RowCounts]:
     """``score`` over the blocks of CSV input, in row order."""
     params, what = job.params, job.what
     blocks = dataset.CsvBlocks(inputs, job.layout, job.table, keep_text=job.keep_input)
     counts = RowCounts()
     if what == "total":
-        total, n = 0.0, 0
+        parts = []
         for loaded in blocks.loaded():
-            _, log_density = _scores(loaded, params)
-            total += float(log_density.sum())
-            n += log_density.shape[0]
+            parts.append(loaded.log_likelihood(_scores(loaded, params)[1]))
             counts += loaded.counts
-        if n == 0:
+        totals = _add_totals(parts)
+        if totals[1] == 0:
             raise GmmError(f"{inputs.display}: no data rows")
-        return (total, n), counts
+        return totals, counts
     writer = files.Output(output)
     ok = False
     try:

@@ -78,6 +78,8 @@ class TableOptions:
         """Refuse the options that apply to CSV text only, for Parquet input."""
         if self.delimiter != "," or not self.header:
             raise GmmError(f"{name}: -d and --no-header apply to CSV, not Parquet")
+        if self.weights is not None:
+            raise GmmError(f"{name}: --weights reads a column of CSV input, not of Parquet")
 
     @classmethod
     def from_words(
@@ -91,6 +93,7 @@ class TableOptions:
         decimal: str = ".",
         skip_lines: int = 0,
         comment: str | None = None,
+        weights: str | None = None,
     ) -> TableOptions:
         """The options as a user types them: ``columns`` comma-separated, ``delimiter`` may be
         '\\t' (as typed in a shell) or the word tab, and ``tabs`` says the same."""
@@ -101,7 +104,7 @@ class TableOptions:
         delimiter = "\t" if tab else delimiter
         return cls(
             delimiter, not no_header, names, missing, encoding=encoding, decimal=decimal,
-            skip_lines=skip_lines, comment=comment,
+            skip_lines=skip_lines, comment=comment, weights=weights,
         )  # fmt: skip
 
     def reading(self, names: list[str], keep_text: bool = False) -> TableOptions:

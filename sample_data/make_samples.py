@@ -45,6 +45,13 @@ def with_gaps(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.15) -
     ]
 
 
+def counted(x: np.ndarray) -> list[str]:
+    """Rows of x rounded to whole numbers, each distinct point once with how many rows it
+    stands for (aggregated data: fit it with --weights count)."""
+    points, counts = np.unique(np.round(x), axis=0, return_counts=True)
+    return [f"{a:.0f},{b:.0f},{c}\n" for (a, b), c in zip(points, counts)]
+
+
 def main() -> None:
     rng = np.random.default_rng(20261125)
     x1 = one_d(rng)
@@ -66,6 +73,8 @@ def main() -> None:
     (HERE / "points_with_id.csv").write_text("id,x,y\n" + "".join(rows), encoding="utf-8")
     gaps = with_gaps(x2, np.random.default_rng(7))
     (HERE / "blobs_2d_gaps.csv").write_text("x,y\n" + "".join(gaps), encoding="utf-8")
+    counts = counted(x2)
+    (HERE / "blobs_2d_counts.csv").write_text("x,y,count\n" + "".join(counts), encoding="utf-8")
 
 
 if __name__ == "__main__":

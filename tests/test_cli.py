@@ -351,7 +351,7 @@ def test_numerical_range_errors_are_user_errors_naming_the_data(capsys, tmp_path
     from gmmcli.engine.mixture import GaussianMixture
     from gmmcli.engine.params import NumericalRangeError
 
-    def overflow(self, x):
+    def overflow(self, x, sample_weight=None):
         raise NumericalRangeError("component 0's covariance is not finite")
 
     monkeypatch.setattr(GaussianMixture, "fit", overflow)

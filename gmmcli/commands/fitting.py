@@ -159,7 +159,13 @@ def select(
     try:
         with in_range, grid as advance:
             cells = run_grid(
-                opened.table.values, ks, types, settings, jobs=options.jobs, on_cell=advance
+                opened.table.values,
+                ks,
+                types,
+                settings,
+                jobs=options.jobs,
+                on_cell=advance,
+                sample_weight=opened.table.weights,
             )
     except WorkerLost as error:
         raise GmmError(str(error), 1) from None

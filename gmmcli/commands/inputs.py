@@ -58,7 +58,7 @@ class MemoryInput:
         returns what reading did with the rows (dropped, missing cells)."""
         report.start_fit(*self.table.values.shape, model.n_components, covariance, model.n_init)
         with numerical_range(self.source, dtype, model.standardize, self.names):
-            model.fit(self.table.values)
+            model.fit(self.table.values, sample_weight=self.table.weights)
         return self.table.counts
 
 
@@ -134,9 +134,10 @@ class ScaledInput:
         shown: PredictColumns = PREDICT_COLUMNS,
         keep_input: bool = False,
         report: Callable[[], Reporter] | None = None,
-    ) -> tuple[float, int] | None:
+    ) -> tuple[float, int, float | None] | None:
         """predict ("predict") or per-row log densities ("loglik") written to ``output``, or
-        ("total") the sum of the log densities and the number of rows. Then the notes on
+        ("total") the sum of the log densities, the number of rows and Σ w (``scale.score``).
+        Then the notes on
         the rows (dropped, missing cells) that the memory engine gives before, to
         ``report()`` when there are any."""
         from .. import scale

@@ -83,11 +83,12 @@ def loglik(
         raise GmmError("--json and --per-sample cannot be used together")
     what = "loglik" if per_sample else "total"
     params, opened = _open(model_path, data, output, table, engine_options, session, what)
+    weight_total: float | None = None
     if isinstance(opened, ScaledInput):
         totals = opened.score(params, what, output, report=lambda: session.reporter(opened.names))
         if totals is None:
             return
-        total, n = totals
+        total, n, weight_total = totals
     else:
         from ..engine.mixture import GaussianMixture
 
@@ -101,18 +102,24 @@ def loglik(
             return
         n = log_density.shape[0]
         total = float(log_density.sum())
+        weights = opened.table.weights
+        if weights is not None:
+            import numpy as np
+
+            weight_total = float(weights.sum())
+            total = float(np.where(weights > 0, weights * log_density, 0.0).sum())
     from ..engine.mixture import information_criteria, n_parameters
 
     p = n_parameters(params.covariance_type, params.n_components, params.n_features)
-    bic, aic, _ = information_criteria(total, p, n)
+    bic, aic, _ = information_criteria(total, p, n if weight_total is None else weight_total)
     result = {
         "log_likelihood": total,
-        "mean_log_likelihood": total / n,
+        "mean_log_likelihood": total / (n if weight_total is None else weight_total),
         "n_rows": n,
-        "n_parameters": p,
-        "bic": bic,
-        "aic": aic,
     }
+    if weight_total is not None:  # the weighted sum and mean; Σ w is BIC's n
+        result["weight_total"] = weight_total
+    result.update({"n_parameters": p, "bic": bic, "aic": aic})
     if as_json:
         import json
 

@@ -43,6 +43,7 @@ class Chunk:
     """``features[:d, i] = x_i − shift`` for the chunk's rows, derived rows below them."""
 
     gaps = None  # where rows miss cells (``missing.ChunkGaps``), set by ``IncompleteRows``
+    weights: np.ndarray | None = None  # (c,) the rows' frequency weights (None: all 1)
 
     def __init__(
         self,
@@ -70,7 +71,8 @@ class Rows:
     When it fits the memory budget (``cache``), the shifted, transposed rows are kept for the
     whole fit in the working precision, so each chunk starts with a contiguous copy instead
     of a strided transpose; otherwise each chunk is shifted and transposed as it comes.
-    Shifting happens in float64 before any rounding to float32.
+    Shifting happens in float64 before any rounding to float32. ``weights`` (n,): each row's
+    frequency weight, handed to its chunk (None: every row counts once, the unweighted path).
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class Rows:
         shift: np.ndarray,
         dtype: np.dtype | type = np.float64,
         cache: bool = False,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.x = x
+        self.weights = weights
         self.shift = shift
         self.dtype = np.dtype(dtype)
         self.n_rows, self.n_features = x.shape
@@ -116,4 +120,7 @@ class Rows:
             features[:d] = self.cached[:, rows]
         else:
             self._shift_into(rows, features[:d])
-        return Chunk(features, d, rows.start, self.x[rows], self.shift)
+        chunk = Chunk(features, d, rows.start, self.x[rows], self.shift)
+        if self.weights is not None:
+            chunk.weights = self.weights[rows]
+        return chunk

@@ -48,17 +48,23 @@ class Part:
     """One partition on a worker: its rows (float64, as read), shifted for one fit."""
 
     def __init__(self, block: Any, shift: np.ndarray, dtype: str, n_components: int) -> None:
-        x = _values(block)
+        x, weights = _values(block), _weights(block)
         n, d = x.shape
         cache = Rows.fits_budget(n, d, n_components, dtype)
         self.x = x
-        self.rows = rows_of(x, shift, dtype, cache=cache)
-        self.exact = self.rows if self.rows.dtype == np.float64 else rows_of(x, shift)
+        self.rows = rows_of(x, shift, dtype, cache=cache, weights=weights)
+        exact = self.rows.dtype == np.float64
+        self.exact = self.rows if exact else rows_of(x, shift, weights=weights)
 
 
 def _values(block: Any) -> np.ndarray:
     """A partition's rows: an (n, d) array, or an object holding it as ``.x``."""
     return getattr(block, "x", block)
+
+
+def _weights(block: Any) -> np.ndarray | None:
+    """A partition's frequency weights (n,), held as ``.weights``; None without."""
+    return getattr(block, "weights", None)
 
 
 def _n_rows(block: Any) -> int:
@@ -69,7 +75,8 @@ def _summarise(
     block: Any, offset: int, key: np.uint64, sample_size: int, chunk_size: int, diagonal: bool
 ) -> PartSummary:
     with single_threaded_blas():
-        return summarise_part(_values(block), offset, key, sample_size, chunk_size, diagonal)
+        x, weights = _values(block), _weights(block)
+        return summarise_part(x, offset, key, sample_size, chunk_size, diagonal, weights)
 
 
 def _pass(part: Part, model: Model, chunk_size: int, n_worst: int, exact: bool) -> SuffStats:
@@ -84,7 +91,8 @@ def _sum(*parts: Any) -> Any:
 
 class DaskSource(SampledInit):
     """The rows of a fit as partitions on a Dask cluster (``parts``: futures of (n_i, d)
-    float64 arrays, or of objects holding one as ``.x``, in the order of the data)."""
+    float64 arrays, or of objects holding one as ``.x`` and the rows' frequency weights as
+    ``.weights`` (None: unweighted), in the order of the data)."""
 
     def __init__(
         self,

@@ -165,6 +165,12 @@ class FitResult:
     n_samples: int
     shift: np.ndarray
     flat_columns: list[int]  # columns constant in the data (``constant_columns``)
+    weight_total: float | None = None  # Σ w of weighted rows (None: unweighted)
+
+    @property
+    def n_effective(self) -> float:
+        """The n of BIC and of the mean log-likelihood: Σ w with weights, else the rows."""
+        return self.n_samples if self.weight_total is None else self.weight_total
 
     @property
     def all_collapsed(self) -> bool:
@@ -432,10 +438,11 @@ def run_restart(
 
     ``source`` holds the rows, bound to the fit's shift (``Source.bind``); ``n_rows`` is
     their number. ``earlier``: the run this one continues from its end (``start`` is its
-    parameters), so iterations, history and re-seeds go on from it.
+    parameters), so iterations, history and re-seeds go on from it. With weighted rows the
+    log-likelihood per row the stopping rule sees is per unit of weight (Σ w log p / Σ w).
     """
     strategy = get_strategy(options.covariance_type)
-    n = n_rows
+    n = n_rows if summary.weight_total is None else summary.weight_total
     k = start.n_components
     budget = max(3, 2 * k)
     params = start
@@ -453,7 +460,9 @@ def run_restart(
     for iteration in range(done_before + 1, options.max_iter + 1):
         t0 = time.perf_counter()
         if hasattr(source, "on_rows"):  # a source that reads as it goes reports its progress
-            source.on_rows = lambda done, it=iteration: on_event(PassEvent(restart, it, done, n))
+            source.on_rows = lambda done, it=iteration: on_event(
+                PassEvent(restart, it, done, n_rows)
+            )
         stats = source.em_pass(model, n_worst=k)
         origins = recentred(stats, strategy)
         if origins is not None:  # a component's new mean lies far from where it was summed
@@ -535,15 +544,17 @@ def fit(
     start: MixtureParams | None = None,
     on_event: Callable[[Event], None] | None = None,
     cache: StartCache | None = None,
+    weights: np.ndarray | None = None,
 ) -> FitResult:
     """Fit a mixture to the rows of x (n, d) with n_init restarts; keep the best restart.
 
     With ``start`` (a warm start), every restart begins there (so one restart suffices).
     ``cache`` keeps start partitions for other fits of the same rows (``init.StartCache``).
+    ``weights`` (n,): frequency weights, checked by the caller (finite, ≥ 0, not all 0).
     """
     options.validate()
     x = np.ascontiguousarray(x, dtype=np.float64)
-    source = ArraySource(x, options.threads or default_threads())
+    source = ArraySource(x, options.threads or default_threads(), weights)
     with single_threaded_blas():
         return fit_source(source, options, start, on_event, cache)
 
@@ -571,6 +582,8 @@ def fit_source(
     n, summary = source.summarise(chunk_size, strategy.is_diagonal)
     if n < options.n_components:
         raise ValueError(f"{n} rows are fewer than the {options.n_components} components")
+    if summary.weight_total is not None and not summary.weight_total > 0:
+        raise ValueError("every row's weight is 0: there is nothing to fit")
     source.bind(summary.shift, options.dtype, options.n_components, chunk_size)
     options = dataclasses.replace(options, reg_covar=regularisation(options, summary))
     cache = StartCache() if cache is None else cache
@@ -620,7 +633,7 @@ def fit_source(
             for r in results
         ]  # fmt: skip
     flat = [int(j) for j in np.flatnonzero(constant_columns(summary))]
-    return FitResult(best, results, n, summary.shift, flat)
+    return FitResult(best, results, n, summary.shift, flat, summary.weight_total)
 
 
 def _restart_event(result: RestartResult) -> RestartEvent:

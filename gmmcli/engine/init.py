@@ -40,6 +40,9 @@ class DataSummary:
     covariance: np.ndarray | None  # (d, d) sample covariance (divided by n); None if diagonal
     min_eigenvalue: float  # of that covariance (NaN without it)
     single_valued: np.ndarray  # (d,) bool: every row holds the same value in the column
+    # Σ w_i of rows with frequency weights (then means and covariances are weighted, and the
+    # rows of weight 0 left out); None: unweighted rows, each counting once
+    weight_total: float | None = None
 
     @classmethod
     def from_covariance(

@@ -34,6 +34,7 @@ the answer does not depend on how rows are chunked.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import threading
@@ -104,12 +105,17 @@ def starting_rows(x: np.ndarray, means: np.ndarray, n_components: int) -> np.nda
 
 
 def rows_of(
-    x: np.ndarray, shift: np.ndarray, dtype: np.dtype | type = np.float64, cache: bool = False
+    x: np.ndarray,
+    shift: np.ndarray,
+    dtype: np.dtype | type = np.float64,
+    cache: bool = False,
+    weights: np.ndarray | None = None,
 ) -> Rows:
-    """The kernel's ``Rows`` of x: ``IncompleteRows`` when x has a missing cell."""
+    """The kernel's ``Rows`` of x (with the rows' ``weights``, if any): ``IncompleteRows``
+    when x has a missing cell."""
     if has_missing(x):
-        return IncompleteRows(x, shift, dtype, cache)
-    return Rows(x, shift, dtype, cache)
+        return IncompleteRows(x, shift, dtype, cache, weights)
+    return Rows(x, shift, dtype, cache, weights)
 
 
 @dataclass(frozen=True)
@@ -257,9 +263,10 @@ class IncompleteRows(Rows):
         shift: np.ndarray,
         dtype: np.dtype | type = np.float64,
         cache: bool = False,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.missing = np.isnan(x)
-        super().__init__(np.where(self.missing, shift, x), shift, dtype, cache)
+        super().__init__(np.where(self.missing, shift, x), shift, dtype, cache, weights)
         self.patterns = Patterns(self.missing)
         self._layouts: dict[tuple[int, int], Layout | None] = {}
         self.n_incomplete = int((self.patterns.index >= 0).sum())
@@ -871,19 +878,30 @@ class PairMoments:
     products: np.ndarray
 
     @classmethod
-    def of(cls, x: np.ndarray, center: np.ndarray | None = None, diagonal: bool = False):
+    def of(
+        cls,
+        x: np.ndarray,
+        center: np.ndarray | None = None,
+        diagonal: bool = False,
+        weights: np.ndarray | None = None,
+    ):
         """The sums of the rows of x about ``center`` (default: the mean of each column's
-        observed cells, 0 where a column has none)."""
+        observed cells, 0 where a column has none); with frequency ``weights`` (n,), each
+        row counts w_i times (n_ab = Σ w_i, S_ab = Σ w_i (x_a − c_a), …)."""
         observed = ~np.isnan(x)
         if center is None:
-            n = observed.sum(axis=0)
-            total = np.where(observed, x, 0.0).sum(axis=0)
-            center = np.where(n > 0, total / np.maximum(n, 1), 0.0)
+            n, total = _observed_sums(x, observed, weights)
+            center = np.where(n > 0, total / np.where(n > 0, n, 1.0), 0.0)
         w = np.where(observed, x - center, 0.0)
         ones = observed.astype(np.float64)
+        left_w, left_ones = w, ones
+        if weights is not None:
+            left_w, left_ones = w * weights[:, None], ones * weights[:, None]
         if diagonal:
-            return cls(center, ones.sum(axis=0), w.sum(axis=0), np.einsum("ij,ij->j", w, w))
-        return cls(center, ones.T @ ones, w.T @ ones, w.T @ w)
+            return cls(
+                center, left_ones.sum(axis=0), left_w.sum(axis=0), np.einsum("ij,ij->j", left_w, w)
+            )
+        return cls(center, left_ones.T @ ones, left_w.T @ ones, left_w.T @ w)
 
     @classmethod
     def complete(cls, n: int, mean: np.ndarray, m2: np.ndarray) -> PairMoments:
@@ -935,25 +953,45 @@ class PairMoments:
         return DataSummary.from_covariance(about.center, cov, single_valued)
 
 
-def summarise(x: np.ndarray, diagonal: bool = False) -> DataSummary:
+def summarise(
+    x: np.ndarray, diagonal: bool = False, weights: np.ndarray | None = None
+) -> DataSummary:
     """``init.summarise`` of rows with missing cells: column means and variances over the
     observed cells, the covariance as ``PairMoments.summary`` (two passes, in steps of
-    SUM_ROWS rows)."""
+    SUM_ROWS rows). Also the summary of rows with frequency ``weights`` (complete or not):
+    weighted sums, Σ w in ``weight_total``, the rows of weight 0 left out."""
     n, d = x.shape
     counts = np.zeros(d)
     total = np.zeros(d)
     for rows in _steps(n):
-        observed = ~np.isnan(x[rows])
-        counts += observed.sum(axis=0)
-        total += np.where(observed, x[rows], 0.0).sum(axis=0)
-    center = np.where(counts > 0, total / np.maximum(counts, 1), 0.0)
+        w = None if weights is None else weights[rows]
+        part_counts, part_total = _observed_sums(x[rows], ~np.isnan(x[rows]), w)
+        counts += part_counts
+        total += part_total
+    center = np.where(counts > 0, total / np.where(counts > 0, counts, 1.0), 0.0)
     moments = None
     for rows in _steps(n):
-        part = PairMoments.of(x[rows], center, diagonal)
+        w = None if weights is None else weights[rows]
+        part = PairMoments.of(x[rows], center, diagonal, w)
         moments = part if moments is None else moments + part
     assert moments is not None
-    low, high = column_range(x)
-    return moments.summary(low == high)
+    if weights is None:
+        low, high = column_range(x)
+        return moments.summary(low == high)
+    low, high = column_range(x[weights > 0])
+    summary = moments.summary(low == high)
+    return dataclasses.replace(summary, weight_total=float(weights.sum()))
+
+
+def _observed_sums(
+    x: np.ndarray, observed: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(d,) each column's count of observed cells and their sum (both weighted by the rows'
+    ``weights``, if any)."""
+    values = np.where(observed, x, 0.0)
+    if weights is None:
+        return observed.sum(axis=0).astype(np.float64), values.sum(axis=0)
+    return weights @ observed, weights @ values
 
 
 def _steps(n: int) -> list[slice]:

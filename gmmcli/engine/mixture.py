@@ -28,20 +28,45 @@ from .stats import (
 def information_criteria(
     log_likelihood: float,
     n_parameters: int,
-    n_samples: int,
+    n_samples: float,
     responsibilities: np.ndarray | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """(BIC, AIC, ICL), lower is better (scikit-learn's sign):
     BIC = −2 log L + p ln n, AIC = −2 log L + 2p, and ICL = BIC − 2 Σ_i log max_k r_ik (the
     classification's entropy added, as mclust's ``icl()``; NaN without ``responsibilities``).
+    With frequency weights, log L = Σ w_i log p(x_i), n (``n_samples``) is Σ w_i and the ICL's
+    sum is Σ_i w_i log max_k r_ik (``sample_weight``): as if each row were repeated w_i times.
     """
     bic = -2.0 * log_likelihood + n_parameters * float(np.log(n_samples))
     aic = -2.0 * log_likelihood + 2.0 * n_parameters
     icl = float("nan")
     if responsibilities is not None:
-        with np.errstate(divide="ignore"):
-            icl = bic - 2.0 * float(np.log(responsibilities.max(axis=1)).sum())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.log(responsibilities.max(axis=1))
+            if sample_weight is not None:
+                logs = np.where(sample_weight > 0, sample_weight * logs, 0.0)
+            icl = bic - 2.0 * float(logs.sum())
     return bic, aic, icl
+
+
+def check_sample_weight(sample_weight: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Frequency weights as float64 (n,), or None: ValueError for another shape, a NaN, an
+    infinite or negative weight (naming its row, 0-based) or weights that are all 0."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"sample_weight[{i}] is {float(w[i])!r}: a weight must be a finite number, 0 or more"
+        )
+    if not w.any():
+        raise ValueError("every sample_weight is 0: there is nothing to fit")
+    return np.ascontiguousarray(w)
 
 
 def n_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
@@ -96,7 +121,7 @@ class FitSummary:
     told (``notices``). Log-likelihoods are in the data's units (with a standardization's
     Jacobian)."""
 
-    n_samples: int
+    n_samples: int  # rows
     n_iter: int
     converged: bool
     log_likelihood: float
@@ -110,10 +135,16 @@ class FitSummary:
     restarts: tuple[RestartResult, ...]
     collapsed: tuple[Collapse, ...]
     notices: tuple[Notice, ...]
+    weight_total: float | None = None  # Σ w of a weighted fit (its n in BIC); None: unweighted
+
+    @property
+    def n_effective(self) -> float:
+        """n of the BIC and of the mean: Σ w for a weighted fit, else the rows."""
+        return self.n_samples if self.weight_total is None else self.weight_total
 
     @property
     def mean_log_likelihood(self) -> float:
-        return self.log_likelihood / self.n_samples
+        return self.log_likelihood / self.n_effective
 
 
 class GaussianMixture:
@@ -220,20 +251,29 @@ class GaussianMixture:
         )
         return start
 
-    def fit(self, X: np.ndarray) -> GaussianMixture:
+    def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> GaussianMixture:
         """Estimate the parameters by EM (n_init restarts, the best kept).
 
         With ``standardize``, each column is centred and scaled (by its mean and standard
         deviation, or by ``scaling=(center, scale)``) before fitting; the scaling is kept in
         the parameters, and every log-likelihood reported is in the data's original units.
+
+        ``sample_weight`` (n,): frequency weights, each finite and ≥ 0, not all 0. A row of
+        weight w counts as w copies of it (integer weights give the model of the rows
+        repeated, from the same start); n in BIC is Σ w. The starts (k-means++, hc, random)
+        see each row of positive weight once, unweighted.
         """
         x = _as_2d(X)
-        center, scale = self._scaling(x)
-        observed = (~np.isnan(x)).sum(axis=0) if has_missing(x) else None
+        weights = check_sample_weight(sample_weight, x.shape[0])
+        center, scale = self._scaling(x, weights)
+        observed = None
+        if has_missing(x):
+            present = ~np.isnan(x)
+            observed = present.sum(axis=0) if weights is None else weights @ present
         if scale is not None:
             x = (x - center) / scale
         start = self._start(x.shape[1])
-        result = fit(x, self._options(), start, self.callback, self.start_cache)
+        result = fit(x, self._options(), start, self.callback, self.start_cache, weights)
         self._set_result(result, center, scale, observed)
         return self
 
@@ -249,13 +289,22 @@ class GaussianMixture:
         self._set_result(result, None, None)
         return self
 
-    def _scaling(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _scaling(
+        self, x: np.ndarray, weights: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.scaling is not None:
             center, scale = (np.asarray(v, dtype=np.float64) for v in self.scaling)
             return center, scale
         if not self.standardize:
             return None, None
-        if has_missing(x):  # the observed cells of each column
+        if weights is not None:  # weighted, over the observed cells of each column
+            present = ~np.isnan(x)
+            n = weights @ present
+            filled = np.where(present, x, 0.0)
+            center = (weights @ filled) / n
+            spread = np.where(present, x - center, 0.0)
+            scale = np.sqrt((weights @ (spread * spread)) / n)
+        elif has_missing(x):  # the observed cells of each column
             with np.errstate(all="ignore"):
                 center, scale = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
         else:
@@ -283,12 +332,12 @@ class GaussianMixture:
         if scale is not None and observed is None:
             jacobian = -float(np.log(scale).sum())
         elif scale is not None:
-            jacobian = -float(observed @ np.log(scale)) / result.n_samples
+            jacobian = -float(observed @ np.log(scale)) / result.n_effective
         self.result_ = result
         self.params_ = replace(best.params, center=center, scale=scale)
         self.n_iter_ = best.n_iter
         self.converged_ = best.converged
-        self.log_likelihood_ = best.log_likelihood + result.n_samples * jacobian
+        self.log_likelihood_ = best.log_likelihood + result.n_effective * jacobian
         self.lower_bound_ = best.history[-1] + jacobian
         self.log_likelihood_history_ = [v + jacobian for v in best.history]
         self.collapsed_: tuple[Collapse, ...] = best.collapsed
@@ -301,7 +350,7 @@ class GaussianMixture:
         history = self.log_likelihood_history_
         n, p = result.n_samples, self.n_parameters()
         ll = float(self.log_likelihood_)
-        bic, aic, _ = information_criteria(ll, p, n)
+        bic, aic, _ = information_criteria(ll, p, result.n_effective)
         notices: list[Notice] = []
         if not self.converged_ and self.max_iter > 0:
             last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
@@ -328,6 +377,7 @@ class GaussianMixture:
             restarts=tuple(result.restarts),
             collapsed=tuple(self.collapsed_),
             notices=tuple(notices),
+            weight_total=result.weight_total,
         )
 
     @classmethod
@@ -415,27 +465,42 @@ class GaussianMixture:
         """log p(x_i) = logsumexp_k (log π_k + log N(x_i | μ_k, Σ_k)) per row."""
         return self._log_parts(X)[1]
 
-    def score(self, X: np.ndarray) -> float:
-        """Mean log-likelihood per row."""
-        return float(self.score_samples(X).mean())
+    def score(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """Mean log-likelihood per row; with ``sample_weight``, Σ w log p(x) / Σ w."""
+        log_density = self.score_samples(X)
+        weights = check_sample_weight(sample_weight, log_density.shape[0])
+        if weights is None:
+            return float(log_density.mean())
+        return _weighted_log_likelihood(log_density, weights) / float(weights.sum())
 
     def n_parameters(self) -> int:
         params = self._fitted()
         return n_parameters(params.covariance_type, params.n_components, params.n_features)
 
-    def bic(self, X: np.ndarray) -> float:
-        """−2 log L + p ln n (lower is better)."""
-        x = _as_2d(X)
-        return information_criteria(
-            float(self.score_samples(x).sum()), self.n_parameters(), x.shape[0]
-        )[0]
+    def bic(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """−2 log L + p ln n (lower is better); with ``sample_weight``, log L = Σ w log p and
+        n = Σ w."""
+        return self._criteria(X, sample_weight)[0]
 
-    def aic(self, X: np.ndarray) -> float:
-        """−2 log L + 2 p (lower is better)."""
+    def aic(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """−2 log L + 2 p (lower is better); with ``sample_weight``, log L = Σ w log p."""
+        return self._criteria(X, sample_weight)[1]
+
+    def _criteria(
+        self, X: np.ndarray, sample_weight: np.ndarray | None
+    ) -> tuple[float, float, float]:
         x = _as_2d(X)
-        return information_criteria(
-            float(self.score_samples(x).sum()), self.n_parameters(), x.shape[0]
-        )[1]
+        log_density = self.score_samples(x)
+        weights = check_sample_weight(sample_weight, x.shape[0])
+        if weights is None:
+            return information_criteria(float(log_density.sum()), self.n_parameters(), x.shape[0])
+        ll = _weighted_log_likelihood(log_density, weights)
+        return information_criteria(ll, self.n_parameters(), float(weights.sum()))
+
+
+def _weighted_log_likelihood(log_density: np.ndarray, weights: np.ndarray) -> float:
+    """Σ w_i log p(x_i), a row of weight 0 adding nothing."""
+    return float(np.where(weights > 0, weights * log_density, 0.0).sum())
 
 
 def _as_2d(X: np.ndarray) -> np.ndarray:

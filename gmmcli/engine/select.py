@@ -72,15 +72,19 @@ def fit_cell(
     covariance_type: str,
     settings: dict,
     start_cache: StartCache | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> Cell:
     """Fit one cell (in a worker process or here); the log-likelihood is in data units.
-    ``start_cache`` shares start partitions with the grid's other cells."""
+    ``start_cache`` shares start partitions with the grid's other cells; ``sample_weight``:
+    the rows' frequency weights (n = Σ w in the criteria)."""
     model = GaussianMixture(
         k, covariance_type=covariance_type, start_cache=start_cache, **settings
-    ).fit(x)
+    ).fit(x, sample_weight=sample_weight)
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
-    bic, aic, icl = information_criteria(ll, p, x.shape[0], model.predict_proba(x))
+    n = x.shape[0] if sample_weight is None else float(np.sum(sample_weight))
+    proba = model.predict_proba(x)
+    bic, aic, icl = information_criteria(ll, p, n, proba, sample_weight)
     return Cell(
         n_components=k,
         covariance_type=covariance_type,
@@ -109,10 +113,12 @@ def run_grid(
     settings: dict,
     jobs: int | None = None,
     on_cell: Callable[[Cell], None] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> list[Cell]:
     """Fit every cell, in grid order in the result; ``on_cell`` hears of each as it ends.
 
     ``jobs`` worker processes (default: one per core); 1 fits in this process.
+    ``sample_weight``: the rows' frequency weights, for every cell.
     """
     grid = [(k, c) for c in covariance_types for k in ks]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(grid)))
@@ -121,12 +127,14 @@ def run_grid(
         cache = StartCache()
         cells = []
         for k, c in grid:
-            cells.append(fit_cell(x, k, c, settings, cache))
+            cells.append(fit_cell(x, k, c, settings, cache, sample_weight))
             notify(cells[-1])
         return cells
     worker_settings = {**settings, "threads": 1}
     pool = ProcessPoolExecutor(
-        max_workers=jobs, initializer=_start_worker, initargs=(x, worker_settings)
+        max_workers=jobs,
+        initializer=_start_worker,
+        initargs=(x, worker_settings, sample_weight),
     )
     try:
         futures: dict[int, Future] = {}
@@ -151,20 +159,20 @@ def _slowest_first(k: int, covariance_type: str) -> tuple[int, int]:
     return (-weight * k, -k)
 
 
-# In a worker process: the grid's rows and settings, and the starts its cells share.
-_worker: tuple[np.ndarray, dict, StartCache] | None = None
+# In a worker process: the grid's rows, settings and weights, and the starts its cells share.
+_worker: tuple[np.ndarray, dict, StartCache, np.ndarray | None] | None = None
 
 
-def _start_worker(x: np.ndarray, settings: dict) -> None:
+def _start_worker(x: np.ndarray, settings: dict, sample_weight: np.ndarray | None) -> None:
     global _worker
     _ignore_interrupts()
-    _worker = (x, settings, StartCache())
+    _worker = (x, settings, StartCache(), sample_weight)
 
 
 def _fit_in_worker(k: int, covariance_type: str) -> Cell:
     assert _worker is not None, "the pool's initializer did not run"
-    x, settings, cache = _worker
-    return fit_cell(x, k, covariance_type, settings, cache)
+    x, settings, cache, sample_weight = _worker
+    return fit_cell(x, k, covariance_type, settings, cache, sample_weight)
 
 
 class WorkerLost(RuntimeError):

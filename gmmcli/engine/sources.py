@@ -10,10 +10,16 @@ Sources other than memory start from a *sample*: the rows with the smallest pseu
 keys, a key being a hash of (seed, row number). The sample is the same however the rows are
 split into blocks or partitions, and holds every row, in order, when the data has no more
 rows than the sample size — then every initialiser gives what it gives in memory.
+
+Rows may carry frequency weights (``weights``; a block source's blocks hold each row's weight
+as their last column). A weighted source's summary is weighted (``missing.summarise``, with
+Σ w as ``DataSummary.weight_total``), its rows hand their weights to the kernel (``Rows``),
+and its initialisers see the rows of positive weight, each once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -54,10 +60,12 @@ class Source(Protocol):
 
 
 class ArraySource:
-    """Rows held in memory as one (n, d) array: the original engine, call for call."""
+    """Rows held in memory as one (n, d) array: the original engine, call for call;
+    ``weights`` (n,): the rows' frequency weights (None: each row counts once)."""
 
-    def __init__(self, x: np.ndarray, threads: int) -> None:
+    def __init__(self, x: np.ndarray, threads: int, weights: np.ndarray | None = None) -> None:
         self.x = x
+        self.weights = weights
         self.n_features = x.shape[1]
         self.threads = threads
         self.rows: missing.Rows | None = None
@@ -67,17 +75,17 @@ class ArraySource:
         self.chunk_size = 0
 
     def summarise(self, chunk_size: int, diagonal: bool = False) -> tuple[int, DataSummary]:
-        if missing.has_missing(self.x):
-            return self.x.shape[0], missing.summarise(self.x, diagonal)
+        if missing.has_missing(self.x) or self.weights is not None:
+            return self.x.shape[0], missing.summarise(self.x, diagonal, self.weights)
         return self.x.shape[0], summarise(self.x, chunk_size, diagonal)
 
     def bind(self, shift: np.ndarray, dtype: str, n_components: int, chunk_size: int) -> None:
         """The shifted transposed copy is kept for the whole fit when it fits the budget."""
         n, d = self.x.shape
         cache = missing.Rows.fits_budget(n, d, n_components, dtype)
-        self.rows = missing.rows_of(self.x, shift, dtype, cache=cache)
+        self.rows = missing.rows_of(self.x, shift, dtype, cache=cache, weights=self.weights)
         exact = self.rows.dtype == np.float64
-        self.exact = self.rows if exact else missing.rows_of(self.x, shift)
+        self.exact = self.rows if exact else missing.rows_of(self.x, shift, weights=self.weights)
         self.shift = shift
         self.n_components = n_components
         self.chunk_size = chunk_size
@@ -89,7 +97,21 @@ class ArraySource:
 
     def init_rows(self) -> np.ndarray:
         assert self.shift is not None, "bind() first"
-        return missing.starting_rows(self.x, self.shift, self.n_components)
+        return missing.starting_rows(counted(self.x, self.weights), self.shift, self.n_components)
+
+
+def counted(x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """The rows the initialisers see: those of positive weight (all without weights)."""
+    if weights is None or weights.all():
+        return x
+    return np.ascontiguousarray(x[weights > 0])
+
+
+def split_weights(block: np.ndarray, weighted: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A block's rows and, when ``weighted``, the weights held in its last column."""
+    if not weighted:
+        return block, None
+    return block[:, :-1], np.ascontiguousarray(block[:, -1])
 
 
 # -- summaries and samples of data seen in parts ---------------------------------------------
@@ -110,6 +132,7 @@ class PartSummary:
     sample_size: int
     # rows with missing cells: the sums over the observed cells (then mean and m2 are unused)
     pairs: missing.PairMoments | None = None
+    weight: float | None = None  # Σ w of weighted rows (their sums are always ``pairs``)
 
     def __add__(self, other: PartSummary) -> PartSummary:
         """Chan et al.'s pairwise update: M2 = M2_a + M2_b + δδᵀ·n_a·n_b/n, δ = mean_b − mean_a
@@ -129,7 +152,10 @@ class PartSummary:
         sample = (rows[keep], keys[keep], values[keep], size)
         if self.pairs is not None or other.pairs is not None:
             pairs = self._as_pairs() + other._as_pairs()
-            return PartSummary(n, self.mean, self.m2, low, high, *sample, pairs)
+            weight = None
+            if self.weight is not None or other.weight is not None:
+                weight = (self.weight or 0.0) + (other.weight or 0.0)
+            return PartSummary(n, self.mean, self.m2, low, high, *sample, pairs, weight)
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.n_rows / n)
         cross = delta * delta if self.m2.ndim == 1 else np.outer(delta, delta)
@@ -144,7 +170,10 @@ class PartSummary:
     def summary(self) -> DataSummary:
         single_valued = self.low == self.high
         if self.pairs is not None:
-            return self.pairs.summary(single_valued)
+            summary = self.pairs.summary(single_valued)
+            if self.weight is None:
+                return summary
+            return dataclasses.replace(summary, weight_total=self.weight)
         if self.m2.ndim == 1:
             return DataSummary.from_variances(self.mean, self.m2 / self.n_rows, single_valued)
         cov = 0.5 * (self.m2 + self.m2.T) / self.n_rows
@@ -184,9 +213,12 @@ def summarise_part(
     sample_size: int,
     chunk_size: int,
     diagonal: bool = False,
+    weights: np.ndarray | None = None,
 ) -> PartSummary:
     """The summary of rows offset..offset+n−1 of the data (two chunked passes, as in memory)
-    with their sample candidates; ``diagonal``: M2's diagonal only."""
+    with their sample candidates; ``diagonal``: M2's diagonal only; ``weights``: the rows'
+    frequency weights (weighted sums; rows of weight 0 are neither sampled nor in the
+    columns' ranges)."""
     n, d = x.shape
     if n == 0:
         empty = np.empty(0, dtype=np.int64)
@@ -201,8 +233,19 @@ def summarise_part(
             sample_size,
         )
     keys = row_keys(key, offset, offset + n)
-    keep = np.sort(_smallest(keys, sample_size))
+    if weights is None:
+        keep = np.sort(_smallest(keys, sample_size))
+    else:
+        counted_rows = np.flatnonzero(weights > 0)
+        keep = np.sort(counted_rows[_smallest(keys[counted_rows], sample_size)])
     sample = (keep.astype(np.int64) + offset, keys[keep], x[keep].astype(np.float64, copy=True))
+    if weights is not None:
+        pairs = missing.PairMoments.of(x, diagonal=diagonal, weights=weights)
+        low, high = column_range(x[weights > 0])
+        weight = float(weights.sum())
+        return PartSummary(
+            n, pairs.center, pairs.products, low, high, *sample, sample_size, pairs, weight
+        )
     if missing.has_missing(x):
         pairs = missing.PairMoments.of(x, diagonal=diagonal)
         low, high = column_range(x)
@@ -228,7 +271,8 @@ class SampledInit:
 class BlockSource(SampledInit):
     """Rows read block by block, one pass per iteration, in bounded memory: ``blocks()``
     yields consecutive (b, d) float64 arrays each time it is called (e.g. a CSV file read
-    in blocks); nothing is kept between passes but the sample."""
+    in blocks); nothing is kept between passes but the sample. ``weighted``: the blocks are
+    (b, d + 1), each row's frequency weight in the last column."""
 
     def __init__(
         self,
@@ -237,8 +281,10 @@ class BlockSource(SampledInit):
         threads: int,
         seed: int = 0,
         sample_size: int = SAMPLE_SIZE,
+        weighted: bool = False,
     ) -> None:
         self.blocks = blocks
+        self.weighted = weighted
         self.n_features = n_features
         self.threads = threads
         self.seed = seed
@@ -253,8 +299,10 @@ class BlockSource(SampledInit):
         key = sample_key(self.seed)
         parts: list[PartSummary] = []
         offset = 0
-        for x in self.blocks():
-            parts.append(summarise_part(x, offset, key, self.sample_size, chunk_size, diagonal))
+        for block in self.blocks():
+            x, w = split_weights(block, self.weighted)
+            size = self.sample_size
+            parts.append(summarise_part(x, offset, key, size, chunk_size, diagonal, w))
             offset += x.shape[0]
             if len(parts) > 1:  # merge as we go: memory stays one sample
                 parts = [parts[0] + parts[1]]
@@ -273,8 +321,9 @@ class BlockSource(SampledInit):
 
         def parts() -> Iterator[SuffStats]:
             done = 0
-            for x in self.blocks():
-                rows = missing.rows_of(x, self.shift, dtype)
+            for block in self.blocks():
+                x, w = split_weights(block, self.weighted)
+                rows = missing.rows_of(x, self.shift, dtype, weights=w)
                 yield em_pass(model, rows, self.chunk_size, n_worst=n_worst, threads=self.threads)
                 done += x.shape[0]
                 if self.on_rows is not None:

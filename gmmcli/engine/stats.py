@@ -353,10 +353,18 @@ def reduce_chunk_blocks(
     subtrees of the blocks' tree that the chunk holds. One product per block gives
     Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest). A component
     whose row of ``origins`` (k, d) is not the shift is summed about that point instead (one
-    more product each, with the strategy's features)."""
+    more product each, with the strategy's features).
+
+    Rows with frequency weights (``chunk.weights``) count w_i times: each row's
+    responsibilities become w_i r_ki before any sum (so N_k, S1 and S2, the missing cells'
+    corrections too, are weighted sums), its log density counts w_i log p(x_i), and a row of
+    weight 0 is never among the worst rows. Without weights nothing here changes."""
     d = chunk.zt.shape[0]
     if chunk.offset % BLOCK:
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
+    weights = chunk.weights
+    if weights is not None:
+        resp = resp * weights.astype(resp.dtype, copy=False)
     extra = None
     estep_resp = resp
     if chunk.gaps is not None:  # rows with missing cells: their conditional moments
@@ -376,11 +384,20 @@ def reduce_chunk_blocks(
     if extra is not None:
         counts += extra.counts
         moments += extra.moments
-    lls = np.zeros(moments.shape[0]) if log_density is None else _block_sums(log_density)
+    if log_density is None:
+        lls = np.zeros(moments.shape[0])
+    elif weights is None:
+        lls = _block_sums(log_density)
+    else:  # w log p, 0 for a row of weight 0 (even where p underflows to 0)
+        lls = _block_sums(np.where(weights > 0, weights * log_density.astype(np.float64), 0.0))
     if log_density is None or n_worst == 0:
         worst = _NO_WORST_ROWS[d]
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
-        keep = _lowest_distinct(log_density, chunk.x, n_worst)
+        if weights is None:
+            keep = _lowest_distinct(log_density, chunk.x, n_worst)
+        else:
+            counted = np.flatnonzero(weights > 0)
+            keep = counted[_lowest_distinct(log_density[counted], chunk.x[counted], n_worst)]
         if chunk.gaps is None:
             points = np.array(chunk.x[keep], dtype=np.float64)
         else:  # the missing cells at their conditional means
