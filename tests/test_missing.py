@@ -318,14 +318,32 @@ def test_complete_data_never_leaves_the_old_path(monkeypatch):
         fit_source(blocks, EMOptions(3, max_iter=3))
 
 
-def _fit_both(x, **options):
+def _fit_both(x, sample_weight=None, **options):
     """The same fit with numpy's kernel and with the compiled one."""
     fits = []
     for threshold in [10**12, 0]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(missing, "COMPILED_FROM", threshold)
-            fits.append(GaussianMixture(tol=0.0, **options).fit(x))
+            fits.append(GaussianMixture(tol=0.0, **options).fit(x, sample_weight=sample_weight))
     return fits
+
+
+def test_the_compiled_kernel_takes_row_weights():
+    """Integer weights through the compiled kernel: numpy's fit, and the rows repeated."""
+    x = holed(blobs(12, n_per=200, d=5, k=3), 0.3, seed=12)
+    weights = np.random.default_rng(12).integers(0, 4, size=len(x)).astype(float)
+    numpy_fit, compiled = _fit_both(x, weights, n_components=3, max_iter=6)
+    assert relative_error(compiled.means_, numpy_fit.means_) < 1e-10
+    assert relative_error(compiled.covariances_, numpy_fit.covariances_) < 1e-10
+    start = {"weights_init": compiled.weights_, "means_init": compiled.means_}
+    start["covariances_init"] = compiled.covariances_
+    repeated = np.repeat(x, weights.astype(int), axis=0)
+    both = [
+        _fit_both(data, w, n_components=3, max_iter=3, **start)[1]
+        for data, w in [(x, weights), (repeated, None)]
+    ]
+    assert relative_error(both[0].means_, both[1].means_) < 1e-10
+    assert relative_error(both[0].covariances_, both[1].covariances_) < 1e-10
 
 
 @pytest.mark.parametrize("model", ["full", "tied", "EEV", "VEV", "VVE", "EVV"])
