@@ -388,19 +388,20 @@ class _Scoring:
     folder: str | None  # a folder of part files, or None for CSV bytes in row order
 
 
-def _score_part(frame: Any, job: _Scoring, index: int) -> Any:
+def _score_part(frame: Any, job: _Scoring, index: int) -> tuple[Any, RowCounts]:
     """One partition scored on a worker: written as a part file (returns its rows), or
     returned as CSV bytes (with the header for the first), or for loglik totals (sum of
-    log densities, rows)."""
+    log densities, rows); with what reading did with its rows (dropped, missing cells)."""
     loaded = dataset.frame_values(frame, job.layout, job.table.missing, job.display)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return loaded.log_likelihood(log_density)
+        return loaded.log_likelihood(log_density), loaded.counts
     inputs = frame.reset_index(drop=True) if job.keep_input else None
-    return _finish_part(_result_frame(loaded, inputs, job.params, job.what, job.shown), job, index)
+    result = _result_frame(loaded, inputs, job.params, job.what, job.shown)
+    return _finish_part(result, job, index), loaded.counts
 
 
-def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
+def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> tuple[Any, RowCounts]:
     """``_score_part`` for a byte range of a CSV file, read by the input layer's reader."""
     options = job.table.reading(job.layout.names, keep_text=job.keep_input)
     try:
@@ -410,9 +411,9 @@ def _score_range(part: dataset.ByteRange, job: _Scoring, index: int) -> Any:
     loaded = dataset.Loaded.of(table)
     if job.what == "total":
         _, log_density = _scores(loaded, job.params)
-        return loaded.log_likelihood(log_density)
+        return loaded.log_likelihood(log_density), loaded.counts
     result = _result_frame(loaded, table.text, job.params, job.what, job.shown)
-    return _finish_part(result, job, index)
+    return _finish_part(result, job, index), loaded.counts
 
 
 def _finish_part(result: Any, job: _Scoring, index: int) -> Any:
@@ -441,10 +442,12 @@ def score(
     scheduler: str | None,
     shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
-) -> tuple[float, int, float | None] | None:
+) -> tuple[tuple[float, int, float | None] | None, RowCounts]:
     """predict ("predict") or per-row log densities ("loglik") written to ``output`` (a
     folder of part files with dask, or CSV in row order), or ("total") the sum of the log
-    densities, the number of rows and Σ w (with --weights: the sum is Σ w log p; else None)."""
+    densities, the number of rows and Σ w (with --weights: the sum is Σ w log p; else
+    None); and what reading did with the rows (dropped, kept with missing cells), for the
+    notes."""
     folder = None
     if what != "total" and dataset.is_folder_output(output):
         if engine != "dask":
@@ -467,22 +470,27 @@ def score(
             parts = frame.to_delayed()
             tasks = [dask.delayed(_score_part)(part, job, i) for i, part in enumerate(parts)]
         futures = client.compute(tasks)
+        counts = RowCounts()
         if what == "total":
-            return _add_totals(wait_result(client, f) for f in futures)
+            parts = [wait_result(client, f) for f in futures]
+            counts = sum((part_counts for _, part_counts in parts), counts)
+            return _add_totals(totals for totals, _ in parts), counts
         if folder is not None:
             for future in futures:
-                wait_result(client, future)
-            return None
+                counts += wait_result(client, future)[1]
+            return None, counts
         writer = files.Output(output)
         ok = False
         try:
             for future in futures:
-                writer.write(wait_result(client, future))
+                piece, part_counts = wait_result(client, future)
+                writer.write(piece)
+                counts += part_counts
                 future.release()
             ok = True
         finally:
             writer.close(ok)
-    return None
+    return None, counts
 
 
 def _stdout_is_terminal() -> bool:
@@ -515,17 +523,20 @@ def _add_totals(
 
 def _score_stream(
     job: _Scoring, inputs: dataset.Inputs, output: str
-) -> tuple[float, int, float | None] | None:
+) -> tuple[tuple[float, int, float | None] | None, RowCounts]:
     """``score`` over the blocks of CSV input, in row order."""
     params, what = job.params, job.what
     blocks = dataset.CsvBlocks(inputs, job.layout, job.table, keep_text=job.keep_input)
+    counts = RowCounts()
     if what == "total":
-        totals = _add_totals(
-            loaded.log_likelihood(_scores(loaded, params)[1]) for loaded in blocks.loaded()
-        )
+        parts = []
+        for loaded in blocks.loaded():
+            parts.append(loaded.log_likelihood(_scores(loaded, params)[1]))
+            counts += loaded.counts
+        totals = _add_totals(parts)
         if totals[1] == 0:
             raise GmmError(f"{inputs.display}: no data rows")
-        return totals
+        return totals, counts
     writer = files.Output(output)
     ok = False
     try:
@@ -537,8 +548,9 @@ def _score_stream(
             result = _result_frame(loaded, table.text, params, what, job.shown)
             del table
             writer.write(dataset.csv_piece(result, first))
+            counts += loaded.counts
             first = False
         ok = True
     finally:
         writer.close(ok)
-    return None
+    return None, counts

@@ -84,6 +84,16 @@ CASES = {
     "too few fields": Case(
         b"a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, expected 3", ("--missing", "error")
     ),
+    # a short line is broken, not missing its last cells (those are empty fields or NA)
+    "too few fields, missing cells fitted": Case(
+        b"a,b,c\n1,2,3\n4,,\n5,NA,7\n8,9\n10,11,12\n", "line 5 has 2 fields, expected 3"
+    ),
+    "too few fields, rows with missing cells dropped": Case(
+        b"a,b,c\n1,2,3\n4,,\n5,6\n", "line 4 has 2 fields, expected 3", ("--missing", "drop")
+    ),
+    "too few fields, quoted": Case(
+        b'a,b,c\n1,2,3\n4,,\n"5",6\n8,9,1\n', "line 4 has 2 fields, expected 3"
+    ),
     "header only": Case(b"a,b\n", "no data rows (only a header)"),
     "empty file": Case(b"", "the file is empty"),
     "duplicate column name": Case(

@@ -1,9 +1,13 @@
 """Missing cells by EM (issue 13, item 1): the kernel against a slow row-by-row implementation
-from the same start, the observed-data log-likelihood never decreasing, sums that do not
-depend on chunking, far components, scoring by the marginal density, and complete data
-never leaving the old path."""
+from the same start (numpy's kernel and the compiled one), the observed-data log-likelihood
+never decreasing, sums that do not depend on chunking, far components, scoring by the
+marginal density, the two kernels against each other, and complete data never leaving the
+old path."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -119,8 +123,31 @@ def start_of(model: str, x: np.ndarray, k: int) -> tuple[MixtureParams, np.ndarr
     return MixtureParams(strategy.name, weights, means, covariances), full
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def kernels(request, monkeypatch):
+    """Which kernel the full models' missing cells take: numpy's, or the compiled one
+    (``missing_compiled``, numba) from the first incomplete row on; for the compiled one,
+    numpy's per-group functions refuse to run, so the test shows which one it checked."""
+    if request.param == "compiled":
+        monkeypatch.setattr(missing, "COMPILED_FROM", 0)
+        for name in ["_solve", "_general_moments"]:
+            monkeypatch.setattr(missing, name, _refuse(name))
+    else:
+        monkeypatch.setattr(missing, "COMPILED_FROM", 10**12)
+        for name in ["_compiled_marginal", "_compiled_moments"]:
+            monkeypatch.setattr(missing, name, _refuse(name))
+    return request.param
+
+
+def _refuse(name):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{name} ran")
+
+    return refuse
+
+
 @pytest.mark.parametrize("model", MODELS)
-def test_em_matches_a_row_by_row_implementation(model):
+def test_em_matches_a_row_by_row_implementation(model, kernels):
     x = holed(blobs(0, n_per=50, d=4, k=3), 0.25, seed=1)
     k, iterations = 3, 5
     start, covariances = start_of(model, x, k)
@@ -169,7 +196,7 @@ def test_the_observed_data_log_likelihood_never_decreases(seed, fraction, model,
     assert np.all(climbs >= -1e-9 * np.abs(history).max())
 
 
-def test_sums_do_not_depend_on_chunks_or_threads():
+def test_sums_do_not_depend_on_chunks_or_threads(kernels):
     x = holed(blobs(2, n_per=1500, d=5, k=3), 0.2, seed=2)
     for model in ["full", "diag", "VVE"]:
         runs = [
@@ -211,7 +238,7 @@ def test_far_apart_clusters_fit_as_each_alone(model):
         assert np.max(np.abs(ours - theirs)) < 1e-7 * np.max(np.abs(theirs))
 
 
-def test_scoring_uses_the_marginal_density_of_the_observed_cells():
+def test_scoring_uses_the_marginal_density_of_the_observed_cells(kernels):
     x = blobs(5, n_per=200, d=3, k=2)
     model = GaussianMixture(2, covariance_type="full").fit(x)
     rows = x[:6].copy()
@@ -258,7 +285,7 @@ def test_float32_iterations_stay_close():
     assert relative_error(fast.means_, exact.means_) < 1e-4
 
 
-def test_streamed_blocks_match_memory():
+def test_streamed_blocks_match_memory(kernels):
     x = holed(blobs(7, n_per=700, d=3, k=3), 0.2, seed=7)
     x[:300] = np.where(np.isnan(x[:300]), 0.5, x[:300])  # a block with no missing cell
     options = EMOptions(3, tol=0.0, max_iter=6)
@@ -289,3 +316,88 @@ def test_complete_data_never_leaves_the_old_path(monkeypatch):
         parts = np.array_split(x, 3)
         blocks = BlockSource(lambda parts=parts: iter(parts), 3, threads=2)
         fit_source(blocks, EMOptions(3, max_iter=3))
+
+
+def _fit_both(x, sample_weight=None, **options):
+    """The same fit with numpy's kernel and with the compiled one."""
+    fits = []
+    for threshold in [10**12, 0]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(missing, "COMPILED_FROM", threshold)
+            fits.append(GaussianMixture(tol=0.0, **options).fit(x, sample_weight=sample_weight))
+    return fits
+
+
+def test_the_compiled_kernel_takes_row_weights():
+    """Integer weights through the compiled kernel: numpy's fit, and the rows repeated."""
+    x = holed(blobs(12, n_per=200, d=5, k=3), 0.3, seed=12)
+    weights = np.random.default_rng(12).integers(0, 4, size=len(x)).astype(float)
+    numpy_fit, compiled = _fit_both(x, weights, n_components=3, max_iter=6)
+    assert relative_error(compiled.means_, numpy_fit.means_) < 1e-10
+    assert relative_error(compiled.covariances_, numpy_fit.covariances_) < 1e-10
+    start = {"weights_init": compiled.weights_, "means_init": compiled.means_}
+    start["covariances_init"] = compiled.covariances_
+    repeated = np.repeat(x, weights.astype(int), axis=0)
+    both = [
+        _fit_both(data, w, n_components=3, max_iter=3, **start)[1]
+        for data, w in [(x, weights), (repeated, None)]
+    ]
+    assert relative_error(both[0].means_, both[1].means_) < 1e-10
+    assert relative_error(both[0].covariances_, both[1].covariances_) < 1e-10
+
+
+@pytest.mark.parametrize("model", ["full", "tied", "EEV", "VEV", "VVE", "EVV"])
+@pytest.mark.parametrize("k", [1, 4, 5])
+def test_the_compiled_kernel_gives_numpy_s_fit(model, k):
+    """Every model with full precisions, k below, at and above a multiple of the kernel's
+    LANES (components go four at a time), rows missing from one cell to all but one."""
+    rng = np.random.default_rng(k)
+    x = blobs(k, n_per=300, d=6, k=3)
+    x[rng.random(x.shape) < rng.uniform(0.05, 0.6, size=(len(x), 1))] = np.nan
+    x = x[~np.isnan(x).all(axis=1)]
+    assert np.isnan(x).sum(axis=1).max() == x.shape[1] - 1
+    numpy_fit, compiled = _fit_both(x, n_components=k, covariance_type=model, max_iter=8)
+    # the iterated M-steps (VVE, EVV) carry rounding differences further (measured 1e-9)
+    tolerance = 1e-8 if model in ("VVE", "EVV") else 1e-10
+    history = np.array(compiled.log_likelihood_history_)
+    assert relative_error(history, np.array(numpy_fit.log_likelihood_history_)) < 1e-12
+    assert relative_error(compiled.means_, numpy_fit.means_) < tolerance
+    assert relative_error(compiled.covariances_, numpy_fit.covariances_) < tolerance
+    assert relative_error(compiled.score_samples(x), numpy_fit.score_samples(x)) < tolerance
+
+
+def test_the_compiled_kernel_keeps_tiny_scales_in_range():
+    """Data in units of 1e-40: the precisions are ~1e80, so the product of a row's pivots
+    would overflow float64 with four missing cells; the kernel moves it into the log in
+    time."""
+    x = holed(blobs(11, n_per=300, d=6, k=2), 0.5, seed=11) * 1e-40
+    assert np.isnan(x).sum(axis=1).max() >= 4
+    numpy_fit, compiled = _fit_both(x, n_components=2, max_iter=5, reg_scale="absolute",
+                                    reg_covar=1e-90)  # fmt: skip
+    assert np.isfinite(compiled.log_likelihood_)
+    assert compiled.log_likelihood_ == pytest.approx(numpy_fit.log_likelihood_, rel=1e-12)
+    assert relative_error(compiled.means_, numpy_fit.means_) < 1e-11
+
+
+def test_numba_is_imported_only_for_a_large_table_with_missing_cells():
+    """Start-up time: a complete table, or a small one with missing cells, never imports
+    numba; a table with COMPILED_FROM incomplete rows does."""
+    script = """
+import sys
+import numpy as np
+from gmmcli import GaussianMixture
+from gmmcli.engine import missing
+rng = np.random.default_rng(0)
+x = rng.normal(size=(int(sys.argv[1]), 3))
+x[: int(sys.argv[2]), 0] = np.nan
+GaussianMixture(2, max_iter=2).fit(x)
+print("numba" in sys.modules, missing.COMPILED_FROM)
+"""
+    threshold = missing.COMPILED_FROM
+    cases = [(3 * threshold, 0, False), (500, 100, False), (2 * threshold, threshold, True)]
+    for n, holes, imported in cases:
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(n), str(holes)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert run.stdout.split() == [str(imported), str(threshold)]

@@ -95,6 +95,32 @@ def test_every_engine_scores_rows_by_their_observed_cells(holed_csv, client, tmp
     assert "scored by the density of their observed cells" in err
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_notes_the_rows_it_scores_by_their_observed_cells(
+    holed_csv, engine, client, tmp_path, capsys
+):
+    """predict and loglik (total and per row) say on stderr how many rows and cells were
+    missing, and with --missing drop how many rows were not scored, whatever the engine."""
+    path, x = holed_csv
+    model = tmp_path / "m.json"
+    assert gmm(capsys, "fit", path, "-k", 3, "-q", "-o", model)[0] == 0
+    n_rows, n_cells = int(np.isnan(x).any(axis=1).sum()), int(np.isnan(x).sum())
+    note = f"{path}: {n_rows} row(s) with {n_cells} missing cell(s) scored by the density"
+    dropped = f"{path}: {n_rows} row(s) with missing or non-finite values were not scored"
+    for command in [["predict"], ["loglik"], ["loglik", "--per-sample"]]:
+        name, *extra = command
+        args = [name, model, path, *extra, *engine_args(engine, client)]
+        status, _, err = gmm(capsys, *args)
+        assert status == 0, err
+        assert err.count(note) == 1
+        status, _, err = gmm(capsys, *args, "--missing", "drop")
+        assert status == 0, err
+        assert err.count(dropped) == 1
+        assert "missing cell" not in err
+        status, _, err = gmm(capsys, *args, "-q")
+        assert status == 0 and err == ""
+
+
 def test_complete_tables_write_no_missing_counts(tmp_path, capsys):
     path = tmp_path / "full.csv"
     path.write_text("a,b\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(40)))

@@ -12,6 +12,8 @@ from ..tableoptions import PREDICT_COLUMNS, PredictColumns, RowCounts, TableOpti
 from .session import note_table, numerical_range
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..report import Reporter
 
 
@@ -131,12 +133,16 @@ class ScaledInput:
         output: str,
         shown: PredictColumns = PREDICT_COLUMNS,
         keep_input: bool = False,
-    ) -> tuple[float, int] | None:
+        report: Callable[[], Reporter] | None = None,
+    ) -> tuple[float, int, float | None] | None:
         """predict ("predict") or per-row log densities ("loglik") written to ``output``, or
-        ("total") the sum of the log densities and the number of rows."""
+        ("total") the sum of the log densities, the number of rows and Σ w (``scale.score``).
+        Then the notes on
+        the rows (dropped, missing cells) that the memory engine gives before, to
+        ``report()`` when there are any."""
         from .. import scale
 
-        return scale.score(
+        result, counts = scale.score(
             self.engine,
             params,
             self.inputs,
@@ -148,6 +154,9 @@ class ScaledInput:
             shown=shown,
             keep_input=keep_input,
         )
+        if report is not None and (counts.dropped or counts.missing_rows):
+            note_table(report(), self.source, [], counts, scoring=True)
+        return result
 
 
 def open_input(

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GmmError
 from ..tableoptions import MISSING_POLICIES, PREDICT_COLUMNS, PredictColumns, TableOptions
 from .inputs import MemoryInput, ScaledInput, model_input
 from .options import EngineOptions, check_engine, choice
 from .session import Session, check_not_input, scoring_range
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..report import Reporter
 
 
 def predict(
@@ -27,7 +32,15 @@ def predict(
     part files."""
     table = dataclasses.replace(table, keep_text=keep_input)
     params, opened = _open(model_path, data, output, table, engine_options, session, "predict")
-    write_predictions(opened, params, output, model_path, shown, keep_input)
+    write_predictions(
+        opened,
+        params,
+        output,
+        model_path,
+        shown,
+        keep_input,
+        lambda: session.reporter(opened.names),
+    )
 
 
 def write_predictions(
@@ -37,12 +50,13 @@ def write_predictions(
     model_name: str,
     shown: PredictColumns = PREDICT_COLUMNS,
     keep_input: bool = False,
+    report: Callable[[], Reporter] | None = None,
 ) -> None:
     """Each row's label (and probabilities, and with ``keep_input`` its cells as read) under
     ``params``, one output row per input row, to ``output``; ``model_name`` names the model
-    in a range error."""
+    in a range error; a scaled engine's notes on the rows go to ``report()``."""
     if isinstance(opened, ScaledInput):
-        opened.score(params, "predict", output, shown=shown, keep_input=keep_input)
+        opened.score(params, "predict", output, shown=shown, keep_input=keep_input, report=report)
         return
     from ..data import prediction_columns, scored_rows, write_csv
     from ..engine.mixture import GaussianMixture
@@ -71,7 +85,7 @@ def loglik(
     params, opened = _open(model_path, data, output, table, engine_options, session, what)
     weight_total: float | None = None
     if isinstance(opened, ScaledInput):
-        totals = opened.score(params, what, output)
+        totals = opened.score(params, what, output, report=lambda: session.reporter(opened.names))
         if totals is None:
             return
         total, n, weight_total = totals

@@ -35,14 +35,16 @@ the answer does not depend on how rows are chunked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import threading
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunk import Chunk, Rows
+from .chunk import Chunk, Rows, scratch
 from .covariance import LOG_2PI, CovarianceStrategy
 from .init import SUM_ROWS, DataSummary, column_range
 
@@ -53,6 +55,26 @@ BLOCK = 512  # stats.BLOCK (not imported: stats imports this module where it nee
 NEGLIGIBLE = 2.0**-60  # ≈ 9e-19: responsibilities below this × π_k skip the M-step correction
 HAND_FACTORED = 12  # patterns of at most this many missing cells are factored by hand
 FACTOR_BATCH = 512  # patterns factored together (their arrays fit in the caches)
+# Rows with missing cells from which a table's full models take the compiled kernels
+# (``missing_compiled``, numba) instead of numpy's: they save ~1 µs per such row and
+# iteration (d = 16, k = 8), and cost ~1–2 s per process to import numba and load them
+# from numba's cache (their first compilation, once per installation, ~10 s).
+COMPILED_FROM = 20_000
+
+
+def compiled_kernels(n_incomplete: int) -> ModuleType | None:
+    """The compiled kernels for a table with this many incomplete rows: None below
+    COMPILED_FROM, or when numba cannot be imported (then numpy does the same sums)."""
+    return None if n_incomplete < COMPILED_FROM else _compiled()
+
+
+@functools.cache
+def _compiled() -> ModuleType | None:
+    try:
+        from . import missing_compiled
+    except ImportError:
+        return None
+    return missing_compiled
 
 
 def has_missing(x: np.ndarray) -> bool:
@@ -127,6 +149,11 @@ class Layout:
     cell_rows: np.ndarray  # (cells,) each missing cell's row (index into ``rows``), and
     cell_columns: np.ndarray  # its column: the groups' cells one after the other
     by_column: tuple[np.ndarray, ...]  # the cells of each column
+    # row by row (for ``missing_compiled``): each row's first missing cell in ``row_columns``
+    # (m + 1,), their columns (cells,), and each row's first slot of packed factors (m + 1,)
+    row_starts: np.ndarray
+    row_columns: np.ndarray
+    tri_starts: np.ndarray
 
     @classmethod
     def of(cls, mask: np.ndarray, patterns: np.ndarray) -> Layout | None:
@@ -155,6 +182,10 @@ class Layout:
         by_column = tuple(order[bounds[b] : bounds[b + 1]] for b in range(d))
         blocks = rows // BLOCK
         edges = [0, *(np.flatnonzero(np.diff(blocks)) + 1).tolist(), rows.size]
+        row_starts = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=row_starts[1:])
+        tri_starts = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts * (counts + 1) // 2, out=tri_starts[1:])
         return cls(
             rows,
             sub,
@@ -165,6 +196,9 @@ class Layout:
             cell_rows_all,
             cell_columns_all,
             by_column,
+            row_starts,
+            np.nonzero(sub)[1].astype(np.int64),
+            tri_starts,
         )
 
 
@@ -235,6 +269,7 @@ class IncompleteRows(Rows):
         super().__init__(np.where(self.missing, shift, x), shift, dtype, cache, weights)
         self.patterns = Patterns(self.missing)
         self._layouts: dict[tuple[int, int], Layout | None] = {}
+        self.n_incomplete = int((self.patterns.index >= 0).sum())
 
     def layout(self, rows: slice) -> Layout | None:
         """The chunk's layout, found once and kept for the later passes."""
@@ -248,7 +283,7 @@ class IncompleteRows(Rows):
         chunk = super().chunk(rows, n_extra)
         layout = self.layout(rows)
         if layout is not None:
-            chunk.gaps = ChunkGaps(layout, self.patterns)
+            chunk.gaps = ChunkGaps(layout, self.patterns, compiled_kernels(self.n_incomplete))
         return chunk
 
 
@@ -261,11 +296,16 @@ class ChunkGaps:
 
     layout: Layout
     patterns: Patterns
+    kernels: ModuleType | None = None  # ``missing_compiled``, for a large table
     model: Model | None = None  # the E-step's model
     solved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     y: list[np.ndarray] = field(default_factory=list)
     factors: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
+    # whether the compiled E-step ran, and the precisions it took (``missing_compiled``)
+    compiled: bool = False
+    lam: np.ndarray | None = None
+    lam_means: np.ndarray | None = None
 
     def position(self, k: int) -> np.ndarray:
         """(k,) where each component is among ``solved`` (−1 if not)."""
@@ -327,7 +367,11 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
     precisions = strategy.precisions(model.prec_chol, k, d)
     near = _fills(model)
     gaps.model = model
-    gaps.zbar = np.asarray(chunk.zt[:, layout.rows], dtype=np.float64).T
+    gaps.zbar = np.ascontiguousarray(chunk.zt.T[layout.rows], dtype=np.float64)
+    gaps.compiled = gaps.kernels is not None and not strategy.is_diagonal and bool(near.all())
+    if gaps.compiled:
+        _compiled_marginal(gaps, model, precisions, out)
+        return
     correction = np.zeros((layout.rows.size, k))
     if strategy.is_diagonal:  # Λ_mm is diagonal: the missing cells' terms drop out
         correction[:, near] = _diagonal_correction(model, layout, precisions[near], near)
@@ -341,6 +385,35 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
         out[c, layout.rows] = _far_log_joint(model, chunk, int(c))
     with np.errstate(invalid="ignore"):
         out[:, layout.rows] += correction.T.astype(out.dtype, copy=False)
+
+
+def _compiled_marginal(
+    gaps: ChunkGaps, model: Model, precisions: np.ndarray, out: np.ndarray
+) -> None:
+    """``_projections`` and ``_solve`` by the compiled kernel, row by row (every component
+    fills its missing cells with the shift), added to ``out`` (k, c); the precisions kept in
+    ``gaps`` for the M-step."""
+    layout = gaps.layout
+    k, d = precisions.shape[0], precisions.shape[1]
+    lanes = gaps.kernels.LANES  # the kernel takes components a multiple of LANES at a time
+    width = -(-k // lanes) * lanes
+    lam = np.empty((d, d, width))
+    lam[:, :, :k] = precisions.transpose(2, 1, 0)
+    lam[:, :, k:] = np.eye(d)[:, :, None]  # padding: any positive definite matrix
+    lam_means = np.zeros((d, width))
+    lam_means[:, :k] = np.einsum("kab,kb->ak", precisions, model.params.means - model.shift)
+    terms = scratch("gaps_terms", (layout.rows.size, width), np.float64)  # per-thread buffers
+    pivots = scratch("gaps_pivots", (layout.rows.size, width), np.float64)
+    gaps.lam, gaps.lam_means = lam, lam_means
+    gaps.solved = np.arange(k)
+    with np.errstate(all="ignore"):
+        gaps.kernels.marginal_terms(
+            gaps.zbar, layout.row_starts, layout.row_columns, lam, lam_means, terms, pivots
+        )
+        np.log(pivots, out=pivots)
+        pivots *= -0.5
+        terms += pivots
+        out[:, layout.rows] += terms[:, :k].T.astype(out.dtype, copy=False)
 
 
 def _diagonal_correction(
@@ -517,8 +590,7 @@ def conditional_moments(
     ``origins`` (k, d) are where each component's statistics are summed. About the shift,
     the product of the filled rows is corrected; about another point (``stats.recentred``,
     or a far component) the incomplete rows leave the product of that component and are
-    summed here in full, from their conditional-mean rows. The chunk's ``x`` becomes the
-    rows filled with their conditional means (``_best_filled``).
+    summed here in full, from their conditional-mean rows.
     """
     gaps = chunk.gaps
     model = gaps.model
@@ -539,13 +611,14 @@ def conditional_moments(
         resp[np.ix_(~corrected, layout.rows)] = 0.0
     if strategy.is_diagonal:
         second = _diagonal_moments(model, layout, sub, corrected, moments)
+    elif gaps.compiled:
+        second = _compiled_moments(gaps, model, sub, corrected, moments)
     else:
         second = _general_moments(gaps, model, sub, corrected, moments)
     moments[:, :, d:] += strategy.moments_of(second)
     for c in np.flatnonzero(~corrected):
         counts[:, c] = _per_block_sum(sub[:, c], layout)
         moments[:, c] = _full_moments(chunk, model, sub[:, c], int(c), origins[c])
-    chunk.x = _best_filled(chunk, model, sub)
     return resp, Extra(counts, moments)
 
 
@@ -640,28 +713,114 @@ def _general_moments(
     return cross + np.swapaxes(cross, 2, 3) + squares
 
 
-def _best_filled(chunk: Chunk, model: Model, sub: np.ndarray) -> np.ndarray:
-    """The chunk's rows with each missing cell set to its conditional mean under the row's
-    most responsible component: what the worst-explained rows offer as new means when a
-    collapsed component is re-seeded (the shift there could lie between clusters)."""
+def _compiled_moments(
+    gaps: ChunkGaps, model: Model, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
+) -> np.ndarray:
+    """``_general_moments`` by the compiled kernel, row by row."""
+    layout = gaps.layout
+    nb = layout.n_blocks
+    k, d = model.params.means.shape
+    floors = np.where(corrected, NEGLIGIBLE * model.params.weights, np.inf)
+    first = np.zeros((nb, k, d))
+    cross = scratch("gaps_cross", (nb, k, d, d), np.float64)
+    squares = scratch("gaps_squares", (nb, k, d, d), np.float64)
+    cross.fill(0.0)
+    squares.fill(0.0)
+    gaps.kernels.conditional_moments(
+        gaps.zbar,
+        layout.row_starts,
+        layout.row_columns,
+        gaps.lam,
+        gaps.lam_means,
+        np.ascontiguousarray(sub),
+        floors,
+        layout.blocks,
+        first,
+        cross,
+        squares,
+    )
+    moments[:, :, :d] += first
+    squares += np.swapaxes(np.triu(squares, 1), 2, 3)
+    return cross + np.swapaxes(cross, 2, 3) + squares
+
+
+def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Under component c: each missing cell's shift to its conditional mean (cells, row by
+    row), and each incomplete row's conditional covariance (m, d, d), zero outside its
+    missing cells."""
+    layout = gaps.layout
+    shifts = np.empty(layout.row_columns.size)
+    packed = np.empty(int(layout.tri_starts[-1]))
+    gaps.kernels.conditionals(
+        gaps.zbar,
+        layout.row_starts,
+        layout.row_columns,
+        layout.tri_starts,
+        gaps.lam,
+        gaps.lam_means,
+        c,
+        shifts,
+        packed,
+    )
+    m, d = layout.mask.shape
+    counts = np.diff(layout.row_starts)
+    row = np.repeat(np.arange(m), counts * (counts + 1) // 2)
+    slot = np.arange(packed.size) - np.repeat(layout.tri_starts[:-1], counts * (counts + 1) // 2)
+    p = ((np.sqrt(8 * slot + 1) - 1) // 2).astype(np.int64)  # slot = p(p + 1)/2 + q, q ≤ p
+    q = slot - p * (p + 1) // 2
+    first_cell = layout.row_starts[row]
+    a, b = layout.row_columns[first_cell + p], layout.row_columns[first_cell + q]
+    cov = np.zeros((m, d, d))
+    cov[row, a, b] = packed
+    cov[row, b, a] = packed
+    return shifts, cov
+
+
+def best_filled(chunk: Chunk, resp: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Rows ``keep`` of the chunk, in float64, with each missing cell set to its conditional
+    mean under the row's most responsible component (``resp`` (k, c), the E-step's): what
+    the worst-explained rows offer as new means when a collapsed component is re-seeded
+    (the shift there could lie between clusters). Only for the few rows kept, so it costs
+    nothing per iteration."""
     gaps = chunk.gaps
     layout = gaps.layout
-    best = np.argmax(sub, axis=1)
-    x = np.array(chunk.x, dtype=np.float64)
-    rows, columns = layout.cell_rows, layout.cell_columns
-    cells_best = best[rows]
-    means = model.params.means
+    model = gaps.model
+    x = np.array(chunk.x[keep], dtype=np.float64)
+    if model is None or not keep.size:
+        return x
+    at = np.minimum(np.searchsorted(layout.rows, keep), layout.rows.size - 1)
+    hit = layout.rows[at] == keep
+    which, targets = at[hit], np.flatnonzero(hit)  # incomplete rows, and where they go
+    best = np.argmax(resp[:, keep[hit]], axis=0)
     if model.strategy.is_diagonal:
-        values = means[cells_best, columns]
+        x[targets] = np.where(layout.mask[which], model.params.means[best], x[targets])
+    elif gaps.compiled:
+        filled = x[targets]
+        gaps.kernels.fill_best(
+            gaps.zbar,
+            layout.row_starts,
+            layout.row_columns,
+            gaps.lam,
+            gaps.lam_means,
+            which,
+            best,
+            model.origins,
+            filled,
+        )
+        x[targets] = filled
     else:
-        position = gaps.position(means.shape[0])
-        e = []
+        position = gaps.position(model.params.means.shape[0])
+        slot = np.full(layout.rows.size, -1)
+        slot[which] = np.arange(which.size)
         for g, group in enumerate(layout.groups):
-            every = np.arange(group.members.size)
-            shifts, _ = gaps.conditional(g, every, position[best[group.members]], False)
-            e.append(np.stack(shifts, axis=1).ravel())  # cells row by row, as in the layout
-        values = model.origins[cells_best, columns] + np.concatenate(e)
-    x[layout.rows[rows], columns] = values
+            members = np.flatnonzero(slot[group.members] >= 0)  # indices into the group
+            if not members.size:
+                continue
+            j = slot[group.members[members]]
+            shifts, _ = gaps.conditional(g, members, position[best[j]], False)
+            for a in range(group.size):
+                columns = group.columns[members, a]
+                x[targets[j], columns] = model.origins[best[j], columns] + shifts[a]
     return x
 
 
@@ -684,8 +843,13 @@ def _full_moments(
         index = np.arange(d)
         second[:, index, index] = layout.mask * variances
     else:
-        at = int(gaps.position(k)[c])
         filled = np.where(layout.mask, model.origins[c], x)  # as its E-step filled them
+    if not strategy.is_diagonal and gaps.compiled:
+        shifts, second = _compiled_conditionals(gaps, c)
+        rows = np.repeat(np.arange(m), np.diff(layout.row_starts))
+        filled[rows, layout.row_columns] += shifts
+    elif not strategy.is_diagonal:
+        at = int(gaps.position(k)[c])
         for g, group in enumerate(layout.groups):
             rows = group.members
             e, cov = gaps.conditional(g, np.arange(rows.size), np.full(rows.size, at))

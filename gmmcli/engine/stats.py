@@ -395,6 +395,7 @@ def reduce_chunk_blocks(
         if noise is not None:
             noise = noise * weights.astype(noise.dtype, copy=False)
     extra = None
+    estep_resp = resp
     if chunk.gaps is not None:  # rows with missing cells: their conditional moments
         from .missing import conditional_moments
 
@@ -427,11 +428,13 @@ def reduce_chunk_blocks(
         else:
             counted = np.flatnonzero(weights > 0)
             keep = counted[_lowest_distinct(log_density[counted], chunk.x[counted], n_worst)]
-        worst = (
-            keep.astype(np.int64) + chunk.offset,
-            log_density[keep].astype(np.float64),
-            np.array(chunk.x[keep], dtype=np.float64),
-        )
+        if chunk.gaps is None:
+            points = np.array(chunk.x[keep], dtype=np.float64)
+        else:  # the missing cells at their conditional means
+            from .missing import best_filled
+
+            points = best_filled(chunk, estep_resp, keep)
+        worst = (keep.astype(np.int64) + chunk.offset, log_density[keep].astype(np.float64), points)
     first_block = chunk.offset // BLOCK
     out = BlockSum()
     for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
