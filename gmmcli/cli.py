@@ -116,6 +116,12 @@ EM = Group(
             "Centre and scale each column before fitting; stored in the model, so every "
             "command shows original units.",
         ),
+        "accelerate": declared(
+            True,
+            "--accelerate/--no-accelerate",
+            "SQUAREM: extrapolate every three EM steps, never lowering the log-likelihood "
+            "(fewer passes over the data); --no-accelerate: plain EM, one step per pass.",
+        ),
     },
     EMSettings,
 )

@@ -49,6 +49,7 @@ class EMSettings:
     reg_scale: str = "data"
     seed: int = 0
     standardize: bool = False
+    accelerate: bool = True  # SQUAREM (``engine.squarem``); False: plain EM
 
     def values(self) -> dict[str, object]:
         """parameter → value, for ``check_values``."""
