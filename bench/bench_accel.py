@@ -1,0 +1,208 @@
+"""Benchmark: passes over the data and wall time to a converged answer, plain EM against
+SQUAREM (``--accelerate``, the default), and the issue's case against scikit-learn.
+
+    python bench/bench_accel.py              # the grid and the issue's case, a Markdown table
+    python bench/bench_accel.py --quick      # a few configurations
+    python bench/bench_accel.py --issue      # only the issue's case (200,000 × 8, k = 6)
+
+Per configuration: data from bench_em's generator (stretched blobs, centres ~N(0, 8²)) or,
+"overlapping", the same with the centres 4× closer; one common start (gmm's k-means++,
+bench_em.common_start). The fixed point ℓ* is where the accelerated iteration ends with
+tol 0 after 600 passes (it stands still there; plain EM from the same start agrees to
+1e-8 relative, tests/test_accel.py). "passes to 1e-6" is the first pass whose mean
+log-likelihood is within 1e-6 relative of ℓ* (from the history of a run with the default
+stopping rule, which goes on past that point); "default" is the fit with gmm's defaults
+(the rule: within 1e-8 per row of the limit), its passes and wall time (median of
+``--repeat``), and how far it ended from ℓ*. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_em import blobs, common_start, precisions  # noqa: E402
+
+PROMISE = 1e-6
+
+
+def overlapping(n: int, d: int, k: int, seed: int = 0, closer: float = 4.0) -> np.ndarray:
+    x = blobs(n, d, k, seed)
+    rng = np.random.default_rng(seed)
+    bounds = np.linspace(0, n, k + 1).astype(int)
+    for c in range(k):  # move each cluster's centre towards the data's
+        part = x[bounds[c] : bounds[c + 1]]
+        centre = part.mean(axis=0)
+        part -= centre * (1.0 - 1.0 / closer)
+    return x[rng.permutation(n)]
+
+
+REFERENCE_PASSES = 2000
+
+
+def fixed_point(x, k, covariance, start, passes: int) -> float:
+    """ℓ* per row: the accelerated iteration with tol 0; its last 50 passes must have moved
+    it by less than 1e-3 of the promise (else the table would measure against a moving
+    target)."""
+    model = gmm_fit(x, k, covariance, start, True, tol=0.0, max_iter=passes)
+    history = model.log_likelihood_history_
+    assert abs(history[-1] - history[-51]) <= 1e-3 * PROMISE * abs(history[-1]), "no ℓ* yet"
+    return history[-1]
+
+
+def first_within(history: list[float], limit: float) -> int:
+    """The first pass whose mean log-likelihood is within PROMISE relative of ``limit``."""
+    for t, value in enumerate(history):
+        if abs(value - limit) <= PROMISE * abs(limit):
+            return t
+    return -1
+
+
+def gmm_fit(x, k, covariance, start, accelerate, **options):
+    from gmmcli import GaussianMixture
+
+    weights, means, covariances = start
+    return GaussianMixture(
+        k,
+        covariance_type=covariance,
+        weights_init=weights,
+        means_init=means,
+        covariances_init=covariances,
+        accelerate=accelerate,
+        **options,
+    ).fit(x)
+
+
+def timed(function, repeat: int):
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - t0)
+    return result, statistics.median(times)
+
+
+def one_config(x, k, covariance, repeat: int) -> dict:
+    start = common_start(x, k, covariance)
+    limit = fixed_point(x, k, covariance, start, REFERENCE_PASSES)
+    row: dict = {}
+    for name, accelerate in [("plain", False), ("accel", True)]:
+        model, seconds = timed(lambda a=accelerate: gmm_fit(x, k, covariance, start, a), repeat)
+        row[name] = {
+            "passes_to": first_within(model.log_likelihood_history_, limit),
+            "passes": model.n_iter_,
+            "seconds": seconds,
+            "gap": abs(model.log_likelihood_ / len(x) - limit) / abs(limit),
+            "converged": bool(model.converged_),
+        }
+    return row
+
+
+def grid(quick: bool) -> list[tuple[str, int, int, int, str]]:
+    if quick:
+        return [("overlapping", 20_000, 2, 4, "full"), ("blobs", 20_000, 16, 8, "diag")]
+    configs = []
+    for kind in ("blobs", "overlapping"):
+        for d, k in [(2, 4), (2, 8), (16, 3), (16, 8)]:
+            for covariance in ("full", "diag", "VVE"):
+                configs.append((kind, 20_000, d, k, covariance))
+    configs += [("overlapping", 20_000, 16, 5, "tied"), ("overlapping", 20_000, 16, 5, "spherical")]
+    return configs
+
+
+def run_grid(quick: bool, repeat: int) -> None:
+    print(
+        "| data | n | d | k | model | passes to 1e-6, plain | accelerated | ratio | "
+        "default fit, plain: passes / s | accelerated: passes / s | time ratio | "
+        "accelerated gap to ℓ* |"
+    )
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, n, d, k, covariance in grid(quick):
+        x = (blobs if kind == "blobs" else overlapping)(n, d, k)
+        r = one_config(x, k, covariance, repeat)
+        p, a = r["plain"], r["accel"]
+        if p["passes_to"] < 0:  # plain EM stopped (max_iter) before it got there
+            plain_to, ratio = f"> {p['passes']}", f"> {p['passes'] / a['passes_to']:.1f}×"
+        elif a["passes_to"] > 0:
+            plain_to, ratio = str(p["passes_to"]), f"{p['passes_to'] / a['passes_to']:.1f}×"
+        else:
+            plain_to, ratio = str(p["passes_to"]), "(the start)"
+        print(
+            f"| {kind} | {n:,} | {d} | {k} | {covariance} | {plain_to} | "
+            f"{a['passes_to']} | {ratio} | {p['passes']} / {p['seconds']:.2f} | "
+            f"{a['passes']} / {a['seconds']:.2f} | {p['seconds'] / a['seconds']:.1f}× | "
+            f"{a['gap']:.0e} |",
+            flush=True,
+        )
+
+
+def issue_case(repeat: int) -> None:
+    """200,000 × 8, 6 overlapping clusters, one common start: gmm's defaults against
+    scikit-learn run on (tol 1e-7) from the same start, time to within 1e-6 of ℓ*."""
+    from sklearn.mixture import GaussianMixture as Sk
+
+    n, d, k = 200_000, 8, 6
+    x = overlapping(n, d, k, seed=1, closer=5.0)
+    start = common_start(x, k, "full")
+    limit = fixed_point(x, k, "full", start, 1000)
+    weights, means, covariances = start
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk, sk_seconds = timed(
+            lambda: Sk(
+                k,
+                tol=1e-7,
+                max_iter=3000,
+                weights_init=weights,
+                means_init=means,
+                precisions_init=precisions(covariances, "full"),
+            ).fit(x),
+            1,
+        )
+    # lower_bounds_[t] is the log-likelihood of the parameters entering iteration t + 1
+    sk_to = first_within(list(sk.lower_bounds_), limit)
+    sk_to_seconds = sk_seconds * (sk_to + 1) / sk.n_iter_ if sk_to >= 0 else float("nan")
+    rows = []
+    for name, accelerate in [("gmm, plain EM (--no-accelerate)", False), ("gmm (defaults)", True)]:
+        model, seconds = timed(lambda a=accelerate: gmm_fit(x, k, "full", start, a), repeat)
+        gap = abs(model.log_likelihood_ / n - limit) / abs(limit)
+        rows.append((name, model.n_iter_, first_within(model.log_likelihood_history_, limit),
+                     seconds, gap))  # fmt: skip
+    print(f"\nIssue case: {n:,} rows × {d} columns, {k} overlapping clusters, full, one start")
+    print(f"ℓ* (mean per row) = {limit:.10f}; total {limit * n:,.1f}\n")
+    print("| fit | passes | passes to 1e-6 | wall s | gap to ℓ* | vs scikit-learn's time to 1e-6 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| scikit-learn tol 1e-7 | {sk.n_iter_} | {sk_to + 1} | {sk_seconds:.2f} "
+        f"(to 1e-6: {sk_to_seconds:.2f}) | "
+        f"{abs(sk.lower_bounds_[-1] - limit) / abs(limit):.0e} | 1 |"
+    )
+    for name, passes, to, seconds, gap in rows:
+        print(
+            f"| {name} | {passes} | {to} | {seconds:.2f} | {gap:.0e} | "
+            f"{seconds / sk_to_seconds:.2f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--issue", action="store_true", help="only the issue's case")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if not args.issue:
+        run_grid(args.quick, args.repeat)
+    if not args.quick:
+        issue_case(args.repeat)
+
+
+if __name__ == "__main__":
+    main()
