@@ -150,7 +150,7 @@ def issue_case(repeat: int) -> None:
     from sklearn.mixture import GaussianMixture as Sk
 
     n, d, k = 200_000, 8, 6
-    x = overlapping(n, d, k, seed=1, closer=5.0)
+    x = overlapping(n, d, k, seed=1, closer=10.0)
     start = common_start(x, k, "full")
     limit = fixed_point(x, k, "full", start, 1000)
     weights, means, covariances = start
