@@ -16,7 +16,8 @@ collapse, a covariance that cannot be factored, a number that is not finite) ste
 is below that of the last plain step step back once and then take the plain step. So the
 log-likelihood of the accepted parameters never decreases. The step length is capped, the
 cap growing ×4 each time a step reaches it and shrinking ÷4 when a step fails (as in the
-SQUAREM R package), so the first cycles stay close to plain EM.
+SQUAREM R package), so the first cycles stay close to plain EM. Cycles whose plain steps do
+not shrink are not extrapolated (``Squarem._contracting``).
 """
 
 from __future__ import annotations
