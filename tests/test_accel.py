@@ -180,3 +180,22 @@ def test_the_command_line_flag_and_the_model_file(tmp_path, capsys):
     assert fits["--accelerate"]["log_likelihood"] == pytest.approx(
         fits["--no-accelerate"]["log_likelihood"], rel=1e-6
     )
+
+
+# -- the stopping rule under acceleration ---------------------------------------------------------
+def test_the_rule_reads_only_plain_steps():
+    """Runs of plain steps between extrapolations: Aitken's estimate from each run's last
+    three values, two in a row; a run shorter than three gives none."""
+    from gmmcli.engine.convergence import ChangeRule, LimitRule
+
+    rule = LimitRule()
+    near = [-3.0 - 4e-9, -3.0 - 2e-9, -3.0 - 1e-9]  # rate 0.5: 1e-9 from the limit
+    far = [-3.5, -3.2, -3.1]  # rate 1/3: 0.05 from it
+    assert rule.done_in_runs([near, near])
+    assert not rule.done_in_runs([far, near])  # one estimate within tol is not enough
+    assert not rule.done_in_runs([near, near[:2]])  # no estimate from the last run yet
+    longer = [*near, -3.0 - 0.5e-9]  # a run of four: its own two estimates
+    assert rule.done_in_runs([far, longer]) and rule.done(longer)
+    assert rule.done_in_runs([far, [-3.0, -3.0]])  # standing still
+    assert ChangeRule(1e-3).done_in_runs([far, [-3.0, -3.0 + 5e-4]])
+    assert not ChangeRule(1e-3).done_in_runs([near, [-3.0, -2.99]])
