@@ -4,6 +4,7 @@ SQUAREM (``--accelerate``, the default), and the issue's case against scikit-lea
     python bench/bench_accel.py              # the grid and the issue's case, a Markdown table
     python bench/bench_accel.py --quick      # a few configurations
     python bench/bench_accel.py --issue      # only the issue's case (200,000 × 8, k = 6)
+    python bench/bench_accel.py --grid       # only the grid
 
 Per configuration: data from bench_em's generator (stretched blobs, centres ~N(0, 8²)) or,
 "overlapping", the same with the centres 4× closer; one common start (gmm's k-means++,
@@ -45,17 +46,34 @@ def overlapping(n: int, d: int, k: int, seed: int = 0, closer: float = 4.0) -> n
     return x[rng.permutation(n)]
 
 
-REFERENCE_PASSES = 2000
+REFERENCE_PASSES = 1000
 
 
 def fixed_point(x, k, covariance, start, passes: int) -> float:
-    """ℓ* per row: the accelerated iteration with tol 0; its last 50 passes must have moved
-    it by less than 1e-3 of the promise (else the table would measure against a moving
-    target)."""
+    """ℓ* per row: the accelerated iteration with tol 0 (its last 50 passes must have moved
+    it by less than 1e-3 of the promise, else the table would measure against a moving
+    target: then a note on stderr)."""
     model = gmm_fit(x, k, covariance, start, True, tol=0.0, max_iter=passes)
     history = model.log_likelihood_history_
-    assert abs(history[-1] - history[-51]) <= 1e-3 * PROMISE * abs(history[-1]), "no ℓ* yet"
+    if abs(history[-1] - history[-51]) > 1e-3 * PROMISE * abs(history[-1]):
+        print(f"ℓ* still moving after {passes} passes: {history[-51]} → {history[-1]}",
+              file=sys.stderr)  # fmt: skip
     return history[-1]
+
+
+def issue_data(n: int, d: int, k: int, spread: float, seed: int = 1) -> np.ndarray:
+    """k clusters of one shape (a random d × d factor, each axis rescaled by 0.8–1.25 per
+    cluster), centres ~N(0, spread²) per column: at spread 0.8 they overlap so much that
+    plain EM needs hundreds of iterations, as in the issue."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(d, d)) / np.sqrt(d) + np.eye(d)
+    x = np.empty((n, d))
+    bounds = np.linspace(0, n, k + 1).astype(int)
+    for c in range(k):
+        shape = base * rng.uniform(0.8, 1.25, d)
+        rows = rng.normal(size=(bounds[c + 1] - bounds[c], d)) @ shape
+        x[bounds[c] : bounds[c + 1]] = rows + spread * rng.normal(size=d)
+    return x[rng.permutation(n)]
 
 
 def first_within(history: list[float], limit: float) -> int:
@@ -150,9 +168,9 @@ def issue_case(repeat: int) -> None:
     from sklearn.mixture import GaussianMixture as Sk
 
     n, d, k = 200_000, 8, 6
-    x = overlapping(n, d, k, seed=1, closer=10.0)
+    x = issue_data(n, d, k, spread=0.8)
     start = common_start(x, k, "full")
-    limit = fixed_point(x, k, "full", start, 1000)
+    limit = fixed_point(x, k, "full", start, 1500)
     weights, means, covariances = start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -170,6 +188,7 @@ def issue_case(repeat: int) -> None:
     # lower_bounds_[t] is the log-likelihood of the parameters entering iteration t + 1
     sk_to = first_within(list(sk.lower_bounds_), limit)
     sk_to_seconds = sk_seconds * (sk_to + 1) / sk.n_iter_ if sk_to >= 0 else float("nan")
+    print(f"scikit-learn: {sk.n_iter_} iterations in {sk_seconds:.1f} s", file=sys.stderr)
     rows = []
     for name, accelerate in [("gmm, plain EM (--no-accelerate)", False), ("gmm (defaults)", True)]:
         model, seconds = timed(lambda a=accelerate: gmm_fit(x, k, "full", start, a), repeat)
@@ -196,11 +215,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--issue", action="store_true", help="only the issue's case")
+    parser.add_argument("--grid", action="store_true", help="only the grid")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not args.issue:
         run_grid(args.quick, args.repeat)
-    if not args.quick:
+    if not args.quick and not args.grid:
         issue_case(args.repeat)
 
 
