@@ -43,7 +43,13 @@ def run_to_fixed_point(x: np.ndarray, k: int, covariance_type: str, accelerate: 
     ).fit(x)
 
 
-@pytest.mark.parametrize("covariance_type", covariance_names())
+# EVE from this start: plain EM crosses a long plateau (steps shrinking, then growing
+# again) before it climbs; an extrapolation taken on the plateau leaves it for another basin
+# (see the test after this one).
+SAME_BASIN = [m for m in covariance_names() if m != "EVE"]
+
+
+@pytest.mark.parametrize("covariance_type", SAME_BASIN)
 def test_the_same_fixed_point_as_plain_em_for_every_model(covariance_type):
     """Both run to the end (tol 0); plain EM's last 100 steps moved it by under 1e-11 per
     row, so it is at its fixed point; the accelerated run ends there too."""
@@ -56,6 +62,22 @@ def test_the_same_fixed_point_as_plain_em_for_every_model(covariance_type):
     scale = x.std(axis=0)
     assert np.max(np.abs(fast.means_ - plain.means_) / scale) < 1e-4
     assert np.max(np.abs(fast.weights_ - plain.weights_)) < 1e-4
+
+
+def test_from_a_plateau_acceleration_may_reach_another_fixed_point():
+    """The limit of the guarantee, pinned down: EVE on the same data and start. Plain EM
+    creeps along a plateau (about −3.93 per row) for ~40 passes and then climbs to a fixed
+    point at −3.409; the accelerated run left the plateau by an extrapolation and ends at
+    another fixed point, −3.194 (higher here; it can be lower: on clusters in 8 columns,
+    before extrapolation waited for shrinking steps, one ended lower). Both stand still."""
+    x = overlapping()
+    plain = run_to_fixed_point(x, 3, "EVE", accelerate=False)
+    fast = run_to_fixed_point(x, 3, "EVE", accelerate=True)
+    for fitted in (plain, fast):
+        history = fitted.log_likelihood_history_
+        assert abs(history[-1] - history[-101]) < 1e-11
+    assert plain.log_likelihood_ / len(x) == pytest.approx(-3.4087, abs=1e-4)
+    assert fast.log_likelihood_ / len(x) == pytest.approx(-3.1937, abs=1e-4)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical", "VVE", "VEV"])
