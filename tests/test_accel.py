@@ -43,17 +43,12 @@ def run_to_fixed_point(x: np.ndarray, k: int, covariance_type: str, accelerate: 
     ).fit(x)
 
 
-# EVE from this start: plain EM crosses a long plateau (steps shrinking, then growing
-# again) before it climbs; an extrapolation taken on the plateau leaves it for another basin
-# (see the test after this one).
-SAME_BASIN = [m for m in covariance_names() if m != "EVE"]
-
-
-@pytest.mark.parametrize("covariance_type", SAME_BASIN)
+@pytest.mark.parametrize("covariance_type", covariance_names())
 def test_the_same_fixed_point_as_plain_em_for_every_model(covariance_type):
     """Both run to the end (tol 0); plain EM's last 100 steps moved it by under 1e-11 per
-    row, so it is at its fixed point; the accelerated run ends there too."""
-    x = overlapping()
+    row, so it is at its fixed point; the accelerated run ends there too. (Measured on the
+    data of seeds 0–3: all 14 models agree but EVE on seed 0, the next test.)"""
+    x = overlapping(seed=1)
     plain = run_to_fixed_point(x, 3, covariance_type, accelerate=False)
     fast = run_to_fixed_point(x, 3, covariance_type, accelerate=True)
     history = plain.log_likelihood_history_
@@ -65,7 +60,7 @@ def test_the_same_fixed_point_as_plain_em_for_every_model(covariance_type):
 
 
 def test_from_a_plateau_acceleration_may_reach_another_fixed_point():
-    """The limit of the guarantee, pinned down: EVE on the same data and start. Plain EM
+    """The limit of the guarantee, pinned down: EVE on seed 0's data. Plain EM
     creeps along a plateau (about −3.93 per row) for ~40 passes and then climbs to a fixed
     point at −3.409; the accelerated run left the plateau by an extrapolation and ends at
     another fixed point, −3.194 (higher here; it can be lower: on clusters in 8 columns,
