@@ -6,7 +6,9 @@ sufficient statistics) followed by the M-step, exactly as scikit-learn's loop: t
 log-likelihood recorded for iteration t is that of the parameters entering it, and the fit
 stops when the stopping rule (``convergence``: by default within 1e-8 per row of the limit,
 or scikit-learn's tol on the change per row) says so, or after max_iter M-steps. A last pass
-gives the log-likelihood of the parameters returned.
+gives the log-likelihood of the parameters returned. With acceleration (the default) the
+M-step of every third pass may take extrapolated statistics (``squarem``); an iteration is
+still one pass, and the rule reads only the plain steps.
 """
 
 from __future__ import annotations
