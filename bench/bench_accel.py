@@ -5,6 +5,7 @@ SQUAREM (``--accelerate``, the default), and the issue's case against scikit-lea
     python bench/bench_accel.py --quick      # a few configurations
     python bench/bench_accel.py --issue      # only the issue's case (200,000 × 8, k = 6)
     python bench/bench_accel.py --grid       # only the grid
+    python bench/bench_accel.py --rate       # seconds per iteration on the issue's case
 
 Per configuration: data from bench_em's generator (stretched blobs, centres ~N(0, 8²)) or,
 "overlapping", the same with the centres 4× closer; one common start (gmm's k-means++,
@@ -211,13 +212,48 @@ def issue_case(repeat: int) -> None:
         )
 
 
+def per_iteration() -> None:
+    """Seconds per iteration on the issue's case from its start: scikit-learn with BLAS on
+    one and on two threads, gmm's plain pass ((time of 11 iterations − time of 1) / 10), to
+    turn its iteration counts into times when the machine is quieter than in the long run."""
+    from sklearn.mixture import GaussianMixture as Sk
+    from threadpoolctl import threadpool_limits
+
+    x = issue_data(200_000, 8, 6, spread=0.8)
+    weights, means, covariances = common_start(x, 6, "full")
+
+    def rate(fit) -> float:
+        times = []
+        for n in (1, 11):
+            t0 = time.perf_counter()
+            fit(n)
+            times.append(time.perf_counter() - t0)
+        return (times[1] - times[0]) / 10
+
+    for threads in (1, 2):
+        with threadpool_limits(threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seconds = rate(
+                lambda n: Sk(6, tol=0, max_iter=n, weights_init=weights, means_init=means,
+                             precisions_init=precisions(covariances, "full")).fit(x)
+            )  # fmt: skip
+        print(f"scikit-learn, BLAS on {threads} thread(s): {seconds:.3f} s per iteration")
+    start = (weights, means, covariances)
+    seconds = rate(lambda n: gmm_fit(x, 6, "full", start, False, tol=0.0, max_iter=n))
+    print(f"gmm, plain pass: {seconds:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--issue", action="store_true", help="only the issue's case")
     parser.add_argument("--grid", action="store_true", help="only the grid")
+    parser.add_argument("--rate", action="store_true", help="only seconds per iteration")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.rate:
+        per_iteration()
+        return
     if not args.issue:
         run_grid(args.quick, args.repeat)
     if not args.quick and not args.grid:
