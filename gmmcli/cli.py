@@ -144,6 +144,12 @@ EM = Group(
             "product of the columns' ranges.",
             float | None,
         ),
+        "accelerate": declared(
+            True,
+            "--accelerate/--no-accelerate",
+            "SQUAREM: extrapolate every three EM steps, never lowering the log-likelihood "
+            "(fewer passes over the data); --no-accelerate: plain EM, one step per pass.",
+        ),
     },
     EMSettings,
 )

@@ -102,6 +102,10 @@ _FIT_SCHEMA: dict = {
                 "n_init": {"type": "integer"},
                 "init": {"type": "string"},
                 "dtype": {"type": "string", "enum": ["float64", "float32"]},
+                "accelerate": {
+                    "description": "SQUAREM acceleration (files without it used plain EM).",
+                    "type": "boolean",
+                },
             },
         },
         "best_restart": {"type": "integer"},
@@ -396,6 +400,7 @@ def fit_record(
             "n_init": int(options.n_init),
             "init": "warm-start" if summary.warm_start else options.init,
             "dtype": options.dtype,
+            "accelerate": bool(options.accelerate),
         },
         "best_restart": summary.best_restart,
         "restarts": [

@@ -52,6 +52,7 @@ class EMSettings:
     standardize: bool = False
     noise: bool = False  # a noise component (``engine.noise``)
     noise_volume: float | None = None  # its box's volume; None: the data's box
+    accelerate: bool = True  # SQUAREM (``engine.squarem``); False: plain EM
 
     def values(self) -> dict[str, object]:
         """parameter → value, for ``check_values``; --noise-volume needs --noise."""

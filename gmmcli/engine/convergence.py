@@ -84,6 +84,25 @@ class LimitRule:
         least = max(self.tol, self.noise(values[-1]))
         return self.distance(values) <= least and self.distance(values[:-1]) <= least
 
+    def done_in_runs(self, runs: Sequence[Sequence[float]]) -> bool:
+        """``done`` under acceleration (``squarem``): ``runs`` are the mean log-likelihoods
+        of consecutive plain EM steps, one list per stretch between extrapolations (an
+        extrapolated step is no EM step, so no estimate spans one). Aitken's estimate comes
+        from the last three plain values of a run; two in a row must be within ``tol`` — the
+        last run's, and its previous one or else the last of an earlier run."""
+        run = runs[-1]
+        if self.still(run):
+            return True
+        if len(run) < 3:
+            return False
+        if len(run) > 3:
+            return self.done(run)
+        earlier = next((r for r in reversed(runs[:-1]) if len(r) >= 3), None)
+        if earlier is None:
+            return False
+        least = max(self.tol, self.noise(run[-1]))
+        return self.distance(run) <= least and self.distance(earlier) <= least
+
 
 @dataclass(frozen=True)
 class ChangeRule:
@@ -98,6 +117,10 @@ class ChangeRule:
 
     def done(self, values: Sequence[float]) -> bool:
         return len(values) > 1 and abs(values[-1] - values[-2]) < self.tol
+
+    def done_in_runs(self, runs: Sequence[Sequence[float]]) -> bool:
+        """Under acceleration: the last plain EM step changed by less than ``tol``."""
+        return self.done(runs[-1])
 
 
 StoppingRule = LimitRule | ChangeRule

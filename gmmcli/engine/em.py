@@ -6,7 +6,9 @@ sufficient statistics) followed by the M-step, exactly as scikit-learn's loop: t
 log-likelihood recorded for iteration t is that of the parameters entering it, and the fit
 stops when the stopping rule (``convergence``: by default within 1e-8 per row of the limit,
 or scikit-learn's tol on the change per row) says so, or after max_iter M-steps. A last pass
-gives the log-likelihood of the parameters returned.
+gives the log-likelihood of the parameters returned. With acceleration (the default) the
+M-step of every third pass may take extrapolated statistics (``squarem``); an iteration is
+still one pass, and the rule reads only the plain steps.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .init import INITIALISERS, DataSummary, Start, StartCache, restart_plan, st
 from .noise import noise_box, with_noise
 from .params import MixtureParams, NumericalRangeError
 from .sources import ArraySource, Source
+from .squarem import Squarem
 from .stats import (
     Model,
     SuffStats,
@@ -208,6 +211,8 @@ class EMOptions:
     # a noise component (``engine.noise``) over the data's box, or a box of this volume
     noise: bool = False
     noise_volume: float | None = None
+    # SQUAREM on the statistics (``squarem``); False: plain EM, one M-step per pass
+    accelerate: bool = True
 
     def validate(self) -> None:
         """Raise ValueError (``constraints.ParameterError``) for a value outside its
@@ -429,6 +434,48 @@ def _reseed(
     return MixtureParams(params.covariance_type, weights, means, cov, noise=params.noise), moved
 
 
+def _accelerator(
+    options: EMOptions, strategy: CovarianceStrategy, summary: DataSummary, n: int
+) -> Squarem | None:
+    """SQUAREM's state for one restart, or None for plain EM."""
+    if not options.accelerate:
+        return None
+    scale = np.sqrt(summary.variances)
+    return Squarem(strategy, np.where(scale > 0, scale, 1.0), n)
+
+
+def _valid_step(
+    strategy: CovarianceStrategy,
+    summary: DataSummary,
+    reg_covar: float | np.ndarray,
+    current: MixtureParams,
+) -> Callable[[SuffStats], MixtureParams | None]:
+    """The M-step of extrapolated statistics (``squarem``), None when they give no valid
+    mixture: numbers that are not finite, a collapsed component (as ``find_collapses``
+    sees one), a noise weight outside (0, 1), or a covariance the E-step cannot factor."""
+
+    def step(stats: SuffStats) -> MixtureParams | None:
+        with np.errstate(all="ignore"):
+            try:
+                result = mstep(stats, strategy, reg_covar, current.covariances, current.noise)
+                p = result.params
+                parts = (p.weights, p.means, p.covariances, result.raw_covariances)
+                if not all(np.all(np.isfinite(a)) for a in parts):
+                    return None
+                if p.noise is not None and not 0 < p.noise.weight < 1:
+                    return None
+                if find_collapses(
+                    stats.counts, result.raw_covariances, strategy, summary, reg_covar
+                ):
+                    return None
+                prepare(p, strategy, summary.shift)
+            except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+                return None
+        return p
+
+    return step
+
+
 # emEM's short runs (``fit_source``): scikit-learn's rule at this change of the mean
 # log-likelihood per row; measured on the select grids of iris, faithful and diabetes.
 SCREEN_TOL = 1e-5
@@ -462,6 +509,7 @@ def run_restart(
     history: list[float] = [] if earlier is None else list(earlier.history[:-1])
     reseeds: list[ReseedEvent] = [] if earlier is None else list(earlier.reseeds)
     rule = stopping_rule(options.tol, options.dtype)
+    accel = _accelerator(options, strategy, summary, n)
     trail: list[float] = []  # the mean log-likelihoods since the start or the last re-seed
     previous = np.nan
     converged = False
@@ -478,16 +526,27 @@ def run_restart(
         if origins is not None:  # a component's new mean lies far from where it was summed
             stats = source.em_pass(model.with_moment_origins(origins), n_worst=k)
         current = stats.log_likelihood / n
+        n_iter = iteration
+        if accel is not None and not accel.accept(stats, current):
+            # an extrapolation that lowered the log-likelihood: the parameters of the last
+            # plain step stay (their value is recorded again: this pass counts), and the
+            # next pass tries a shorter step or the plain one
+            kept = accel.floor
+            history.append(kept)
+            on_event(IterationEvent(restart, iteration - 1, kept, 0.0, time.perf_counter() - t0))
+            plain = accel.pending.plain if accel.pending is not None else params
+            params = accel.retreat(_valid_step(strategy, summary, options.reg_covar, plain))
+            model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
+            continue
         history.append(current)
         trail.append(current)
         change = current - previous
         step = mstep(stats, strategy, options.reg_covar, params.covariances, params.noise)
         params = step.params
-        n_iter = iteration
         collapses = find_collapses(
             stats.counts, step.raw_covariances, strategy, summary, options.reg_covar
         )
-        done = rule.done(trail)
+        done = rule.done(trail) if accel is None else rule.done_in_runs(accel.runs)
         on_event(IterationEvent(restart, iteration - 1, current, change, time.perf_counter() - t0))
         can_reseed = budget > 0 and iteration <= options.max_iter - RESEED_MARGIN
         movable = [c for c in collapses if not strategy.shared or c.reason == "few-points"]
@@ -501,10 +560,16 @@ def run_restart(
                 on_event(event)
             previous = np.nan
             trail = []
+            if accel is not None:
+                accel.reset()
         else:
             previous = current
             if done:
                 converged = True
+            elif accel is not None and not collapses and iteration < options.max_iter:
+                params = accel.propose(
+                    _valid_step(strategy, summary, options.reg_covar, params), params
+                )
         model, params, singular = _prepare_safely(
             params, strategy, summary.shift, options.reg_covar
         )
@@ -513,6 +578,10 @@ def run_restart(
                 collapses.append(Collapse(c, None, "singular", float("nan")))
         if converged:
             break
+    if accel is not None and accel.pending is not None:
+        # max_iter ended the run before the extrapolation was checked: the plain step
+        params = accel.pending.plain
+        model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
     t0 = time.perf_counter()
     # The log-likelihood reported is always computed in float64, whatever the iterations used.
     final = source.em_pass(model, n_worst=0, exact=True)

@@ -181,6 +181,11 @@ class GaussianMixture:
     (``engine.convergence``), or after ``max_iter`` (default 1000) iterations; a number is
     scikit-learn's rule: stop when the mean log-likelihood per row changes by less than
     ``tol`` (scikit-learn's defaults are ``tol=1e-3, max_iter=100``).
+
+    ``accelerate=True`` (the default) runs SQUAREM on the sufficient statistics
+    (``engine.squarem``): the same fixed point in fewer passes over the rows, the
+    log-likelihood never lowered; an iteration is then one pass. ``accelerate=False`` is
+    plain EM, step for step scikit-learn's.
     """
 
     def __init__(
@@ -202,6 +207,7 @@ class GaussianMixture:
         threads: int | None = None,
         dtype: str = "float64",
         standardize: bool = False,
+        accelerate: bool = True,
         scaling: tuple[np.ndarray, np.ndarray] | None = None,
         callback: Callable[[Event], None] | None = None,
         start_cache: StartCache | None = None,
@@ -225,6 +231,7 @@ class GaussianMixture:
         self.threads = threads
         self.dtype = dtype
         self.standardize = standardize
+        self.accelerate = accelerate
         self.scaling = scaling
         self.callback = callback
         self.start_cache = start_cache
@@ -264,6 +271,7 @@ class GaussianMixture:
             dtype=self.dtype,
             noise=self.noise,
             noise_volume=volume if self.noise else None,
+            accelerate=self.accelerate,
         )
 
     def _start(self, d: int) -> MixtureParams | None:
