@@ -89,6 +89,8 @@ class Rows:
         self.dtype = np.dtype(dtype)
         self.n_rows, self.n_features = x.shape
         self.cached: np.ndarray | None = None
+        # the whole table as one chunk with a model's features, by model (``stats.make_chunk``)
+        self.filled: dict[str, Chunk] = {}
         if self.dtype == np.float32 and self.n_rows:
             far = float(np.max(np.abs(x - shift)))  # squares and products must stay finite
             if not far < FLOAT32_REACH:
