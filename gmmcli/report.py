@@ -1,4 +1,8 @@
-"""Everything for people, on stderr: the convergence table, summaries, warnings (rich)."""
+"""Everything for people, on stderr: the convergence table, summaries, warnings (rich).
+
+rich is imported when something is printed, not with this module: a quiet command never
+loads it (start-up time).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from .engine.covariance import get_strategy
 from .engine.em import Event, IterationEvent, PassEvent, ReseedEvent, RestartEvent
 from .engine.mixture import ConstantColumn, IdenticalComponents, NotConverged, Notice
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def _number(value: float, digits: int = 6) -> str:
@@ -29,6 +35,8 @@ def console(stderr: bool = True) -> Console:
     width = None
     if not (sys.stderr if stderr else sys.stdout).isatty() and "COLUMNS" not in os.environ:
         width = 10_000
+    from rich.console import Console
+
     return Console(stderr=stderr, highlight=False, width=width)
 
 
@@ -94,13 +102,17 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, feature_names: list[str] | None = None) -> None:
         self.quiet = quiet
-        self.console = console()
         self.names = feature_names or []
         self._table: Table | None = None
         self._status = None
         self._last_pass_update = 0.0
         self._n_init = 1
         self._held: list[tuple[str, str | None]] | None = None
+
+    @cached_property
+    def console(self) -> Console:
+        """The console on stderr, made (and rich imported) when first needed."""
+        return console()
 
     # -- messages ------------------------------------------------------------------------
     def info(self, message: str) -> None:
@@ -140,6 +152,8 @@ class Reporter:
         )
 
     def _new_table(self, restart: int) -> Table:
+        from rich.table import Table
+
         title = f"restart {restart + 1} of {self._n_init}" if self._n_init > 1 else None
         table = Table(title=title, title_justify="left", header_style="bold")
         for name, justify in [
@@ -244,6 +258,8 @@ class Reporter:
             ("re-seeds", str(len(info["reseeds"]))),
             ("model", "stdout" if destination == "-" else destination),
         ]
+        from rich.table import Table
+
         table = Table(show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
@@ -256,7 +272,7 @@ class Reporter:
     # -- gmm select -------------------------------------------------------------------------
     def grid_progress(self, total: int) -> _GridProgress:
         """A context manager: a progress bar over the grid's cells; yields advance(cell)."""
-        return _GridProgress(self.console, total, self.quiet)
+        return _GridProgress(None if self.quiet else self.console, total, self.quiet)
 
     def select_table(self, cells: list, chosen: Any, criterion: str) -> None:
         """The grid as mclust's summary shows it: one row per k, one column per covariance
@@ -268,6 +284,8 @@ class Reporter:
         name = criterion.upper()
         heading = f"model selection by {name} (lower is better; –: a degenerate cell)"
         self.console.print(heading, markup=False, soft_wrap=True)
+        from rich.table import Table
+
         table = Table(header_style="bold")
         models = list(dict.fromkeys(cell.model_name for cell in cells))
         ks = sorted({cell.n_components for cell in cells})
@@ -313,9 +331,10 @@ class Reporter:
 class _GridProgress:
     """A progress bar over the grid's cells on stderr (nothing when quiet)."""
 
-    def __init__(self, console: Console, total: int, quiet: bool) -> None:
+    def __init__(self, console: Console | None, total: int, quiet: bool) -> None:
         self.progress: Any = None
-        if not quiet and console.is_terminal:  # a bar is for a person watching a terminal
+        # a bar is for a person watching a terminal
+        if not quiet and console is not None and console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
             self.progress = Progress(
@@ -349,6 +368,7 @@ def print_description(description: dict) -> None:
     the model was fitted."""
     from rich.columns import Columns
     from rich.markup import escape
+    from rich.table import Table
 
     max_columns = 6
     out = console(stderr=False)
