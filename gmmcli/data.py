@@ -19,15 +19,17 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from gmmcli import files
 from gmmcli.errors import GmmError
 from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE
 from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns, RowCounts, TableOptions
+
+if TYPE_CHECKING:  # pandas is imported where a table needs it: a small plain table does not
+    import pandas as pd
 
 _TOKENIZE_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
@@ -52,7 +54,9 @@ class Table:
     names: list[str]  # the d selected feature names ("1", "2", ... without a header)
     source: str  # display name: the path as given, or "<stdin>"
     n_dropped: int  # rows dropped by missing="drop"
-    frame: pd.DataFrame  # all columns of the kept rows as read, index 0..n-1
+    # all columns of the kept rows as read, index 0..n-1; None for a plain table read
+    # without pandas (``_read_plain``: every column is in ``names``)
+    frame: pd.DataFrame | None
     skipped_columns: list[str]  # non-numeric columns ignored when no columns were selected
     header: bool = True  # whether the file has a header line (how columns are named)
     lines: np.ndarray | None = None  # the file's line number of each kept row
@@ -66,6 +70,11 @@ class Table:
     def counts(self) -> RowCounts:
         """Rows dropped, and rows and cells missing, as the notes tell them."""
         return RowCounts(self.n_dropped, self.missing_rows, self.missing_cells)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column of the table as read (selected or not)."""
+        return list(self.names) if self.frame is None else [str(c) for c in self.frame.columns]
 
 
 @dataclass(frozen=True)
@@ -238,6 +247,10 @@ def read_block(
         return _empty_block(name, options)
     if not place.first_line:  # the file's first line is here: judged before any parsing
         _check_first_line(text, name, options, place)
+    if whole:
+        plain = _read_plain(text, name, options, place)
+        if plain is not None:
+            return plain
     fast = _parse_fast(body, text, options)
     if fast is not None:
         try:
@@ -308,6 +321,8 @@ def _without_first_line(
 
 
 def _empty_block(name: str, options: TableOptions) -> Table:
+    import pandas as pd
+
     names = list(options.required or [])
     return Table(
         values=np.empty((0, len(names))),
@@ -384,6 +399,8 @@ def _hexadecimal_as_text(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFra
 def _text_cells(body: bytes, name: str, options: TableOptions, names: list[str]) -> pd.DataFrame:
     """Every cell of a block as the text it is in the file (``007``, ``1.50`` and ``1e2`` stay
     as they are; quotes removed, as the csv module reads them), rows indexed as ``_parse``'s."""
+    import pandas as pd
+
     try:
         with warnings.catch_warnings():  # the typed read judged the fields already
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
@@ -571,7 +588,7 @@ def numeric_header(source: str, names: list[str], header: bool) -> str | None:
 
 def where(table: Table, line: int | None, column: str) -> str:
     """Where a cell of ``table`` is (``describe_cell``)."""
-    return describe_cell(table.source, table.header, list(table.frame.columns), line, column)
+    return describe_cell(table.source, table.header, table.columns, line, column)
 
 
 def describe_cell(
@@ -625,6 +642,8 @@ def scored_rows(
     that was dropped (``kept`` False: a missing value) could not be scored and gets empty
     cells. ``inputs`` (every column of every row, as text) go in front for --keep-input; a
     result name that is also an input column's becomes ``gmm_NAME``."""
+    import pandas as pd
+
     if kept is None or kept.all():
         result = pd.DataFrame(columns)
     else:
@@ -700,6 +719,8 @@ def _parse(
 
     pandas reads the bytes (faster than from a str); ``text`` serves the csv module.
     """
+    import pandas as pd
+
     delimiter, header = options.delimiter, options.header
     try:
         with warnings.catch_warnings():
@@ -784,6 +805,68 @@ def _parse_fast(body: bytes, text: str, options: TableOptions) -> pd.DataFrame |
     if not header:
         frame.columns = [str(i) for i in range(1, frame.shape[1] + 1)]
     return frame
+
+
+# A small table is read without pandas when it is plain (``_read_plain``): up to this size.
+PLAIN_LIMIT = 1 << 20
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+def _read_plain(text: str, name: str, options: TableOptions, place: BlockPlace) -> Table | None:
+    """A whole small table that is plainly clean, read without pandas (whose import costs
+    more than reading and fitting 150 rows): every cell a decimal number with nothing
+    around it, every line the same number of fields, no blank line, header names as the
+    csv module reads them, and no option that chooses columns or keeps text. Anything else
+    (or a value the checks refuse) is None, and the readers below judge it, so a table read
+    here is the table they read: the same values (correctly rounded, as pyarrow's reader),
+    names and line numbers."""
+    plain = (
+        len(text) <= PLAIN_LIMIT
+        and options.columns is None
+        and options.required is None
+        and options.n_required is None
+        and options.weights is None
+        and not options.keep_text
+        and options.decimal == "."
+        and len(options.delimiter) == 1
+    )
+    if not plain:
+        return None
+    first = _LINE.match(text)
+    if first is None:
+        return None
+    if options.header:
+        try:
+            names = next(_csv_rows(first.group(0), options.delimiter), [])
+        except csv.Error:
+            return None
+        unique = len(set(names)) == len(names) and all(n.strip() == n and n for n in names)
+        if not names or not unique:
+            return None
+        body = text[first.end() :]
+    else:
+        body = text
+    d = len(names) if options.header else body.split("\n", 1)[0].count(options.delimiter) + 1
+    separator = re.escape(options.delimiter)
+    row = f"{_NUMBER}(?:{separator}{_NUMBER}){{{d - 1}}}"
+    if not body or not re.fullmatch(f"(?:{row}\r?\n)*{row}(?:\r?\n)?", body):
+        return None
+    cells = re.split(f"{separator}|\r?\n", body.rstrip("\r\n"))
+    values = np.array(cells, dtype=np.float64).reshape(-1, d)
+    if not (np.isfinite(values).all() and np.abs(values).max() <= MAX_MAGNITUDE):
+        return None
+    n = values.shape[0]
+    return Table(
+        values=values,
+        names=names if options.header else [str(i) for i in range(1, d + 1)],
+        source=name,
+        n_dropped=0,
+        frame=None,
+        skipped_columns=[],
+        header=options.header,
+        lines=np.arange(n, dtype=np.int64) + 1 + int(options.header) + place.lead,
+        kept=np.ones(n, dtype=bool),
+    )
 
 
 def _parser_reason(error: Exception, place: BlockPlace) -> str:
@@ -894,6 +977,8 @@ def _to_numbers(column: pd.Series, decimal: str = ".") -> tuple[np.ndarray, np.n
 
     Columns pandas already typed as numbers cost nothing; others are coerced cell by cell.
     """
+    import pandas as pd
+
     if column.dtype.kind in "iuf":
         return column.to_numpy(dtype=np.float64), np.zeros(len(column), dtype=bool)
     present = column.notna().to_numpy()
@@ -1127,6 +1212,8 @@ class Cells:
         if line == self.place.file_line(1) and not self.header:
             message += " (is line 1 a header? drop --no-header)"
         else:
+            import pandas as pd
+
             message += self._decimal_hint(pd.Series([cell]))
         return message
 

@@ -248,7 +248,7 @@ def layout(inputs: Inputs, options: data.TableOptions) -> Layout:
     if inputs.kind == "parquet":
         return parquet_layout(inputs, options)
     head = read_head(inputs.paths[0], options, inputs.name_of(inputs.paths[0]))
-    return Layout(list(head.names), [str(c) for c in head.frame.columns], head.skipped_columns)
+    return Layout(list(head.names), head.columns, head.skipped_columns)
 
 
 def read_head(path: str, options: data.TableOptions, name: str | None = None) -> data.Table:

@@ -37,8 +37,7 @@ class MemoryInput:
     def header_warning(self) -> str | None:
         from ..data import numeric_header
 
-        columns = [str(c) for c in self.table.frame.columns]
-        return numeric_header(self.source, columns, self.table.header)
+        return numeric_header(self.source, self.table.columns, self.table.header)
 
     @property
     def has_notes(self) -> bool:
