@@ -115,6 +115,55 @@ def local_features(chunk: Chunk, origin: np.ndarray, strategy: CovarianceStrateg
     return features
 
 
+class WorstRows:
+    """The ``n`` rows of a chunk with the lowest log density and distinct values (for
+    re-seeding): positions, log densities (float64) and values. Every pass asks for them and
+    the loop reads them only after a collapse, so a chunk of one block leaves them to be found
+    when first read (``pending``); in a sum, or pickled (a Dask worker's result), they are
+    found first."""
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray, points: np.ndarray) -> None:
+        self._found: tuple[np.ndarray, np.ndarray, np.ndarray] | None = (rows, values, points)
+        self._pending: tuple[np.ndarray, np.ndarray, int, int, np.ndarray | None] | None = None
+
+    @classmethod
+    def pending(
+        cls,
+        log_density: np.ndarray,
+        x: np.ndarray,
+        n: int,
+        offset: int,
+        among: np.ndarray | None = None,
+    ) -> WorstRows:
+        """The worst rows of a chunk's rows ``x`` (its first at row ``offset``), among the rows
+        ``among`` (positions in the chunk; None: all), found later from copies (a source may
+        reuse its buffers for the next block of rows)."""
+        if among is not None:
+            log_density, x = log_density[among], x[among]
+        worst = cls.__new__(cls)
+        worst._found = None
+        worst._pending = (log_density.copy(), np.array(x), n, offset, among)
+        return worst
+
+    def get(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._found is None:
+            assert self._pending is not None
+            log_density, x, n, offset, among = self._pending
+            keep = _lowest_distinct(log_density, x, n)
+            where = keep if among is None else among[keep]
+            self._found = (
+                where.astype(np.int64) + offset,
+                log_density[keep].astype(np.float64),
+                np.array(x[keep], dtype=np.float64),
+            )
+            self._pending = None
+        return self._found
+
+    def __getstate__(self) -> dict:
+        self.get()
+        return {"_found": self._found, "_pending": None}
+
+
 @dataclass
 class SuffStats:
     """Sums over rows: N_k = Σ r_ik, S1_k = Σ r_ik z_i, S2 (type-shaped), the log-likelihood,
@@ -129,13 +178,23 @@ class SuffStats:
     second: np.ndarray
     log_likelihood: float
     n_rows: int
-    worst_rows: np.ndarray
-    worst_values: np.ndarray
-    worst_points: np.ndarray
+    worst: WorstRows = dataclasses.field(repr=False, compare=False)
     origins: np.ndarray  # (k, d): S1_k and S2_k are sums of x_i − origin_k (see ``Model``)
     noise: float | None = None  # N_0 = Σ r_i0, the noise component's count (None: no noise)
     # the strategy's spread of these statistics, once ``unconstrained`` computed it
     spread: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def worst_rows(self) -> np.ndarray:
+        return self.worst.get()[0]
+
+    @property
+    def worst_values(self) -> np.ndarray:
+        return self.worst.get()[1]
+
+    @property
+    def worst_points(self) -> np.ndarray:
+        return self.worst.get()[2]
 
     def __add__(self, other: SuffStats) -> SuffStats:
         if not np.array_equal(self.origins, other.origins):
@@ -150,9 +209,7 @@ class SuffStats:
             self.second + other.second,
             self.log_likelihood + other.log_likelihood,
             self.n_rows + other.n_rows,
-            rows[keep],
-            values[keep],
-            points[keep],
+            WorstRows(rows[keep], values[keep], points[keep]),
             self.origins,
             None if self.noise is None else self.noise + other.noise,
         )
@@ -434,20 +491,17 @@ def reduce_chunk_blocks(
         lls = _block_sums(np.where(weights > 0, weights * log_density.astype(np.float64), 0.0))
     noise_counts = None if noise is None else _block_sums(noise)
     if log_density is None or n_worst == 0:
-        worst = _NO_WORST_ROWS[d]
+        worst = WorstRows(*_NO_WORST_ROWS[d])
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
-        if weights is None:
-            keep = _lowest_distinct(log_density, chunk.x, n_worst)
-        else:
-            counted = np.flatnonzero(weights > 0)
-            keep = counted[_lowest_distinct(log_density[counted], chunk.x[counted], n_worst)]
-        if chunk.gaps is None:
-            points = np.array(chunk.x[keep], dtype=np.float64)
-        else:  # the missing cells at their conditional means
+        counted = None if weights is None else np.flatnonzero(weights > 0)  # rows that count
+        worst = WorstRows.pending(log_density, chunk.x, n_worst, chunk.offset, counted)
+        if chunk.gaps is not None:  # the missing cells at their conditional means, now
             from .missing import best_filled
 
-            points = best_filled(chunk, estep_resp, keep)
-        worst = (keep.astype(np.int64) + chunk.offset, log_density[keep].astype(np.float64), points)
+            rows, values, _ = worst.get()
+            worst = WorstRows(rows, values, best_filled(chunk, estep_resp, rows - chunk.offset))
+        elif chunk.n_rows > BLOCK:  # found now: the chunk's arrays are not kept for later
+            worst.get()
     first_block = chunk.offset // BLOCK
     out = BlockSum()
     for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
@@ -460,7 +514,7 @@ def reduce_chunk_blocks(
             m[:, d:],
             float(_tree_sum(lls[span])),
             rows_in,
-            *(worst if i == 0 else _NO_WORST_ROWS[d]),
+            worst if i == 0 else WorstRows(*_NO_WORST_ROWS[d]),
             origins,
             None if noise_counts is None else float(_tree_sum(noise_counts[span])),
         )
