@@ -313,8 +313,9 @@ def make_chunk(rows: Rows, span: slice, strategy: CovarianceStrategy) -> Chunk:
     with np.errstate(over="ignore"):  # a square beyond the range: that row's density is 0
         strategy.fill_features(chunk)
     if whole and chunk.gaps is None:  # a copy: the chunk's features are a thread's buffer
-        chunk = Chunk(chunk.features.copy(), rows.n_features, 0, chunk.x, chunk.shift)
-        rows.filled[strategy.name] = chunk
+        kept = Chunk(chunk.features.copy(), rows.n_features, 0, chunk.x, chunk.shift)
+        kept.weights = chunk.weights
+        rows.filled[strategy.name] = chunk = kept
     return chunk
 
 
