@@ -56,8 +56,12 @@ def main() -> None:
             a["bic"] == b["bic"] and a["log_likelihood"] == b["log_likelihood"]
             for a, b in zip(new, old, strict=True)
         )
-        worse = sum(a["bic"] > b["bic"] + 1e-6 * abs(b["bic"]) for a, b in zip(new, old, strict=True))
-        better = sum(a["bic"] < b["bic"] - 1e-6 * abs(b["bic"]) for a, b in zip(new, old, strict=True))
+        worse = sum(
+            a["bic"] > b["bic"] + 1e-6 * abs(b["bic"]) for a, b in zip(new, old, strict=True)
+        )
+        better = sum(
+            a["bic"] < b["bic"] - 1e-6 * abs(b["bic"]) for a, b in zip(new, old, strict=True)
+        )
         print(
             f"{name}: {same}/{len(new)} cells the same to the bit, {worse} worse, "
             f"{better} better; chosen {before[name]['chosen'][:2]} -> {now['chosen'][:2]}"
