@@ -146,9 +146,17 @@ def limit_seconds(n, d, k, covariance, rates: tuple[float, float]) -> float:
 
 
 def fit_gmm(x, k, covariance, start, n_iter, dtype="float64", threads=None):
+    import inspect
+
     from gmmcli import GaussianMixture
 
     weights, means, covariances = start
+    # plain EM, one pass per iteration (where the checkout has acceleration at all)
+    plain = (
+        {"accelerate": False}
+        if "accelerate" in inspect.signature(GaussianMixture).parameters
+        else {}
+    )
     model = GaussianMixture(
         k,
         covariance_type=covariance,
@@ -159,6 +167,7 @@ def fit_gmm(x, k, covariance, start, n_iter, dtype="float64", threads=None):
         covariances_init=covariances,
         dtype=dtype,
         threads=threads,
+        **plain,
     )
     t0 = time.perf_counter()
     model.fit(x)
