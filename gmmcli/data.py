@@ -809,7 +809,11 @@ def _parse_fast(body: bytes, text: str, options: TableOptions) -> pd.DataFrame |
 
 # A small table is read without pandas when it is plain (``_read_plain``): up to this size.
 PLAIN_LIMIT = 1 << 20
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+# One way only to match each number (digits, then an optional fraction): an ambiguous
+# pattern such as \d+\.?\d* backtracks exponentially over the lines of a table that fails
+# late (found by test_fuzz). The delimiter must not be a character of a number.
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_NUMBER_CHARACTERS = set("0123456789.eE+-")
 
 
 def _read_plain(text: str, name: str, options: TableOptions, place: BlockPlace) -> Table | None:
@@ -829,6 +833,7 @@ def _read_plain(text: str, name: str, options: TableOptions, place: BlockPlace) 
         and not options.keep_text
         and options.decimal == "."
         and len(options.delimiter) == 1
+        and options.delimiter not in _NUMBER_CHARACTERS
     )
     if not plain:
         return None

@@ -82,6 +82,20 @@ def test_plain_reader_reads_what_the_exact_reader_reads(tmp_path: Path) -> None:
     np.testing.assert_array_equal(plain.values[:, 0], [1.0, -300.0, 1e-310, 0.30000000000000004])
 
 
+@pytest.mark.parametrize("delimiter", [",", ";", "e"])
+def test_plain_reader_gives_way_on_a_late_bad_line(tmp_path: Path, delimiter: str) -> None:
+    """Long digit strings for many lines, then a bad cell: the plain reader's pattern matches
+    each number one way only (an ambiguous one backtracked exponentially here: this test
+    then never ended), and a delimiter that can be part of a number is not for it at all;
+    the exact reader names the line."""
+    rows = [delimiter.join(["123456789012345678901234"] * 2) for _ in range(300)]
+    path = write(
+        tmp_path, "\n".join(["a;b".replace(";", delimiter), *rows, "1;x".replace(";", delimiter)])
+    )
+    message = error(path, delimiter=delimiter)
+    assert "line 302" in message
+
+
 def test_no_header_names_are_positions(tmp_path: Path) -> None:
     table = read_table(write(tmp_path, "1,2,3\n4,5,6\n"), header=False)
     assert table.names == ["1", "2", "3"]
