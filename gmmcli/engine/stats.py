@@ -145,23 +145,44 @@ class WorstRows:
         worst._pending = (log_density.copy(), np.array(x), n, offset, among)
         return worst
 
+    @classmethod
+    def now(
+        cls,
+        log_density: np.ndarray,
+        x: np.ndarray,
+        n: int,
+        offset: int,
+        among: np.ndarray | None = None,
+    ) -> WorstRows:
+        """As ``pending``, found at once (no copies of the chunk: for a large one)."""
+        if among is not None:
+            log_density, x = log_density[among], x[among]
+        return cls(*_find_worst(log_density, x, n, offset, among))
+
     def get(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._found is None:
             assert self._pending is not None
-            log_density, x, n, offset, among = self._pending
-            keep = _lowest_distinct(log_density, x, n)
-            where = keep if among is None else among[keep]
-            self._found = (
-                where.astype(np.int64) + offset,
-                log_density[keep].astype(np.float64),
-                np.array(x[keep], dtype=np.float64),
-            )
+            self._found = _find_worst(*self._pending)
             self._pending = None
         return self._found
 
     def __getstate__(self) -> dict:
         self.get()
         return {"_found": self._found, "_pending": None}
+
+
+def _find_worst(
+    log_density: np.ndarray, x: np.ndarray, n: int, offset: int, among: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``WorstRows``' positions, log densities and values (``log_density`` and ``x`` already
+    cut to the rows ``among``)."""
+    keep = _lowest_distinct(log_density, x, n)
+    where = keep if among is None else among[keep]
+    return (
+        where.astype(np.int64) + offset,
+        log_density[keep].astype(np.float64),
+        np.array(x[keep], dtype=np.float64),
+    )
 
 
 @dataclass
@@ -495,14 +516,17 @@ def reduce_chunk_blocks(
         worst = WorstRows(*_NO_WORST_ROWS[d])
     else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
         counted = None if weights is None else np.flatnonzero(weights > 0)  # rows that count
-        worst = WorstRows.pending(log_density, chunk.x, n_worst, chunk.offset, counted)
         if chunk.gaps is not None:  # the missing cells at their conditional means, now
             from .missing import best_filled
 
-            rows, values, _ = worst.get()
+            rows, values, _ = WorstRows.now(
+                log_density, chunk.x, n_worst, chunk.offset, counted
+            ).get()
             worst = WorstRows(rows, values, best_filled(chunk, estep_resp, rows - chunk.offset))
         elif chunk.n_rows > BLOCK:  # found now: the chunk's arrays are not kept for later
-            worst.get()
+            worst = WorstRows.now(log_density, chunk.x, n_worst, chunk.offset, counted)
+        else:  # one block: found if ever read (copies of 512 rows cost little)
+            worst = WorstRows.pending(log_density, chunk.x, n_worst, chunk.offset, counted)
     first_block = chunk.offset // BLOCK
     out = BlockSum()
     for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
