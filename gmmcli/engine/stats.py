@@ -119,7 +119,7 @@ class WorstRows:
     """The ``n`` rows of a chunk with the lowest log density and distinct values (for
     re-seeding): positions, log densities (float64) and values. Every pass asks for them and
     the loop reads them only after a collapse, so a chunk of one block leaves them to be found
-    when first read (``pending``); in a sum, or pickled (a Dask worker's result), they are
+    when first read (``of(…, later=True)``); in a sum, or pickled (a Dask worker's result), they are
     found first."""
 
     def __init__(self, rows: np.ndarray, values: np.ndarray, points: np.ndarray) -> None:
@@ -127,37 +127,26 @@ class WorstRows:
         self._pending: tuple[np.ndarray, np.ndarray, int, int, np.ndarray | None] | None = None
 
     @classmethod
-    def pending(
+    def of(
         cls,
         log_density: np.ndarray,
         x: np.ndarray,
         n: int,
         offset: int,
         among: np.ndarray | None = None,
+        later: bool = False,
     ) -> WorstRows:
         """The worst rows of a chunk's rows ``x`` (its first at row ``offset``), among the rows
-        ``among`` (positions in the chunk; None: all), found later from copies (a source may
-        reuse its buffers for the next block of rows)."""
+        ``among`` (positions in the chunk; None: all): found now, or with ``later`` when first
+        read, from copies (a source may reuse its buffers for the next block of rows)."""
         if among is not None:
             log_density, x = log_density[among], x[among]
+        if not later:
+            return cls(*_find_worst(log_density, x, n, offset, among))
         worst = cls.__new__(cls)
         worst._found = None
         worst._pending = (log_density.copy(), np.array(x), n, offset, among)
         return worst
-
-    @classmethod
-    def now(
-        cls,
-        log_density: np.ndarray,
-        x: np.ndarray,
-        n: int,
-        offset: int,
-        among: np.ndarray | None = None,
-    ) -> WorstRows:
-        """As ``pending``, found at once (no copies of the chunk: for a large one)."""
-        if among is not None:
-            log_density, x = log_density[among], x[among]
-        return cls(*_find_worst(log_density, x, n, offset, among))
 
     def get(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._found is None:
@@ -519,14 +508,14 @@ def reduce_chunk_blocks(
         if chunk.gaps is not None:  # the missing cells at their conditional means, now
             from .missing import best_filled
 
-            rows, values, _ = WorstRows.now(
+            rows, values, _ = WorstRows.of(
                 log_density, chunk.x, n_worst, chunk.offset, counted
             ).get()
             worst = WorstRows(rows, values, best_filled(chunk, estep_resp, rows - chunk.offset))
         elif chunk.n_rows > BLOCK:  # found now: the chunk's arrays are not kept for later
-            worst = WorstRows.now(log_density, chunk.x, n_worst, chunk.offset, counted)
+            worst = WorstRows.of(log_density, chunk.x, n_worst, chunk.offset, counted)
         else:  # one block: found if ever read (copies of 512 rows cost little)
-            worst = WorstRows.pending(log_density, chunk.x, n_worst, chunk.offset, counted)
+            worst = WorstRows.of(log_density, chunk.x, n_worst, chunk.offset, counted, later=True)
     first_block = chunk.offset // BLOCK
     out = BlockSum()
     for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
