@@ -53,3 +53,25 @@ def assert_same_fit(ours, reference) -> None:
     for name in ["weights", "means", "covariances"]:
         assert relative_error(getattr(a.params, name), getattr(b.params, name)) < 1e-8
     assert ours.n_samples == reference.n_samples
+
+
+def gmm(*args: object, capsys) -> tuple[int, str, str]:
+    """Run gmm in this process through the console script's entry point (``cli.run``):
+    its exit status, stdout and stderr (``capsys``: pytest's capture)."""
+    from gmmcli.cli import run
+
+    capsys.readouterr()
+    status = run([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def gmm_captured(capsys, *args: object) -> tuple[int, str, str]:
+    """``gmm`` with the capture first, for tests that call it so."""
+    return gmm(*args, capsys=capsys)
+
+
+def engine_args(engine: str, client) -> list[str]:
+    """The flags that run a command on ``engine`` (on ``client``'s cluster for dask)."""
+    extra = ["--engine", engine]
+    return extra + (["--scheduler", client.scheduler.address] if engine == "dask" else [])

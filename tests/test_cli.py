@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from engine_checks import gmm_captured as gmm
 from typer.testing import CliRunner
 
 from gmmcli import load_model
@@ -22,13 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOBS = ROOT / "sample_data" / "blobs_2d.csv"
 ONE_D = ROOT / "sample_data" / "tutorial_1d.csv"
 WITH_ID = ROOT / "sample_data" / "points_with_id.csv"
-
-
-def gmm(capsys, *args: str) -> tuple[int, str, str]:
-    """Run gmm in-process through the same entry point as the console script."""
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def assert_user_error(status: int, out: str, err: str, *fragments: str) -> None:

@@ -19,9 +19,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
-from engine_checks import assert_same_fit, blobs, relative_error, start_params  # noqa: E402
+from engine_checks import assert_same_fit, blobs, gmm, relative_error, start_params  # noqa: E402
 
-from gmmcli.cli import run  # noqa: E402
 from gmmcli.engine.distributed import DaskSource  # noqa: E402
 from gmmcli.engine.em import EMOptions, ReseedEvent, fit, fit_source  # noqa: E402
 from gmmcli.engine.params import MixtureParams  # noqa: E402
@@ -107,13 +106,6 @@ def files(tmp_path_factory):
     for i, piece in enumerate(np.array_split(np.arange(len(x)), 2)):
         frame.iloc[piece].to_parquet(root / "pq" / f"part.{i}.parquet", index=False)
     return root
-
-
-def gmm(*args: str, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def load(path: Path) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_checks import engine_args, gmm
 
 from gmmcli.cli import run
 
@@ -28,18 +29,6 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("dask.dataframe")
 
 ENGINES = ["memory", "stream", "dask"]
-
-
-def gmm(*args: object, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def engine_args(engine: str, client) -> list[str]:
-    extra = ["--engine", engine]
-    return extra + (["--scheduler", client.scheduler.address] if engine == "dask" else [])
 
 
 def two_blobs(n: int = 200, seed: int = 0) -> list[list[float]]:

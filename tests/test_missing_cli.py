@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from engine_checks import blobs, relative_error
+from engine_checks import blobs, engine_args, relative_error
+from engine_checks import gmm_captured as gmm
 
-from gmmcli.cli import run
 from gmmcli.modelfile import schema
 
 pytest.importorskip("distributed")
@@ -33,18 +33,6 @@ def holed_csv(tmp_path_factory) -> tuple[Path, np.ndarray]:
     path = tmp_path_factory.mktemp("holes") / "holes.csv"
     path.write_text("\n".join(lines) + "\n")
     return path, x
-
-
-def gmm(capsys, *args: object) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def engine_args(engine: str, client) -> list[str]:
-    extra = ["--engine", engine]
-    return extra + (["--scheduler", client.scheduler.address] if engine == "dask" else [])
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag", "VVE"])

@@ -9,12 +9,11 @@ import json
 
 import numpy as np
 import pytest
-from engine_checks import relative_error
+from engine_checks import gmm, relative_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gmmcli import modelfile
-from gmmcli.cli import run
 from gmmcli.engine.em import EMOptions, fit, fit_source
 from gmmcli.engine.mixture import GaussianMixture, n_parameters, score_rows
 from gmmcli.engine.noise import START_WEIGHT, with_noise
@@ -357,11 +356,6 @@ def test_an_old_model_file_loads_without_noise(tmp_path, capsys):
 
 
 # -- the command line -------------------------------------------------------------------------
-def gmm(*args, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")

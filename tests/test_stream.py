@@ -10,10 +10,9 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
-from engine_checks import assert_same_fit, blobs, relative_error, start_params
+from engine_checks import assert_same_fit, blobs, gmm, relative_error, start_params
 
 from gmmcli import dataset, scale
-from gmmcli.cli import run
 from gmmcli.engine.em import EMOptions, fit, fit_source
 from gmmcli.engine.sources import BlockSource
 from gmmcli.tableoptions import TableOptions
@@ -107,11 +106,6 @@ def test_memory_stays_bounded_by_the_block_not_the_file(tmp_path):
 
 
 # -- the command line ------------------------------------------------------------------------
-def gmm(*args, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_cli_stream_fit_predict_loglik_match_memory(csv, tmp_path, capsys):

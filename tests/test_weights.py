@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_checks import gmm
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -231,13 +232,6 @@ def test_the_api_refuses_bad_weights(weights, message):
 
 # -- the command line, on every engine ---------------------------------------------------------
 ENGINES = ["memory", "stream", "dask"]
-
-
-def gmm(*args, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def engine_flags(engine: str, request) -> list[str]:

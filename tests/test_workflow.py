@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from engine_checks import gmm_captured as gmm
 from sklearn.metrics import adjusted_rand_score
 
 from gmmcli import GaussianMixture, load_model
@@ -18,12 +19,6 @@ from gmmcli.engine.select import choose, parse_ks, run_grid
 ROOT = Path(__file__).resolve().parent.parent
 BLOBS = ROOT / "sample_data" / "blobs_2d.csv"
 TYPES = ["full", "tied", "diag", "spherical"]
-
-
-def gmm(capsys, *args):
-    status = run([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def separated(covariance_type: str, k: int = 3, seed: int = 0) -> np.ndarray:
