@@ -76,8 +76,6 @@ class Squarem:
     runs: list[list[float]] = field(default_factory=lambda: [[]])
     pending: Proposal | None = None
     weights: np.ndarray | None = None  # each statistic's weight in the norm
-    extrapolated: int = 0  # accepted extrapolations
-    rejected: int = 0  # passes spent on extrapolations that lowered the log-likelihood
 
     def reset(self) -> None:
         """Forget the cycle (after a re-seed: a new EM trajectory)."""
@@ -94,7 +92,6 @@ class Squarem:
             return False
         if proposal is not None:
             self.pending = None
-            self.extrapolated += 1
             if -proposal.alpha >= self.cap:
                 self.cap = min(self.cap * CAP_FACTOR, LARGEST_CAP)
             self.cycle = []
@@ -164,7 +161,6 @@ class Squarem:
         step. The cap shrinks."""
         proposal = self.pending
         assert proposal is not None
-        self.rejected += 1
         self.cap = max(FIRST_CAP, self.cap / CAP_FACTOR)
         if not proposal.retreated:
             proposal.retreated = True
