@@ -99,9 +99,8 @@ def fit_cell(
     ).fit(x, sample_weight=sample_weight)
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
-    n = x.shape[0] if sample_weight is None else float(np.sum(sample_weight))
     resp = model.responsibilities(x)  # with a noise component, its column too
-    bic, aic, icl = information_criteria(ll, p, n, resp, sample_weight)
+    bic, aic, icl = information_criteria(ll, p, model.result_.n_effective, resp, sample_weight)
     return Cell(
         n_components=k,
         covariance_type=covariance_type,
