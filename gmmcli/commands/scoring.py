@@ -111,10 +111,11 @@ def loglik(
     from ..engine.mixture import information_criteria, n_parameters
 
     p = n_parameters(params.covariance_type, params.n_components, params.n_features, params.noise)
-    bic, aic, _ = information_criteria(total, p, n if weight_total is None else weight_total)
+    n_effective = n if weight_total is None else weight_total  # Σ w is BIC's n
+    bic, aic, _ = information_criteria(total, p, n_effective)
     result = {
         "log_likelihood": total,
-        "mean_log_likelihood": total / (n if weight_total is None else weight_total),
+        "mean_log_likelihood": total / n_effective,
         "n_rows": n,
     }
     if weight_total is not None:  # the weighted sum and mean; Σ w is BIC's n
