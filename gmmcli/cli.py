@@ -19,6 +19,7 @@ import typer
 
 from .commands.options import EMSettings, EngineOptions
 from .commands.session import Session
+from .engine.constraints import REFINE_MARGIN
 from .engine.convergence import LIMIT_TOL, MAX_ITER
 from .errors import GmmError
 from .optiongroups import Group, declared, option, packed, with_groups
@@ -348,6 +349,13 @@ def select(
         "the others k-means++; or kmeans++, random, random-from-data.",
     ) = "hc",
     jobs: option(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
+    refine_margin: option(
+        float,
+        "--refine-margin",
+        help="Cells whose criterion from the first start is within this × n (rows) of the "
+        "best get the other restarts and EM to the stopping rule; the others keep that start, "
+        "stopped early (emEM's screening rule). inf: every cell.",
+    ) = REFINE_MARGIN,
     compare_noise: option(
         bool,
         "--compare-noise",
@@ -367,7 +375,7 @@ def select(
     ks = parse_ks(components)
     covariances = [t.strip() for t in covariance.split(",") if t.strip()]
     options = commands.SelectOptions(
-        ks, covariances, criterion, n_init, jobs, em, init, compare_noise
+        ks, covariances, criterion, n_init, jobs, em, init, compare_noise, refine_margin
     )
     commands.select(data, output, table_path, options, table, session, plot)
 

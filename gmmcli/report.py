@@ -304,6 +304,14 @@ class Reporter:
                     row.append(f"[bold green]{text}[/]" if cell is chosen else text)
             table.add_row(str(k), *row)
         self.console.print(table)
+        rough = sum(not cell.refined for cell in cells)
+        if rough:
+            self.console.print(
+                f"{rough} of {len(cells)} cells lie beyond --refine-margin of the best: fitted "
+                "from their first start only, stopped early",
+                markup=False,
+                soft_wrap=True,
+            )
         healthy = sorted(
             (c for c in cells if not c.degenerate),
             key=lambda c: (c.score(criterion), c.n_parameters),
@@ -355,6 +363,12 @@ class _GridProgress:
     def advance(self, cell: Any) -> None:
         if self.progress is not None:
             self.progress.advance(self.task)
+
+    def add(self, count: int) -> None:
+        """``count`` more fits to come (select's second stage)."""
+        if self.progress is not None:
+            total = self.progress.tasks[0].total or 0
+            self.progress.update(self.task, total=total + count)
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:

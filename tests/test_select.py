@@ -200,3 +200,73 @@ def test_select_words_all_and_a_bad_init(tmp_path):
     assert bad.stderr.decode() == (
         "gmm: error: --init 'tree': use one of hc, kmeans++, random, random-from-data\n"
     )
+
+
+# -- the search in two stages ------------------------------------------------------------------
+def test_a_cell_fitted_in_two_stages_is_the_cell_fitted_in_one():
+    """The first stage is the hc restart alone, stopped at emEM's screening rule; the rest
+    (five k-means++ restarts, the best run on) gives exactly the one-stage cell."""
+    from gmmcli.engine.em import SCREEN_TOL
+
+    x = iris()
+    settings = {"init": "hc", "n_init": 6}
+    for model, k in [("VEV", 2), ("VVE", 4), ("EII", 6), ("full", 3)]:
+        whole = fit_cell(x, k, model, settings)
+        first = fit_cell(x, k, model, settings, stage="first")
+        rest = fit_cell(x, k, model, settings, stage="rest", first=first)
+        assert rest.record() == whole.record()
+        np.testing.assert_array_equal(rest.model.means_, whole.model.means_)
+        assert rest.model.n_iter_ == whole.model.n_iter_
+        alone = GaussianMixture(k, covariance_type=model, init="hc", tol=SCREEN_TOL).fit(x)
+        assert first.log_likelihood == alone.log_likelihood_
+        assert (first.refined, whole.refined) == (False, True)
+
+
+def test_only_the_cells_near_the_best_get_every_restart():
+    from gmmcli.engine.constraints import REFINE_MARGIN
+    from gmmcli.engine.select import choose, run_grid
+
+    x = iris()
+    settings = {"init": "hc", "n_init": 4}
+    ks, models = [1, 2, 3, 4], ["EII", "VVV", "VEV", "EEE"]
+    every = run_grid(x, ks, models, settings, jobs=1, margin=float("inf"))
+    staged = run_grid(x, ks, models, settings, jobs=2)
+    firsts = [
+        fit_cell(x, c.n_components, c.covariance_type, settings, stage="first") for c in every
+    ]
+    bar = min(f.bic for f in firsts if not f.degenerate) + REFINE_MARGIN * len(x)
+    near = [f.bic <= bar for f in firsts]
+    assert 0 < sum(near) < len(near)  # both kinds in this grid
+    for s, e, f, close in zip(staged, every, firsts, near, strict=True):
+        assert s.record() == (e if close else f).record()
+    assert all(e.refined for e in every)
+    assert choose(staged).record() == choose(every).record()
+    icl = run_grid(x, ks, models, settings, jobs=1, criterion="icl", margin=0.0)
+    best_icl = min(f.icl for f in firsts if not f.degenerate)
+    assert [c.refined for c in icl] == [f.icl <= best_icl for f in firsts]
+
+
+def test_select_says_which_cells_were_refined(tmp_path):
+    def select(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "gmmcli", "select", str(BLOBS), "-k", "1-4",
+             "--covariance", "EII,VVV", "-o", str(tmp_path / "m.json"),
+             "--table", str(tmp_path / "t.csv"), *args],
+            capture_output=True, check=False, env={"COLUMNS": "200", "PATH": ""},
+        )  # fmt: skip
+
+    done = select()
+    assert done.returncode == 0, done.stderr.decode()
+    table = pd.read_csv(tmp_path / "t.csv")
+    rough = int((~table.refined).sum())
+    assert rough > 0  # EII with one or two components is far from the best on the blobs
+    line = f"{rough} of 8 cells lie beyond --refine-margin of the best"
+    assert line in done.stderr.decode()
+    assert select("--refine-margin", "inf").returncode == 0
+    assert pd.read_csv(tmp_path / "t.csv").refined.all()
+    assert line not in select("--refine-margin", "inf").stderr.decode()
+    bad = select("--refine-margin", "-1")
+    assert (bad.returncode, bad.stderr.decode()) == (
+        2,
+        "gmm: error: --refine-margin -1.0: must be a number >= 0 (or inf)\n",
+    )

@@ -140,7 +140,9 @@ def select(
     criterion = choice("criterion", options.criterion, CRITERIA)
     choice("init", options.init, SELECT_INITS)
     choice("missing", table.missing, MISSING_POLICIES)
-    _check_em_values(min(options.components), options, jobs=options.jobs)
+    _check_em_values(
+        min(options.components), options, jobs=options.jobs, refine_margin=options.refine_margin
+    )
     if options.compare_noise and options.em.noise:
         raise GmmError("--compare-noise fits every cell with and without noise: leave out --noise")
     if plot_path is not None:
@@ -174,6 +176,9 @@ def select(
                 on_cell=advance,
                 sample_weight=opened.table.weights,
                 noises=noises,
+                criterion=criterion,
+                margin=options.refine_margin,
+                on_more=grid.add,
             )
     except WorkerLost as error:
         raise GmmError(str(error), 1) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..engine.constraints import REFINE_MARGIN
 from ..engine.convergence import MAX_ITER
 from ..errors import GmmError
 
@@ -27,6 +28,7 @@ FLAGS = {
     "criterion": "--criterion",
     "n_samples": "-n/--n-samples",
     "noise_volume": "--noise-volume",
+    "refine_margin": "--refine-margin",
 }
 ENGINES = ("memory", "dask", "stream")
 INIT_CHOICES = ("kmeans++", "hc", "random", "random-from-data")
@@ -94,6 +96,8 @@ class SelectOptions:
     init: str = "hc"
     # every cell with and without the noise component (the grid's third axis)
     compare_noise: bool = False
+    # cells within this × n of the best get every restart (``engine.select.run_grid``)
+    refine_margin: float = REFINE_MARGIN
 
 
 def option_error(parameter: str, value: object, reason: str) -> GmmError:

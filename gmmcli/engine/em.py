@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -624,6 +624,8 @@ def fit(
     on_event: Callable[[Event], None] | None = None,
     cache: StartCache | None = None,
     weights: np.ndarray | None = None,
+    screened: Sequence[RestartResult] = (),
+    polish: bool = True,
 ) -> FitResult:
     """Fit a mixture to the rows of x (n, d) with n_init restarts; keep the best restart.
 
@@ -635,7 +637,7 @@ def fit(
     x = np.ascontiguousarray(x, dtype=np.float64)
     source = ArraySource(x, options.threads or default_threads(), weights)
     with single_threaded_blas():
-        return fit_source(source, options, start, on_event, cache)
+        return fit_source(source, options, start, on_event, cache, screened, polish)
 
 
 def fit_source(
@@ -644,6 +646,8 @@ def fit_source(
     start: MixtureParams | None = None,
     on_event: Callable[[Event], None] | None = None,
     cache: StartCache | None = None,
+    screened: Sequence[RestartResult] = (),
+    polish: bool = True,
 ) -> FitResult:
     """``fit`` over any source of rows (in memory, streamed from a file, on Dask workers):
     the same loop, checks and re-seeding; only the passes over the rows differ.
@@ -651,6 +655,12 @@ def fit_source(
     Restarts from a partition of the rows (k-means++, hc) take it from ``cache`` (a fresh
     one per fit by default); a restart whose partition equals an earlier restart's is not
     run again, its result is that restart's (``RestartResult.same_start_as``).
+
+    A fit in two stages (``select``'s search): ``polish=False`` runs every restart to the
+    screening rule (emEM's short runs) and keeps the best as it is; a later fit with more
+    restarts takes those results as ``screened`` (the plan's first restarts, not run again)
+    and, with ``polish``, continues its best to the stopping rule — the same answer as one
+    fit with all the restarts.
     """
     options.validate()
     d = source.n_features
@@ -676,36 +686,44 @@ def fit_source(
     plan = restart_plan(options.init, options.n_init, options.seed)
     # emEM: with several restarts and the default rule, each runs to SCREEN_TOL; the best is
     # then run on to the default rule (the same EM trajectory, continued)
-    screened = options.tol is None and len(plan) > 1 and start is None
-    short = dataclasses.replace(options, tol=SCREEN_TOL) if screened else options
+    short_runs = options.tol is None and start is None and (len(plan) > 1 or not polish)
+    short = dataclasses.replace(options, tol=SCREEN_TOL) if short_runs else options
+
+    def planned(restart: int, method: str, seed: np.random.SeedSequence) -> RestartResult:
+        """The result of the plan's restart from its own start (run, or repeated)."""
+        request = Start(
+            options.n_components,
+            strategy,
+            summary,
+            options.reg_covar,
+            np.random.default_rng(seed),
+            chunk_size,
+            seed,
+        )
+        point = starting_point(method, source.init_rows(), request, cache)
+        earlier = started.get(point.partition) if point.partition is not None else None
+        if restart < len(screened):  # run before, in the first stage
+            result = screened[restart]
+        elif earlier is not None:
+            result = earlier.repeated_as(restart)
+            emit(_restart_event(result))
+        else:
+            begin = point.params if noise is None else with_noise(point.params, noise)
+            result = run_restart(source, begin, short, summary, restart, n, emit)
+        if point.partition is not None and earlier is None:
+            started[point.partition] = result
+        return result
+
     for restart, (method, seed) in enumerate(plan):
         if start is not None:
             result = run_restart(source, start, options, summary, restart, n, emit)
         else:
-            request = Start(
-                options.n_components,
-                strategy,
-                summary,
-                options.reg_covar,
-                np.random.default_rng(seed),
-                chunk_size,
-                seed,
-            )
-            point = starting_point(method, source.init_rows(), request, cache)
-            begin = point.params if noise is None else with_noise(point.params, noise)
-            earlier = started.get(point.partition) if point.partition is not None else None
-            if earlier is not None:
-                result = earlier.repeated_as(restart)
-                emit(_restart_event(result))
-            else:
-                result = run_restart(source, begin, short, summary, restart, n, emit)
-                if point.partition is not None:
-                    started[point.partition] = result
+            result = planned(restart, method, seed)
         results.append(result)
         if better(result, best):
             best = result
     assert best is not None
-    if screened and best.n_iter < options.max_iter:
+    if short_runs and polish and best.n_iter < options.max_iter:
         best = run_restart(
             source, best.params, options, summary, best.restart, n, emit, earlier=best
         )

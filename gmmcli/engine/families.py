@@ -315,16 +315,23 @@ def _vee(
 ) -> FloatArray:
     """VEE: Σ_k = λ_k C with |C| = 1, own volume, equal shape and orientation.
 
-    Alternates C = S / |S|^{1/d} with S = Σ_k W_k/λ_k, and λ_k = tr(W_k C⁻¹) / (N_k d).
+    Alternates C = S / |S|^{1/d} with S = Σ_k W_k/λ_k, and λ_k = tr(W_k C⁻¹) / (N_k d),
+    from ``previous`` (which a sweep that moves nothing confirms at once). A sweep is four
+    array operations on the flattened matrices: on the small matrices of a model selection
+    grid the M-step's cost is the number of numpy calls.
     """
-    d = scatter.shape[-1]
+    k, d, _ = scatter.shape
     volumes = _start_volumes(scatter, n_k, previous)
-    covariances = np.zeros_like(scatter)
+    flat = scatter.reshape(k, d * d)
+    per_volume = n_k * d
+    covariances = np.zeros_like(scatter) if previous is None else previous
     for _ in range(max_iter):
-        pooled = _symmetrise(np.einsum("kij,k->ij", scatter, 1.0 / volumes))
-        common = pooled / _volumes(pooled[None])[0]
-        volumes = np.einsum("kij,ji->k", scatter, np.linalg.inv(common)) / (n_k * d)
-        new = volumes[:, None, None] * common
+        pooled = ((1.0 / volumes) @ flat).reshape(d, d)
+        pooled = 0.5 * (pooled + pooled.T)
+        _, logdet = np.linalg.slogdet(pooled)
+        size = np.exp(logdet / d)
+        volumes = flat @ (np.linalg.inv(pooled) * size).ravel() / per_volume
+        new = volumes[:, None, None] * (pooled / size)
         converged = not _moved(new, covariances, tol)
         covariances = new
         if converged:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -292,7 +292,14 @@ class GaussianMixture:
         )
         return start
 
-    def fit(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> GaussianMixture:
+    def fit(
+        self,
+        X: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        *,
+        screened: Sequence[RestartResult] = (),
+        polish: bool = True,
+    ) -> GaussianMixture:
         """Estimate the parameters by EM (n_init restarts, the best kept).
 
         With ``standardize``, each column is centred and scaled (by its mean and standard
@@ -303,6 +310,11 @@ class GaussianMixture:
         weight w counts as w copies of it (integer weights give the model of the rows
         repeated, from the same start); n in BIC is Σ w. The starts (k-means++, hc, random)
         see each row of positive weight once, unweighted.
+
+        A search in two stages (``engine.select``): ``polish=False`` stops every restart at
+        the screening rule and keeps the best as it is; a later fit with more restarts takes
+        this one's ``result_.restarts`` as ``screened`` (not run again) and continues the
+        best of all to the stopping rule — the model one fit with every restart gives.
         """
         x = _as_2d(X)
         weights = check_sample_weight(sample_weight, x.shape[0])
@@ -316,7 +328,7 @@ class GaussianMixture:
         start = self._start(x.shape[1])
         volume_scale = 1.0 if scale is None else float(np.prod(scale))
         options = self._options(volume_scale)
-        result = fit(x, options, start, self.callback, self.start_cache, weights)
+        result = fit(x, options, start, self.callback, self.start_cache, weights, screened, polish)
         self._set_result(result, center, scale, observed)
         return self
 

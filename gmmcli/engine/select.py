@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constraints import REFINE_MARGIN
 from .covariance import get_strategy
 from .init import StartCache
 from .mixture import GaussianMixture, information_criteria
@@ -48,6 +49,9 @@ class Cell:
     degenerate: bool
     # with or without a noise component; None in a grid without noise (as before noise)
     noise: bool | None = None
+    # every restart, the best run to the stopping rule; False: the first start only,
+    # stopped at the screening rule (a cell far from the best, ``run_grid``)
+    refined: bool = True
 
     @property
     def model_name(self) -> str:
@@ -73,6 +77,7 @@ class Cell:
             "icl": self.icl,
             "converged": self.converged,
             "degenerate": self.degenerate,
+            "refined": self.refined,
         }
 
 
@@ -84,19 +89,29 @@ def fit_cell(
     start_cache: StartCache | None = None,
     sample_weight: np.ndarray | None = None,
     noise: bool | None = None,
+    stage: str = "whole",
+    first: Cell | None = None,
 ) -> Cell:
     """Fit one cell (in a worker process or here); the log-likelihood is in data units.
     ``start_cache`` shares start partitions with the grid's other cells; ``sample_weight``:
     the rows' frequency weights (n = Σ w in the criteria); ``noise``: with or without a
-    noise component, whatever ``settings`` say (None: as they say)."""
+    noise component, whatever ``settings`` say (None: as they say).
+
+    ``stage``: "whole" (every restart of ``settings``, the best run to the stopping rule),
+    "first" (the first restart only, stopped at the screening rule: ``Cell.refined`` is
+    False), or "rest" (the other restarts and the polish, after ``first``, this cell's
+    first stage: the same model as "whole")."""
     if noise is not None:
         volume = settings.get("noise_volume") if noise else None
         settings = {**settings, "noise": noise, "noise_volume": volume}
     elif settings.get("noise"):
         noise = True
+    if stage == "first":
+        settings = {**settings, "n_init": 1}
+    screened = () if first is None else first.model.result_.restarts
     model = GaussianMixture(
         k, covariance_type=covariance_type, start_cache=start_cache, **settings
-    ).fit(x, sample_weight=sample_weight)
+    ).fit(x, sample_weight=sample_weight, screened=screened, polish=stage != "first")
     ll = float(model.log_likelihood_)
     p = model.n_parameters()
     resp = model.responsibilities(x)  # with a noise component, its column too
@@ -113,6 +128,7 @@ def fit_cell(
         converged=bool(model.converged_),
         degenerate=model.result_.best.degenerate,  # collapsed, or identical components
         noise=noise,
+        refined=stage != "first",
     )
 
 
@@ -132,8 +148,21 @@ def run_grid(
     on_cell: Callable[[Cell], None] | None = None,
     sample_weight: np.ndarray | None = None,
     noises: tuple[bool, ...] | None = None,
+    criterion: str = "bic",
+    margin: float = REFINE_MARGIN,
+    on_more: Callable[[int], None] = lambda count: None,
 ) -> list[Cell]:
-    """Fit every cell, in grid order in the result; ``on_cell`` hears of each as it ends.
+    """Fit every cell, in grid order in the result; ``on_cell`` hears of each fit as it
+    ends (a refined cell's twice: its first stage, then the rest), and ``on_more`` of the
+    second stage's fits as it begins (a progress bar's total grows by them).
+
+    A search in two stages (``margin`` finite): every cell from its first start (mclust's
+    tree, by default), stopped at the screening rule; then each cell whose ``criterion``
+    is within ``margin`` × n of the best healthy cell's (n: the rows, or Σ w) gets the rest
+    of its restarts and its best run on to the stopping rule — the cell one fit with every
+    restart gives (``Cell.refined``). The others keep their first stage: far from the
+    best, the restarts do not change the choice, and on small tables they were most of
+    the time. ``margin=inf``: every cell refined, in one stage.
 
     ``jobs`` worker processes (default: one per core); 1 fits in this process.
     ``sample_weight``: the rows' frequency weights, for every cell. ``noises``: fit every
@@ -143,33 +172,69 @@ def run_grid(
     grid = [(k, c, n) for n in noises or (None,) for c in covariance_types for k in ks]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(grid)))
     notify = on_cell or (lambda cell: None)
-    if jobs == 1:
-        cache = StartCache()
-        cells = []
-        for k, c, n in grid:
-            cells.append(fit_cell(x, k, c, settings, cache, sample_weight, n))
-            notify(cells[-1])
-        return cells
-    worker_settings = {**settings, "threads": 1}
-    pool = ProcessPoolExecutor(
-        max_workers=jobs,
-        initializer=_start_worker,
-        initargs=(x, worker_settings, sample_weight),
-    )
-    try:
-        futures: dict[int, Future] = {}
-        for i in sorted(range(len(grid)), key=lambda i: _slowest_first(*grid[i])):
-            futures[i] = pool.submit(_fit_in_worker, *grid[i])
-            futures[i].add_done_callback(lambda f: _notify_done(f, notify))
-        cells = [futures[i].result() for i in range(len(grid))]
-    except BrokenProcessPool:
-        _stop(pool)
-        raise WorkerLost("a worker process died (out of memory?)") from None
-    except BaseException:  # Ctrl-C, SIGTERM, an error in a cell: stop every worker now
-        _stop(pool)
-        raise
-    pool.shutdown(wait=True)
+    with _Workers(x, settings, sample_weight, jobs, notify) as workers:
+        if not margin < np.inf:
+            return workers.fit([(*place, "whole", None) for place in grid])
+        cells = workers.fit([(*place, "first", None) for place in grid])
+        healthy = [c.score(criterion) for c in cells if not c.degenerate]
+        n = cells[0].model.result_.n_effective
+        bar = min(healthy or [c.score(criterion) for c in cells]) + margin * n
+        near = [i for i, c in enumerate(cells) if c.score(criterion) <= bar]
+        on_more(len(near))
+        refined = workers.fit([(*grid[i], "rest", cells[i]) for i in near])
+        for i, cell in zip(near, refined, strict=True):
+            cells[i] = cell
     return cells
+
+
+class _Workers:
+    """The grid's cells fitted in worker processes (or here, for one job): ``fit`` takes
+    (k, model, noise, stage, first stage) tasks and returns their cells in order."""
+
+    def __init__(self, x, settings, sample_weight, jobs: int, notify) -> None:
+        self.x, self.settings, self.weights = x, settings, sample_weight
+        self.jobs, self.notify = jobs, notify
+        self.pool: ProcessPoolExecutor | None = None
+        self.cache = StartCache()
+
+    def __enter__(self) -> _Workers:
+        if self.jobs > 1:
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.jobs,
+                initializer=_start_worker,
+                initargs=(self.x, {**self.settings, "threads": 1}, self.weights),
+            )
+        return self
+
+    def fit(self, tasks: list[tuple]) -> list[Cell]:
+        if self.pool is None:
+            cells = []
+            for k, c, noise, stage, first in tasks:
+                cells.append(
+                    fit_cell(
+                        self.x, k, c, self.settings, self.cache, self.weights, noise, stage, first
+                    )
+                )
+                self.notify(cells[-1])
+            return cells
+        futures: dict[int, Future] = {}
+        try:
+            for i in sorted(range(len(tasks)), key=lambda i: _slowest_first(*tasks[i][:3])):
+                futures[i] = self.pool.submit(_fit_in_worker, *tasks[i])
+                futures[i].add_done_callback(lambda f: _notify_done(f, self.notify))
+            return [futures[i].result() for i in range(len(tasks))]
+        except BrokenProcessPool:
+            _stop(self.pool)
+            self.pool = None
+            raise WorkerLost("a worker process died (out of memory?)") from None
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.pool is None:
+            return
+        if kind is None:
+            self.pool.shutdown(wait=True)
+        else:  # Ctrl-C, SIGTERM, an error in a cell: stop every worker now
+            _stop(self.pool)
 
 
 def _slowest_first(k: int, covariance_type: str, noise: bool | None = None) -> tuple[int, int]:
@@ -189,10 +254,12 @@ def _start_worker(x: np.ndarray, settings: dict, sample_weight: np.ndarray | Non
     _worker = (x, settings, StartCache(), sample_weight)
 
 
-def _fit_in_worker(k: int, covariance_type: str, noise: bool | None) -> Cell:
+def _fit_in_worker(
+    k: int, covariance_type: str, noise: bool | None, stage: str, first: Cell | None
+) -> Cell:
     assert _worker is not None, "the pool's initializer did not run"
     x, settings, cache, sample_weight = _worker
-    return fit_cell(x, k, covariance_type, settings, cache, sample_weight, noise)
+    return fit_cell(x, k, covariance_type, settings, cache, sample_weight, noise, stage, first)
 
 
 class WorkerLost(RuntimeError):
