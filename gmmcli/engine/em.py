@@ -351,11 +351,21 @@ def _positive_definite(block: np.ndarray) -> bool:
 
 
 def _prepare_safely(
-    params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarray, reg_covar: float
+    params: MixtureParams,
+    strategy: CovarianceStrategy,
+    shift: np.ndarray,
+    reg_covar: float,
+    known: dict[int, tuple[MixtureParams, Model]] | None = None,
 ) -> tuple[Model, MixtureParams, list[int]]:
     """prepare(), adding growing jitter to any covariance that is not positive definite
     (possible only with reg_covar = 0). Returns the model, the parameters actually used and
-    the components that needed jitter."""
+    the components that needed jitter. ``known``: parameters prepared already (by
+    ``_valid_step``), by id, taken from it rather than prepared again."""
+    if known:
+        held = known.pop(id(params), None)
+        known.clear()
+        if held is not None and held[0] is params:
+            return held[1], params, []
     try:
         return prepare(params, strategy, shift), params, []
     except np.linalg.LinAlgError:
@@ -449,10 +459,12 @@ def _valid_step(
     summary: DataSummary,
     reg_covar: float | np.ndarray,
     current: MixtureParams,
+    prepared: dict[int, tuple[MixtureParams, Model]],
 ) -> Callable[[SuffStats], MixtureParams | None]:
     """The M-step of extrapolated statistics (``squarem``), None when they give no valid
     mixture: numbers that are not finite, a collapsed component (as ``find_collapses``
-    sees one), a noise weight outside (0, 1), or a covariance the E-step cannot factor."""
+    sees one), a noise weight outside (0, 1), or a covariance the E-step cannot factor.
+    The E-step's model of valid parameters goes into ``prepared`` (``_prepare_safely``)."""
 
     def step(stats: SuffStats) -> MixtureParams | None:
         with np.errstate(all="ignore"):
@@ -468,7 +480,7 @@ def _valid_step(
                     stats.counts, result.raw_covariances, strategy, summary, reg_covar
                 ):
                     return None
-                prepare(p, strategy, summary.shift)
+                prepared[id(p)] = (p, prepare(p, strategy, summary.shift))
             except (np.linalg.LinAlgError, ValueError, FloatingPointError):
                 return None
         return p
@@ -511,6 +523,7 @@ def run_restart(
     rule = stopping_rule(options.tol, options.dtype)
     accel = _accelerator(options, strategy, summary, n)
     trail: list[float] = []  # the mean log-likelihoods since the start or the last re-seed
+    prepared: dict[int, tuple[MixtureParams, Model]] = {}  # by SQUAREM's checks
     previous = np.nan
     converged = False
     n_iter = done_before
@@ -535,8 +548,11 @@ def run_restart(
             history.append(kept)
             on_event(IterationEvent(restart, iteration - 1, kept, 0.0, time.perf_counter() - t0))
             plain = accel.pending.plain if accel.pending is not None else params
-            params = accel.retreat(_valid_step(strategy, summary, options.reg_covar, plain))
-            model, params, _ = _prepare_safely(params, strategy, summary.shift, options.reg_covar)
+            step = _valid_step(strategy, summary, options.reg_covar, plain, prepared)
+            params = accel.retreat(step)
+            model, params, _ = _prepare_safely(
+                params, strategy, summary.shift, options.reg_covar, prepared
+            )
             continue
         history.append(current)
         trail.append(current)
@@ -568,10 +584,10 @@ def run_restart(
                 converged = True
             elif accel is not None and not collapses and iteration < options.max_iter:
                 params = accel.propose(
-                    _valid_step(strategy, summary, options.reg_covar, params), params
+                    _valid_step(strategy, summary, options.reg_covar, params, prepared), params
                 )
         model, params, singular = _prepare_safely(
-            params, strategy, summary.shift, options.reg_covar
+            params, strategy, summary.shift, options.reg_covar, prepared
         )
         for c in singular:
             if all(col.component != c for col in collapses):
