@@ -267,3 +267,29 @@ def test_the_rule_reads_only_plain_steps():
     assert rule.done_in_runs([far, [-3.0, -3.0]])  # standing still
     assert ChangeRule(1e-3).done_in_runs([far, [-3.0, -3.0 + 5e-4]])
     assert not ChangeRule(1e-3).done_in_runs([near, [-3.0, -2.99]])
+
+
+def test_the_distance_left_comes_from_the_plain_steps_only():
+    """A run stopped by max_iter reports its distance from the limit by Aitken's estimate
+    over the last run of plain EM steps, checked against the fixed point itself; over the
+    whole history, extrapolated jumps included, the estimate is several times off."""
+    from gmmcli.engine.convergence import ChangeRule, LimitRule
+
+    rule = LimitRule()
+    runs = ((-3.5, -3.2, -3.1), (-3.0 - 4e-5, -3.0 - 2e-5, -3.0 - 1e-5))
+    assert rule.distance_in_runs(runs) == pytest.approx(1e-5)
+    assert rule.distance_in_runs((*runs, (-3.0 - 5e-6,))) == np.inf  # too short: no estimate
+    assert ChangeRule(1e-3).distance_in_runs((*runs, (-3.0,))) == pytest.approx(1e-5)
+    x = overlapping(seed=2)
+    limit = run_to_fixed_point(x, 3, "full", accelerate=True)
+    for max_iter in (20, 21):  # the default fit of these data converges after 22 passes
+        stopped = GaussianMixture(3, max_iter=max_iter, threads=1).fit(x)
+        best = stopped.result_.best
+        assert not stopped.converged_ and len(best.plain_runs) > 1  # extrapolations ran
+        (notice,) = [n for n in stopped.summary().notices if type(n).__name__ == "NotConverged"]
+        truth = (limit.log_likelihood_ - stopped.log_likelihood_) / len(x)
+        assert truth / 2 < notice.distance < truth * 2
+        whole = LimitRule().distance(best.history)
+        assert abs(np.log(notice.distance / truth)) < abs(np.log(whole / truth))
+    plain = GaussianMixture(3, max_iter=20, threads=1, accelerate=False).fit(x)
+    assert plain.result_.best.plain_runs is None

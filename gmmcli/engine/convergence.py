@@ -84,6 +84,15 @@ class LimitRule:
         least = max(self.tol, self.noise(values[-1]))
         return self.distance(values) <= least and self.distance(values[:-1]) <= least
 
+    def distance_in_runs(self, runs: Sequence[Sequence[float]]) -> float:
+        """``distance`` under acceleration (``runs`` as for ``done_in_runs``): from the last
+        run of plain EM steps, when it is long enough for Aitken's estimate (inf when not:
+        an earlier run's estimate is stale, and an extrapolated step is no EM step, so the
+        change across one says nothing of the distance left)."""
+        if self.still(runs[-1]):
+            return 0.0
+        return self.distance(runs[-1]) if len(runs[-1]) >= 3 else math.inf
+
     def done_in_runs(self, runs: Sequence[Sequence[float]]) -> bool:
         """``done`` under acceleration (``squarem``): ``runs`` are the mean log-likelihoods
         of consecutive plain EM steps, one list per stretch between extrapolations (an
@@ -121,6 +130,11 @@ class ChangeRule:
     def done_in_runs(self, runs: Sequence[Sequence[float]]) -> bool:
         """Under acceleration: the last plain EM step changed by less than ``tol``."""
         return self.done(runs[-1])
+
+    def distance_in_runs(self, runs: Sequence[Sequence[float]]) -> float:
+        """Under acceleration: the last plain EM step's change (NaN before one)."""
+        full = next((run for run in reversed(runs) if len(run) >= 2), None)
+        return math.nan if full is None else self.distance(full)
 
 
 StoppingRule = LimitRule | ChangeRule

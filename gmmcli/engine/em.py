@@ -14,6 +14,7 @@ still one pass, and the rule reads only the plain steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constraints import ParameterError, check_all
-from .convergence import MAX_ITER, stopping_rule
+from .convergence import MAX_ITER, StoppingRule, stopping_rule
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
 from .init import INITIALISERS, DataSummary, Start, StartCache, restart_plan, starting_point
 from .noise import noise_box, with_noise
@@ -148,6 +149,23 @@ class RestartResult:
     # not run: it started from the same partition of the rows as this earlier restart, so it
     # is that restart's result (EM from one partition is one run, whatever its numbering)
     same_start_as: int | None = None
+    # under acceleration, the mean log-likelihoods of the plain EM steps, a list per run
+    # between extrapolations (``Squarem.runs``): what the stopping rule read; None: plain EM,
+    # whose every step is in ``history``
+    plain_runs: tuple[tuple[float, ...], ...] | None = None
+
+    def distance_left(self, rule: StoppingRule) -> tuple[float, float]:
+        """The last plain EM step's change and ``rule``'s estimate of the distance left to
+        the limit (per row), from the plain steps only."""
+        if self.plain_runs is None:
+            runs: Sequence[Sequence[float]] = [self.history]
+            distance = rule.distance(self.history)
+        else:
+            runs = self.plain_runs
+            distance = rule.distance_in_runs(runs) if runs else math.inf
+        last = next((run for run in reversed(runs) if len(run) >= 2), None)
+        change = abs(last[-1] - last[-2]) if last is not None else math.nan
+        return change, distance
 
     @property
     def degenerate(self) -> bool:
@@ -618,6 +636,7 @@ def run_restart(
         reseeds,
         tuple(collapses),
         duplicates,
+        plain_runs=None if accel is None else tuple(tuple(run) for run in accel.runs if run),
     )
     on_event(RestartEvent(restart, n_iter, converged, final_mean, result.collapsed, duplicates))
     return result

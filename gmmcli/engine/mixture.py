@@ -408,8 +408,7 @@ class GaussianMixture:
         bic, aic, _ = information_criteria(ll, p, result.n_effective)
         notices: list[Notice] = []
         if not self.converged_ and self.max_iter > 0:
-            last = abs(history[-1] - history[-2]) if len(history) > 1 else float("nan")
-            distance = stopping_rule(self.tol, self.dtype).distance(history)
+            last, distance = result.best.distance_left(stopping_rule(self.tol, self.dtype))
             notices.append(NotConverged(self.max_iter, last, self.tol, distance))
         notices.extend(ConstantColumn(j, self.reg_covar) for j in result.flat_columns)
         if self.collapsed_:
