@@ -624,14 +624,18 @@ class Family(Full):
         # columns 1e5 apart in scale was 0.3 % of the small columns' variance, enough to
         # make EEI's EM lower its own log-likelihood.
         pooled = np.einsum("k,kii->i", n_k, unconstrained) / n_k.sum()
-        spread = pooled[pooled > 0]
-        fallback = float(spread.mean()) if spread.size else 1.0
-        jitter = 1e-12 * np.diag(np.where(pooled > 0, pooled, fallback))
+        positive = pooled > 0
+        if not positive.all():
+            fallback = float(pooled[positive].mean()) if positive.any() else 1.0
+            pooled = np.where(positive, pooled, fallback)
+        jittered = unconstrained.copy()
+        diagonal = np.arange(pooled.size)
+        jittered[:, diagonal, diagonal] += 1e-12 * pooled
         with np.errstate(all="ignore"):
             try:
                 usable = previous is not None and previous.shape == unconstrained.shape
                 start = previous if usable and np.isfinite(previous).all() else None
-                scatter = (unconstrained + jitter) * n_k[:, None, None]
+                scatter = jittered * n_k[:, None, None]
                 cov = m_step(self.name, scatter, n_k, start, tol=IN_EM_TOL, max_iter=IN_EM_MAX_ITER)
             except np.linalg.LinAlgError:
                 cov = np.full_like(unconstrained, np.nan)
