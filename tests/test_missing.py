@@ -350,8 +350,8 @@ def test_the_compiled_kernel_takes_row_weights():
 @pytest.mark.parametrize("model", ["full", "tied", "EEV", "VEV", "VVE", "EVV"])
 @pytest.mark.parametrize("k", [1, 4, 5])
 def test_the_compiled_kernel_gives_numpy_s_fit(model, k):
-    """Every model with full precisions, k below, at and above a multiple of the kernel's
-    LANES (components go four at a time), rows missing from one cell to all but one."""
+    """Every model with full precisions, k at and below the kernel's LANES (components go
+    eight at a time; padded), rows missing from one cell to all but one."""
     rng = np.random.default_rng(k)
     x = blobs(k, n_per=300, d=6, k=3)
     x[rng.random(x.shape) < rng.uniform(0.05, 0.6, size=(len(x), 1))] = np.nan

@@ -301,11 +301,23 @@ class ChunkGaps:
     solved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     y: list[np.ndarray] = field(default_factory=list)
     factors: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    zbar: np.ndarray | None = None  # (m, d) the incomplete rows' z̄ = x̄ − shift
+    zt: np.ndarray | None = None  # (d, c) the chunk's rows z̄ = x̄ − shift, as the E-step saw them
     # whether the compiled E-step ran, and the precisions it took (``missing_compiled``)
     compiled: bool = False
     lam: np.ndarray | None = None
     lam_means: np.ndarray | None = None
+
+    @functools.cached_property
+    def zbar(self) -> np.ndarray:
+        """(m, d) the incomplete rows' z̄, in float64."""
+        assert self.zt is not None
+        return np.ascontiguousarray(self.zt.T[self.layout.rows], dtype=np.float64)
+
+    def rows_args(self) -> tuple[np.ndarray, ...]:
+        """The compiled kernels' first arguments: the chunk's rows (``zt``), which of them
+        are incomplete, and their missing cells."""
+        layout = self.layout
+        return (self.zt, layout.rows, layout.row_starts, layout.row_columns)
 
     def position(self, k: int) -> np.ndarray:
         """(k,) where each component is among ``solved`` (−1 if not)."""
@@ -367,7 +379,7 @@ def marginal_log_joint(model: Model, chunk: Chunk, out: np.ndarray) -> None:
     precisions = strategy.precisions(model.prec_chol, k, d)
     near = _fills(model)
     gaps.model = model
-    gaps.zbar = np.ascontiguousarray(chunk.zt.T[layout.rows], dtype=np.float64)
+    gaps.zt = chunk.zt
     gaps.compiled = gaps.kernels is not None and not strategy.is_diagonal and bool(near.all())
     if gaps.compiled:
         _compiled_marginal(gaps, model, precisions, out)
@@ -407,9 +419,7 @@ def _compiled_marginal(
     gaps.lam, gaps.lam_means = lam, lam_means
     gaps.solved = np.arange(k)
     with np.errstate(all="ignore"):
-        gaps.kernels.marginal_terms(
-            gaps.zbar, layout.row_starts, layout.row_columns, lam, lam_means, terms, pivots
-        )
+        gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, terms, pivots)
         np.log(pivots, out=pivots)
         pivots *= -0.5
         terms += pivots
@@ -605,20 +615,20 @@ def conditional_moments(
     counts = np.zeros((nb, k))
     moments = np.zeros((nb, k, d + strategy.n_extra(d)))
     corrected = np.all(origins == chunk.shift, axis=1) & _fills(model)
-    sub = np.asarray(resp[:, layout.rows], dtype=np.float64).T  # (m, k)
+    if gaps.compiled:  # the kernel reads the responsibilities where they are
+        second = _compiled_moments(gaps, model, resp, corrected, moments)
+    else:
+        sub = np.asarray(resp[:, layout.rows], dtype=np.float64).T  # (m, k)
+        moments_by = _diagonal_moments if strategy.is_diagonal else _general_moments
+        second = moments_by(gaps, model, sub, corrected, moments)
+    moments[:, :, d:] += strategy.moments_of(second)
+    for c in np.flatnonzero(~corrected):
+        column = np.asarray(resp[c, layout.rows], dtype=np.float64)
+        counts[:, c] = _per_block_sum(column, layout)
+        moments[:, c] = _full_moments(chunk, model, column, int(c), origins[c])
     if not corrected.all():
         resp = resp.copy()
         resp[np.ix_(~corrected, layout.rows)] = 0.0
-    if strategy.is_diagonal:
-        second = _diagonal_moments(model, layout, sub, corrected, moments)
-    elif gaps.compiled:
-        second = _compiled_moments(gaps, model, sub, corrected, moments)
-    else:
-        second = _general_moments(gaps, model, sub, corrected, moments)
-    moments[:, :, d:] += strategy.moments_of(second)
-    for c in np.flatnonzero(~corrected):
-        counts[:, c] = _per_block_sum(sub[:, c], layout)
-        moments[:, c] = _full_moments(chunk, model, sub[:, c], int(c), origins[c])
     return resp, Extra(counts, moments)
 
 
@@ -632,11 +642,12 @@ def _per_block_sum(values: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 def _diagonal_moments(
-    model: Model, layout: Layout, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
+    gaps: ChunkGaps, model: Model, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
 ) -> np.ndarray:
     """A diagonal model: a missing cell's conditional mean is μ_a (e = m_a, as z̄_a = 0) and
     its conditional variance σ²_a, so with W = Σ_i r_ik [cell a missing] per block, S1 gets
     W m and the squares W (m² + σ²). Returns the (blocks, k, d, d) second moments added."""
+    layout = gaps.layout
     k, d = model.params.means.shape
     mask = layout.mask.astype(np.float64)
     w = np.zeros((layout.n_blocks, k, d))
@@ -714,34 +725,22 @@ def _general_moments(
 
 
 def _compiled_moments(
-    gaps: ChunkGaps, model: Model, sub: np.ndarray, corrected: np.ndarray, moments: np.ndarray
+    gaps: ChunkGaps, model: Model, resp: np.ndarray, corrected: np.ndarray, moments: np.ndarray
 ) -> np.ndarray:
-    """``_general_moments`` by the compiled kernel, row by row."""
+    """``_general_moments`` by the compiled kernel, row by row, from the chunk's
+    responsibilities ``resp`` (k, c)."""
     layout = gaps.layout
     nb = layout.n_blocks
     k, d = model.params.means.shape
     floors = np.where(corrected, NEGLIGIBLE * model.params.weights, np.inf)
     first = np.zeros((nb, k, d))
-    cross = scratch("gaps_cross", (nb, k, d, d), np.float64)
-    squares = scratch("gaps_squares", (nb, k, d, d), np.float64)
-    cross.fill(0.0)
-    squares.fill(0.0)
+    second = scratch("gaps_second", (nb, k, d, d), np.float64)  # a thread's, for this chunk
+    second.fill(0.0)
     gaps.kernels.conditional_moments(
-        gaps.zbar,
-        layout.row_starts,
-        layout.row_columns,
-        gaps.lam,
-        gaps.lam_means,
-        np.ascontiguousarray(sub),
-        floors,
-        layout.blocks,
-        first,
-        cross,
-        squares,
+        *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, layout.blocks, first, second
     )
     moments[:, :, :d] += first
-    squares += np.swapaxes(np.triu(squares, 1), 2, 3)
-    return cross + np.swapaxes(cross, 2, 3) + squares
+    return second + np.swapaxes(second, 2, 3)
 
 
 def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -752,9 +751,7 @@ def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndar
     shifts = np.empty(layout.row_columns.size)
     packed = np.empty(int(layout.tri_starts[-1]))
     gaps.kernels.conditionals(
-        gaps.zbar,
-        layout.row_starts,
-        layout.row_columns,
+        *gaps.rows_args(),
         layout.tri_starts,
         gaps.lam,
         gaps.lam_means,
@@ -797,9 +794,7 @@ def best_filled(chunk: Chunk, resp: np.ndarray, keep: np.ndarray) -> np.ndarray:
     elif gaps.compiled:
         filled = x[targets]
         gaps.kernels.fill_best(
-            gaps.zbar,
-            layout.row_starts,
-            layout.row_columns,
+            *gaps.rows_args(),
             gaps.lam,
             gaps.lam_means,
             which,
