@@ -11,7 +11,7 @@ The README's Performance figures come from the same run.
 The full run takes about 30 minutes on a quiet 2-core machine (time per iteration ~12, time
 to a converged answer ~12, memory and the command line ~3); the header of RESULTS.md records
 what each part took. To shorten it: ``--threads all`` (or ``1``) halves the first two parts,
-``--repeats 1``, ``--mlpack-cap 60`` (mlpack's fits to convergence are the longest), and
+``--repeats 1``, ``--cap 60`` (mlpack's fits to convergence are the longest), and
 ``--no-iterations``, ``--no-converged``, ``--no-memory``, ``--no-cli`` leave a part out (its
 section is then missing from the file: run the whole for the record).
 
@@ -488,9 +488,15 @@ def machine() -> str:
     import numpy
     import sklearn
 
+    try:
+        import mlpack
+
+        peers = f", mlpack {getattr(mlpack, '__version__', '?')}"
+    except ImportError:
+        peers = ""
     return (
         f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy "
-        f"{numpy.__version__}, scikit-learn {sklearn.__version__}, BLAS: {blas}"
+        f"{numpy.__version__}, scikit-learn {sklearn.__version__}{peers}, BLAS: {blas}"
     )
 
 
@@ -634,7 +640,8 @@ def readme_block(rows, memory, cli_rows, converged, when: str) -> str:
     ]
     if shown:
         lines += [
-            f"Time per EM iteration from the same start, on all {cores} cores (milliseconds):",
+            f"Time per EM iteration from the same start, {cores} threads (all cores), "
+            "in milliseconds:",
             "",
             "| n | d | k | covariance | gmm | gmm, 1 thread | scikit-learn | mlpack "
             "| sklearn / gmm | mlpack / gmm | gmm float32 |",
@@ -767,7 +774,7 @@ def main() -> None:
     )
     parser.add_argument("--budget", type=float, default=20.0,
                         help="time to converged: seconds of repeats per tool and case")  # fmt: skip
-    parser.add_argument("--mlpack-cap", type=float, default=None,
+    parser.add_argument("--cap", type=float, default=None,
                         help="time to converged: skip mlpack where its fit is forecast to "
                         "take longer (seconds)")  # fmt: skip
     parser.add_argument("--no-iterations", action="store_true")
@@ -787,7 +794,7 @@ def main() -> None:
     if args.cli_only:
         print(report([], {}, cli_figures(), "", f"## Command line ({time.strftime('%Y-%m-%d')})"))
         return
-    began, stages = time.perf_counter(), []
+    began, stages, load = time.perf_counter(), [], os.getloadavg()[0]
 
     def stage(name: str, since: float) -> None:
         stages.append((name, time.perf_counter() - since))
@@ -828,7 +835,7 @@ def main() -> None:
         import converged
 
         t0 = time.perf_counter()
-        cap = converged.MLPACK_CAP if args.mlpack_cap is None else args.mlpack_cap
+        cap = converged.CAP if args.cap is None else args.cap
         converged_results = converged.run_all(args.quick, modes, args.repeats, args.budget, cap)
         converged_text = converged.report(converged_results, args.repeats, args.budget)
         stage("time to a converged answer", t0)
@@ -855,7 +862,9 @@ def main() -> None:
         f"# Benchmark results\n\nMade by `{command}` on {when}, in one run of "
         f"{stages[-1][1] / 60:.0f} minutes (in minutes: "
         + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in stages[:-1])
-        + f"); medians of {args.repeats} repeats.\n\nMachine: {machine()}.\n\n"
+        + f"); medians of {args.repeats} repeats; load average {load:.1f} at the start and "
+        f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} cores."
+        f"\n\nMachine: {machine()}.\n\n"
         f"Measured limits: {limits_text(limits)}."
     )
     text = report(rows, memory, cli_rows, converged_text, header)
