@@ -25,7 +25,7 @@ import numpy as np
 
 from gmmcli import files
 from gmmcli.errors import GmmError
-from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE
+from gmmcli.limits import FLOAT32_MAX_DEVIATION, FLOAT32_MIN_SPREAD, MAX_MAGNITUDE, MEAN_NOISE
 from gmmcli.tableoptions import PREDICT_COLUMNS, PredictColumns, RowCounts, TableOptions
 
 if TYPE_CHECKING:  # pandas is imported where a table needs it: a small plain table does not
@@ -522,7 +522,8 @@ def check_float32(blocks: Callable[[], Iterable[Table]]) -> None:
 
     A value whose distance from its column's mean is ``FLOAT32_MAX_DEVIATION`` or more is
     refused, since its square would overflow float32, and so is a column whose standard
-    deviation (about the mean) is not 0 but below ``FLOAT32_MIN_SPREAD``. The message names
+    deviation (about the mean) is below ``FLOAT32_MIN_SPREAD`` but above the mean's rounding
+    noise (``MEAN_NOISE``: below it the column is constant). The message names
     the farthest value (the first in reading order) by file, line and column.
     """
     n, total = None, None
@@ -558,7 +559,8 @@ def check_float32(blocks: Callable[[], Iterable[Table]]) -> None:
             f"{FLOAT32_MAX_DEVIATION:.0e}); use --dtype float64 or --standardize"
         )
     spread = np.sqrt(squares / np.maximum(n, 1))
-    narrow = np.flatnonzero((spread > 0) & (spread < FLOAT32_MIN_SPREAD))
+    constant = spread <= MEAN_NOISE * np.abs(mean)  # and spread 0: one value throughout
+    narrow = np.flatnonzero(~constant & (spread < FLOAT32_MIN_SPREAD))
     if narrow.size:
         col = int(narrow[0])
         raise GmmError(

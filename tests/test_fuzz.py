@@ -696,9 +696,7 @@ def fittable(x: np.ndarray, dtype: str, standardize: bool) -> bool:
     if np.any(~constant & (spread < 1e-130)):
         return False
     if dtype == "float32":
-        return np.abs(x - x.mean(axis=0)).max() < 1e17 and not np.any(
-            (spread > 0) & (spread < 1e-13)
-        )
+        return np.abs(x - x.mean(axis=0)).max() < 1e17 and not np.any(~constant & (spread < 1e-13))
     return True
 
 
@@ -1591,3 +1589,21 @@ def test_float32_constant_column_far_from_zero_fits(capsys):
     assert status == 0, err
     doc = check_fit_output(out, 1, 7)
     np.testing.assert_allclose(doc["means"], [[1e60, 1e60]], rtol=1e-12)
+
+
+def test_float32_a_column_of_one_repeated_value_is_constant_not_narrow(capsys):
+    # found by test_fit_on_extreme_scales: three rows of (0, 0.09). The mean of 0.09 three
+    # times is 1 ulp off, so the column's standard deviation is 1.4e-17, not 0, and
+    # check_float32 refused it as "varies by only 1.39e-17, too little for --dtype float32".
+    # Below the mean's rounding noise (limits.MEAN_NOISE) the column is constant, as the
+    # engine has it (em.constant_columns).
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(folder, "same.csv", "a,b\n" + "0,0.09\n" * 3)
+        status, out, err = gmm(capsys, ["fit", path, "-k", "1", "--dtype", "float32", "-q"])
+        narrow = _write(folder, "narrow.csv", "a,b\n0,0\n1,1e-16\n2,2e-16\n")  # it varies
+        refused = gmm(capsys, ["fit", narrow, "-k", "1", "--dtype", "float32", "-q"])
+    check_status(status, out, err, path)
+    assert status == 0, err
+    doc = check_fit_output(out, 1, 3)
+    np.testing.assert_allclose(doc["means"], [[0.0, 0.09]], rtol=1e-12)
+    assert refused[0] == 2 and "too little for --dtype float32" in refused[2]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..limits import MEAN_NOISE
 from .constraints import ParameterError, check_all
 from .convergence import MAX_ITER, StoppingRule, stopping_rule
 from .covariance import CovarianceStrategy, cholesky_precision, get_strategy
@@ -250,7 +251,7 @@ def constant_columns(summary: DataSummary) -> np.ndarray:
     (not of reg_covar): one value in every row, or a variance no larger than the rounding
     noise of the mean, (16 eps |mean|)². (One value repeated can leave more noise than that:
     3.7 in 300 rows has a mean 25 eps off, so a variance of 4e-28.)"""
-    noise = summary.variances <= (16 * np.finfo(float).eps * np.abs(summary.shift)) ** 2
+    noise = summary.variances <= (MEAN_NOISE * np.abs(summary.shift)) ** 2
     return summary.single_valued | noise
 
 
