@@ -206,6 +206,21 @@ def marginal_terms(zt, rows, starts, columns, lam, lam_means, out, pivots):
 
 
 @njit(**_JIT)
+def add_terms(rows, terms, log_pivots, out):
+    """out[c, rows[i]] += terms[i, c] − ½ log_pivots[i, c] for c < k (``out`` (k, c)):
+    ``marginal_terms``' result, into the chunk's log densities in the order of the rows (a
+    transposed scatter by numpy cost ~0.5 ms per chunk: measured). Each term is rounded to
+    ``out``'s type before it is added, as numpy's path adds it."""
+    k = out.shape[0]
+    term = np.empty(1, dtype=out.dtype)
+    for i in range(rows.shape[0]):
+        row = rows[i]
+        for c in range(k):
+            term[0] = terms[i, c] - 0.5 * log_pivots[i, c]
+            out[c, row] += term[0]
+
+
+@njit(**_JIT)
 def _factor(z, columns, a0, r, lam, lam_means, c, lower, y):
     """Row z̄ (d,), component c: L (packed, into ``lower``) and y = L⁻¹ v (into ``y``), by
     the operations of ``marginal_terms`` in its order."""
