@@ -223,14 +223,33 @@ def add_terms(rows, terms, log_pivots, out):
 @njit(**_JIT)
 def _factor(z, columns, a0, r, lam, lam_means, c, lower, y):
     """Row z̄ (d,), component c: L (packed, into ``lower``) and y = L⁻¹ v (into ``y``), by
-    the operations of ``marginal_terms`` in its order."""
+    the operations of ``marginal_terms``."""
+    _project(z, columns, a0, r, lam, lam_means, c, y)
+    _cholesky(columns, a0, r, lam, c, lower)
+    for p in range(r):
+        rp = p * (p + 1) // 2
+        s = y[p]
+        for t in range(p):
+            s -= lower[rp + t] * y[t]
+        y[p] = s * lower[rp + p]
+
+
+@njit(**_JIT)
+def _project(z, columns, a0, r, lam, lam_means, c, v):
+    """v = (Λ (z̄ − m))_m for row z̄ (d,) and component c, into ``v``."""
     d = z.shape[0]
     for p in range(r):
         col = columns[a0 + p]
         s = 0.0
         for b in range(d):
             s += lam[col, b, c] * z[b]
-        y[p] = s - lam_means[col, c]
+        v[p] = s - lam_means[col, c]
+
+
+@njit(**_JIT)
+def _cholesky(columns, a0, r, lam, c, lower):
+    """L with Λ_mm = L Lᵀ for the columns ``columns[a0:a0 + r]`` and component c, packed by
+    rows into ``lower`` with 1 / L_pp in the diagonal slots."""
     for p in range(r):
         cp = columns[a0 + p]
         rp = p * (p + 1) // 2
@@ -243,10 +262,6 @@ def _factor(z, columns, a0, r, lam, lam_means, c, lower, y):
                 lower[rp + p] = 1.0 / np.sqrt(s)
             else:
                 lower[rp + q] = s * lower[rq + q]
-        s = y[p]
-        for t in range(p):
-            s -= lower[rp + t] * y[t]
-        y[p] = s * lower[rp + p]
 
 
 @njit(**_JIT)
@@ -291,7 +306,7 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
     d = lam.shape[0]
     k = resp.shape[0]
     lower = np.empty(d * (d + 1) // 2)
-    y = np.empty(d)
+    v = np.empty(d)
     e = np.empty(d)
     w = np.empty(d * (d + 1) // 2)
     cov = np.empty(d * (d + 1) // 2)
@@ -310,9 +325,16 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
                 for b in range(d):
                     z[b] = zt[b, row]
                 loaded = True
-            _factor(z, columns, a0, r, lam, lam_means, c, lower, y)
-            _shifts(lower, y, r, e)
+            _cholesky(columns, a0, r, lam, c, lower)
             _covariance(lower, r, w, cov)
+            _project(z, columns, a0, r, lam, lam_means, c, v)
+            for p in range(r):  # e = −C v: shorter chains than two triangular solves
+                s = 0.0
+                for q in range(p + 1):
+                    s -= cov[p * (p + 1) // 2 + q] * v[q]
+                for q in range(p + 1, r):
+                    s -= cov[q * (q + 1) // 2 + p] * v[q]
+                e[p] = s
             for p in range(r):
                 cp = columns[a0 + p]
                 we = weight * e[p]
