@@ -403,8 +403,8 @@ def _compiled_marginal(
     gaps: ChunkGaps, model: Model, precisions: np.ndarray, out: np.ndarray
 ) -> None:
     """``_projections`` and ``_solve`` by the compiled kernel, row by row (every component
-    fills its missing cells with the shift), added to ``out`` (k, c); the precisions kept in
-    ``gaps`` for the M-step."""
+    fills its missing cells with the shift), added to ``out`` (k, c) in place; the
+    precisions kept in ``gaps`` for the M-step."""
     layout = gaps.layout
     k, d = precisions.shape[0], precisions.shape[1]
     lanes = gaps.kernels.LANES  # the kernel takes components a multiple of LANES at a time
@@ -418,12 +418,10 @@ def _compiled_marginal(
     pivots = scratch("gaps_pivots", (layout.rows.size, width), np.float64)
     gaps.lam, gaps.lam_means = lam, lam_means
     gaps.solved = np.arange(k)
+    gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, terms, pivots)
     with np.errstate(all="ignore"):
-        gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, terms, pivots)
         np.log(pivots, out=pivots)
-        pivots *= -0.5
-        terms += pivots
-        out[:, layout.rows] += terms[:, :k].T.astype(out.dtype, copy=False)
+    gaps.kernels.add_terms(layout.rows, terms, pivots, out)
 
 
 def _diagonal_correction(
