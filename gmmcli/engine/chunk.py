@@ -44,6 +44,8 @@ class Chunk:
 
     gaps = None  # where rows miss cells (``missing.ChunkGaps``), set by ``IncompleteRows``
     weights: np.ndarray | None = None  # (c,) the rows' frequency weights (None: all 1)
+    # [z; 1], no pairs: the full kernel goes component by component (``bycomponent``)
+    by_component = False
 
     def __init__(
         self,
