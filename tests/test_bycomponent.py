@@ -194,6 +194,25 @@ def test_far_components_and_other_origins_give_the_same_statistics(monkeypatch, 
 
 
 @pytest.mark.parametrize("covariance_type", PAIRWISE)
+def test_components_in_several_products_and_out_of_order(monkeypatch, covariance_type):
+    """At d = 100 five components make one product, so seven take two; with a far one
+    among them, the others are not consecutive."""
+    rng = np.random.default_rng(8)
+    x, shift, params = random_model(rng, 1200, 100, 7, covariance_type)
+    assert bycomponent.STACK_ROWS // 100 < 7
+    model = stats.prepare(params, get_strategy(covariance_type), shift)
+    lifted, ours = both_ways(monkeypatch, model, lambda: Rows(x, shift))
+    assert_same_statistics(ours, lifted, 1e-10)
+    x[:200] += 1e7  # a far cluster, with component 3 on it
+    params.means[3] = x[:200].mean(axis=0)
+    shift = x[200:].mean(axis=0)  # the others' rows stay about the shift
+    model = stats.prepare(params, get_strategy(covariance_type), shift)
+    assert model.far.tolist() == [3]
+    lifted, ours = both_ways(monkeypatch, model, lambda: Rows(x, shift))
+    assert_same_statistics(ours, lifted, 1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", PAIRWISE)
 def test_float32_statistics_stay_close(monkeypatch, covariance_type):
     rng = np.random.default_rng(7)
     x, shift, params = random_model(rng, 4000, 30, 4, covariance_type)

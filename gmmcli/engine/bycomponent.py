@@ -96,16 +96,17 @@ class Factors:
         near = np.setdiff1d(np.arange(k), model.far)
         m = model.params.means[near] - model.shift
         far_transposed = transposed[0 if strategy.shared else model.far]
+        size = max(1, STACK_ROWS // d)
         if strategy.shared:
             offsets = m @ triangular[0].T  # (len(near), d): R m_j
+            pieces = _pieces(triangular[0], d)
             groups = tuple(
-                Group(near[first : first + STACK_ROWS], _pieces(triangular[0], d), offsets.T)
-                for first in range(0, near.size, STACK_ROWS)
+                Group(near[first : first + size], pieces, offsets[first : first + size].T)
+                for first in range(0, near.size, size)
             )
         else:
             offsets = np.einsum("kab,kb->ka", triangular[near], m)
             augmented = np.concatenate([triangular[near], -offsets[:, :, None]], axis=2)
-            size = max(1, STACK_ROWS // d)
             groups = tuple(
                 Group(near[first : first + size], _pieces(augmented[first : first + size], d), None)
                 for first in range(0, near.size, size)
