@@ -212,6 +212,32 @@ def test_components_in_several_products_and_out_of_order(monkeypatch, covariance
     assert_same_statistics(ours, lifted, 1e-10)
 
 
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("covariance_type", PAIRWISE)
+def test_separated_clusters_sum_only_the_rows_that_count(monkeypatch, covariance_type, shuffled):
+    """Clusters far apart in 20 columns: a row's responsibility for the other components is
+    e^-700, and each component's sums take its own rows only (``NEGLIGIBLE``), with the
+    statistics of the features' kernel and of a direct implementation."""
+    rng = np.random.default_rng(9)
+    x = blobs(9, n_per=900, d=20, k=4) * 10.0
+    if not shuffled:
+        x = x[np.argsort(np.linalg.norm(x - x[0], axis=1), kind="stable")]
+    _, _, params = random_model(rng, len(x), 20, 4, covariance_type)
+    means = x[[0, 900, 1800, 2700]]
+    params = MixtureParams(params.covariance_type, params.weights, means, params.covariances)
+    shift = x.mean(axis=0)
+    model = stats.prepare(params, get_strategy(covariance_type), shift)
+    shapes = []
+    real = bycomponent._gram
+    monkeypatch.setattr(bycomponent, "_gram", lambda z, r: shapes.append(r.shape) or real(z, r))
+    lifted, ours = both_ways(monkeypatch, model, lambda: Rows(x, shift))
+    assert_same_statistics(ours, lifted, 1e-10)
+    assert any(g == 1 and s < bycomponent.BLOCK for g, s in shapes)  # the rows that count
+    counts, first, second, log_likelihood, _ = direct_statistics(x, shift, params, np.ones(len(x)))
+    direct = stats.SuffStats(counts, first, second, log_likelihood, len(x), None, None)
+    assert_same_statistics(ours, direct, 1e-10)
+
+
 @pytest.mark.parametrize("covariance_type", PAIRWISE)
 def test_float32_statistics_stay_close(monkeypatch, covariance_type):
     rng = np.random.default_rng(7)

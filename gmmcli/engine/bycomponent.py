@@ -13,10 +13,12 @@ caches, and both skip the zeros and repeats: the rows a ∈ [lo, hi) of y need o
 a ≥ lo of [z; 1], and the columns b ∈ [lo, hi) of the pairs only the rows a < hi, so cutting
 the d columns into ``parts`` does (p + 1)/2p of the full products' work. The statistics are
 the same sums, each block's in another order, and the blocks still add up in the fixed tree of
-``stats``: no bit depends on threads or chunking. Far components and statistics summed about
-another origin (``stats.Model``) take the rows about their own point; rows with missing
-cells, weights and the noise component need nothing here (their hooks in ``stats`` work on
-what this returns). ``chosen`` says where this is the faster way (bench/bench_kernel.py).
+``stats``: no bit depends on threads or chunking. Where most of a block's responsibilities are
+negligible (well-separated clusters), each component sums only its rows that count. Far
+components and statistics summed about another origin (``stats.Model``) take the rows about
+their own point; rows with missing cells, weights and the noise component need nothing here
+(their hooks in ``stats`` work on what this returns). ``chosen`` says where this is the
+faster way (bench/bench_kernel.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ BLOCK = 512  # stats.BLOCK: the rows of one block of the sums' tree
 STACK_ROWS = 512  # components stacked into one product: at most this many rows (g·d)
 PART = 16  # columns per part of the triangular products
 FROM_FEATURES = 12  # columns from which this kernel can be the faster (``chosen``)
+# float64 responsibilities below this add nothing to the M-step's sums (``_gram_blocks``)
+NEGLIGIBLE = 1e-250
 
 
 def chosen(strategy: CovarianceStrategy, d: int, k: int) -> bool:
@@ -211,29 +215,52 @@ def _gram_blocks(
     """moments[:, members] ← per block, Σ r z and the pairs of Σ r z zᵀ of the rows zt (d, c).
 
     Per part (lo, hi) of the columns b, one product gives every member's Σ r z_a z_b for
-    a < hi: (r ∘ z)[:hi] (hi·g, s), rows ordered (a, j), times z[lo:hi]ᵀ."""
-    d, c = zt.shape
-    g = members.size
+    a < hi: (r ∘ z)[:hi] (hi·g, s), rows ordered (a, j), times z[lo:hi]ᵀ.
+
+    Where most of a block's responsibilities are negligible (float64, below ``NEGLIGIBLE``:
+    well-separated clusters, where a row's responsibility for the other components is
+    e^-700 or less), each member sums only its rows that count, so the products shrink
+    ~g-fold. What is left out is below 1e-250 n max‖z‖², far below any sum the M-step keeps;
+    the choice depends on the block's responsibilities only, so no bit depends on chunking."""
+    c = zt.shape[1]
     dtype = zt.dtype
-    contiguous = members[-1] - members[0] == g - 1
+    contiguous = members[-1] - members[0] == members.size - 1
     r = resp[members[0] : members[-1] + 1] if contiguous else resp[members]
-    where, size = _pair_positions(d, g)
-    first = scratch("bycomponent_first", (g, d), dtype)
     for block, start in enumerate(range(0, c, BLOCK)):
-        stop = min(start + BLOCK, c)
-        s = stop - start
-        z = zt[:, start:stop]
-        weighted = scratch("bycomponent_w", (d, g, s), dtype)
-        np.multiply(z[:, None, :], r[None, :, start:stop], out=weighted)
-        products = scratch("bycomponent_gram", (size,), dtype)
-        offset = 0
-        for lo, hi in parts(d):
-            piece = products[offset : offset + hi * g * (hi - lo)].reshape(hi * g, hi - lo)
-            np.matmul(weighted[:hi].reshape(hi * g, s), z[lo:hi].T, out=piece)
-            offset += piece.size
-        np.matmul(r[:, start:stop], z.T, out=first)
-        moments[block, members, :d] = first
-        moments[block, members, d:] = products[where]
+        z = zt[:, start : start + BLOCK]
+        rb = r[:, start : start + BLOCK]
+        if dtype == np.float64:
+            counted = rb > NEGLIGIBLE
+            if 2 * np.count_nonzero(counted) <= counted.size:
+                for j, member in enumerate(members):
+                    rows = np.flatnonzero(counted[j])
+                    if rows.size:
+                        moments[block, member] = _gram(z[:, rows], rb[j : j + 1, rows])[0]
+                    else:
+                        moments[block, member] = 0.0
+                continue
+        moments[block, members] = _gram(z, rb)
+
+
+def _gram(z: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """(g, q): Σ_i r_ji z_i and the pairs of Σ_i r_ji z_i z_iᵀ, of rows z (d, s) and
+    responsibilities r (g, s) (``_gram_blocks``; valid until the thread's next call)."""
+    d, s = z.shape
+    g = r.shape[0]
+    dtype = z.dtype
+    where, size = _pair_positions(d, g)
+    weighted = scratch("bycomponent_w", (d, g, s), dtype)
+    np.multiply(z[:, None, :], r[None, :, :], out=weighted)
+    products = scratch("bycomponent_gram", (size,), dtype)
+    offset = 0
+    for lo, hi in parts(d):
+        piece = products[offset : offset + hi * g * (hi - lo)].reshape(hi * g, hi - lo)
+        np.matmul(weighted[:hi].reshape(hi * g, s), z[lo:hi].T, out=piece)
+        offset += piece.size
+    out = scratch("bycomponent_moments", (g, d + where.shape[1]), dtype)
+    np.matmul(r, z.T, out=out[:, :d])
+    out[:, d:] = products[where]
+    return out
 
 
 @functools.cache
