@@ -231,13 +231,15 @@ def _gram_blocks(
         rb = r[:, start : start + BLOCK]
         if dtype == np.float64:
             counted = rb > NEGLIGIBLE
-            if 2 * np.count_nonzero(counted) <= counted.size:
-                for j, member in enumerate(members):
-                    rows = np.flatnonzero(counted[j])
-                    if rows.size:
-                        moments[block, member] = _gram(z[:, rows], rb[j : j + 1, rows])[0]
+            per_member = np.count_nonzero(counted, axis=1)
+            if 2 * per_member.sum() <= counted.size:
+                moments[block, members[per_member == 0]] = 0.0
+                for j in np.flatnonzero(per_member):
+                    if per_member[j] == z.shape[1]:  # every row counts: no copy
+                        moments[block, members[j]] = _gram(z, rb[j : j + 1])[0]
                     else:
-                        moments[block, member] = 0.0
+                        rows = np.flatnonzero(counted[j])
+                        moments[block, members[j]] = _gram(z[:, rows], rb[j : j + 1, rows])[0]
                 continue
         moments[block, members] = _gram(z, rb)
 
