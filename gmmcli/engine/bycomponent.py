@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 BLOCK = 512  # stats.BLOCK: the rows of one block of the sums' tree
 STACK_ROWS = 512  # components stacked into one product: at most this many rows (g·d)
-PART = 16  # columns per part of the triangular products
+PART = 16  # columns per part of the triangular products, at least
+PART_ROWS = 128  # and at least this many rows (part columns × components) per product
 FROM_FEATURES = 12  # columns from which this kernel can be the faster (``chosen``)
 # float64 responsibilities below this add nothing to the M-step's sums (``_gram_blocks``)
 NEGLIGIBLE = 1e-250
@@ -56,27 +57,32 @@ def chosen(strategy: CovarianceStrategy, d: int, k: int) -> bool:
 
 
 @functools.cache
-def parts(d: int) -> tuple[tuple[int, int], ...]:
-    """The columns 0 … d − 1 cut into about d / PART consecutive parts (lo, hi)."""
-    bounds = np.linspace(0, d, max(1, round(d / PART)) + 1).astype(int)
+def parts(d: int, g: int) -> tuple[tuple[int, int], ...]:
+    """The columns 0 … d − 1 cut into consecutive parts (lo, hi) for products over g
+    components: of at least PART columns and PART_ROWS rows (g per column), as BLAS runs
+    thinner products slower than the work they save (measured: at d = 64, four parts
+    saved 1/3 of the arithmetic and took longer for g = 4, less for g = 8)."""
+    bounds = np.linspace(0, d, max(1, min(round(d / PART), round(d * g / PART_ROWS))) + 1)
+    bounds = bounds.astype(int)
     return tuple((int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds))
 
 
 @dataclass(frozen=True)
 class Group:
     """Components whose E-step is one product per part: ``members`` (indices), and per part
-    (lo, hi) of ``parts(d)`` the rows a ∈ [lo, hi) of every member's [R_j  −R_j m_j] from
+    (lo, hi) of ``bounds`` the rows a ∈ [lo, hi) of every member's [R_j  −R_j m_j] from
     column lo on, ordered (a, j): (g·(hi − lo), d + 1 − lo) — or, for a shared precision, of
     R alone (hi − lo, d − lo), with ``offsets`` (d, g) R m_j subtracted after."""
 
     members: np.ndarray
+    bounds: tuple[tuple[int, int], ...]
     factors: tuple[np.ndarray, ...]
     offsets: np.ndarray | None
 
     def astype(self, dtype: np.dtype) -> Group:
         cast = tuple(f.astype(dtype, copy=False) for f in self.factors)
         offsets = None if self.offsets is None else self.offsets.astype(dtype, copy=False)
-        return Group(self.members, cast, offsets)
+        return Group(self.members, self.bounds, cast, offsets)
 
 
 @dataclass(frozen=True)
@@ -103,16 +109,17 @@ class Factors:
         size = max(1, STACK_ROWS // d)
         if strategy.shared:
             offsets = m @ triangular[0].T  # (len(near), d): R m_j
-            pieces = _pieces(triangular[0], d)
+            bounds = parts(d, 1)
+            pieces = _pieces(triangular[0], bounds)
             groups = tuple(
-                Group(near[first : first + size], pieces, offsets[first : first + size].T)
+                Group(near[first : first + size], bounds, pieces, offsets[first : first + size].T)
                 for first in range(0, near.size, size)
             )
         else:
             offsets = np.einsum("kab,kb->ka", triangular[near], m)
             augmented = np.concatenate([triangular[near], -offsets[:, :, None]], axis=2)
             groups = tuple(
-                Group(near[first : first + size], _pieces(augmented[first : first + size], d), None)
+                _group(near[first : first + size], augmented[first : first + size], d)
                 for first in range(0, near.size, size)
             )
         return cls(
@@ -120,15 +127,21 @@ class Factors:
         )
 
 
-def _pieces(factors: np.ndarray, d: int) -> tuple[np.ndarray, ...]:
+def _group(members: np.ndarray, augmented: np.ndarray, d: int) -> Group:
+    """The group of these components, from their (g, d, d + 1) [R_j  −R_j m_j]."""
+    bounds = parts(d, members.size)
+    return Group(members, bounds, _pieces(augmented, bounds), None)
+
+
+def _pieces(factors: np.ndarray, bounds: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, ...]:
     """Per part (lo, hi): rows [lo, hi) from column lo on of (g, d, d + 1) factors, ordered
     (a, j) — or of one (d, d) factor."""
     if factors.ndim == 2:
-        return tuple(np.ascontiguousarray(factors[lo:hi, lo:]) for lo, hi in parts(d))
+        return tuple(np.ascontiguousarray(factors[lo:hi, lo:]) for lo, hi in bounds)
     g = factors.shape[0]
     return tuple(
         np.ascontiguousarray(np.swapaxes(factors[:, lo:hi, lo:], 0, 1)).reshape((hi - lo) * g, -1)
-        for lo, hi in parts(d)
+        for lo, hi in bounds
     )
 
 
@@ -175,11 +188,11 @@ def _squared_norms(features: np.ndarray, group: Group, out: np.ndarray) -> None:
         s = stop - start
         y = scratch("bycomponent_y", (d, g, s), dtype)  # y[a, j] = (R_j (z − m_j))_a
         if group.offsets is None:
-            for (lo, hi), factor in zip(parts(d), group.factors, strict=True):
+            for (lo, hi), factor in zip(group.bounds, group.factors, strict=True):
                 np.matmul(factor, features[lo:, start:stop], out=y[lo:hi].reshape(-1, s))
         else:  # one R: R z once, less R m_j for each
             projected = scratch("bycomponent_projected", (d, s), dtype)
-            for (lo, hi), factor in zip(parts(d), group.factors, strict=True):
+            for (lo, hi), factor in zip(group.bounds, group.factors, strict=True):
                 np.matmul(factor, features[lo:d, start:stop], out=projected[lo:hi])
             np.subtract(projected[:, None, :], group.offsets[:, :, None], out=y)
         if contiguous:
@@ -255,7 +268,7 @@ def _gram(z: np.ndarray, r: np.ndarray) -> np.ndarray:
     np.multiply(z[:, None, :], r[None, :, :], out=weighted)
     products = scratch("bycomponent_gram", (size,), dtype)
     offset = 0
-    for lo, hi in parts(d):
+    for lo, hi in parts(d, g):
         piece = products[offset : offset + hi * g * (hi - lo)].reshape(hi * g, hi - lo)
         np.matmul(weighted[:hi].reshape(hi * g, s), z[lo:hi].T, out=piece)
         offset += piece.size
@@ -272,7 +285,7 @@ def _pair_positions(d: int, g: int) -> tuple[np.ndarray, int]:
     a, b = np.triu_indices(d)
     where = np.empty((g, a.size), dtype=np.intp)
     offset = 0
-    for lo, hi in parts(d):
+    for lo, hi in parts(d, g):
         inside = (b >= lo) & (b < hi)
         for j in range(g):
             where[j, inside] = offset + (a[inside] * g + j) * (hi - lo) + (b[inside] - lo)
