@@ -21,3 +21,22 @@ def client():
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--by-component",
+        action="store_true",
+        help="run the full kernel's models component by component (engine/bycomponent.py) "
+        "whatever d and k, in this process",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _kernel_by_component(request, monkeypatch):
+    """With --by-component, every test runs the full, tied and family models through the
+    kernel component by component (worker processes keep the default rule)."""
+    if request.config.getoption("--by-component"):
+        from gmmcli.engine import bycomponent
+
+        monkeypatch.setattr(bycomponent, "chosen", lambda strategy, d, k: strategy.pairwise)

@@ -39,6 +39,8 @@ class CovarianceStrategy:
     is_diagonal : every Σ_k is diagonal (no correlations between columns).
     iterated_mstep : the M-step has no closed form and iterates (several times the work of
         a closed-form one).
+    pairwise : the features are the pairs z_a z_b (full, tied and the families); for many
+        columns the kernel goes component by component instead (``bycomponent``).
     """
 
     name: str = ""
@@ -47,6 +49,7 @@ class CovarianceStrategy:
     shared: bool = False
     is_diagonal: bool = False
     iterated_mstep: bool = False
+    pairwise: bool = False
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         """Shape of the covariances array for k components and d columns: full (k, d, d),
@@ -295,6 +298,7 @@ class Full(CovarianceStrategy):
     name = "full"
     aliases = ("VVV",)
     description = "one d x d matrix per component"
+    pairwise = True
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (k, d, d)
@@ -369,6 +373,7 @@ class Tied(CovarianceStrategy):
     aliases = ("EEE",)
     description = "one d x d matrix shared by all components"
     shared = True
+    pairwise = True
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (d, d)

@@ -665,7 +665,7 @@ def score_rows(
     rows = rows_of(np.ascontiguousarray(x, dtype=np.float64), shift)
 
     def part(span: slice) -> None:
-        chunk = make_chunk(rows, span, model.strategy)
+        chunk = make_chunk(rows, span, model.strategy, params.n_components)
         chunk_resp, log_density[span] = estep_chunk(model, chunk)
         resp[span] = chunk_resp.T
 

@@ -24,6 +24,7 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from . import bycomponent
 from .chunk import Chunk, Rows, scratch
 from .covariance import LOG_2PI, CovarianceStrategy, get_strategy
 from .params import MixtureParams, Noise
@@ -68,6 +69,12 @@ class Model:
     noise_term: float | None = None
     noise_log_ranges: np.ndarray | None = None
 
+    @functools.cached_property
+    def factors(self) -> bycomponent.Factors:
+        """The precision factors as the kernel component by component takes them."""
+        log_const = log_constants(self.params, self.strategy, self.prec_chol)
+        return bycomponent.Factors.of(self, log_const)
+
     def with_moment_origins(self, moment_origins: np.ndarray) -> Model:
         """The same model, summing the statistics about other points."""
         return dataclasses.replace(self, moment_origins=moment_origins)
@@ -83,13 +90,10 @@ class Model:
         noisy = self.noise_term is not None
         everything = scratch("log_joint", (k + noisy, chunk.n_rows), dtype)
         out = everything[:k] if noisy else everything
-        np.matmul(self.coefficients.astype(dtype, copy=False), chunk.features, out=out)
-        out += self.constants.astype(dtype, copy=False)[:, None]
-        for i, c in enumerate(self.far):
-            local = local_features(chunk, self.origins[c], self.strategy)
-            with np.errstate(over="ignore", invalid="ignore"):
-                np.matmul(self.far_coefficients[i].astype(dtype, copy=False), local, out=out[c])
-            out[c] += dtype.type(self.far_constants[i])
+        if chunk.by_component:
+            bycomponent.log_joint(self, chunk, out)
+        else:
+            self._log_joint_of_features(chunk, out)
         if chunk.gaps is not None:  # rows with missing cells: their marginal densities
             from .missing import marginal_log_joint
 
@@ -101,6 +105,17 @@ class Model:
                 observed_only = layout.mask.astype(np.float64) @ self.noise_log_ranges
                 everything[k, layout.rows] += observed_only.astype(dtype, copy=False)
         return everything
+
+    def _log_joint_of_features(self, chunk: Chunk, out: np.ndarray) -> None:
+        """``log_joint`` of the Gaussians from the chunk's features, into ``out`` (k, c)."""
+        dtype = chunk.features.dtype
+        np.matmul(self.coefficients.astype(dtype, copy=False), chunk.features, out=out)
+        out += self.constants.astype(dtype, copy=False)[:, None]
+        for i, c in enumerate(self.far):
+            local = local_features(chunk, self.origins[c], self.strategy)
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.matmul(self.far_coefficients[i].astype(dtype, copy=False), local, out=out[c])
+            out[c] += dtype.type(self.far_constants[i])
 
 
 def local_features(chunk: Chunk, origin: np.ndarray, strategy: CovarianceStrategy) -> np.ndarray:
@@ -273,8 +288,7 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
     prec_chol = strategy.precision_cholesky(params.covariances)
     k, d = params.n_components, params.n_features
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        log_det = strategy.log_det_precision_chol(prec_chol, d)
-        log_const = np.log(params.weights) + log_det - 0.5 * d * LOG_2PI
+        log_const = log_constants(params, strategy, prec_chol)
         m = params.means - shift
         far = np.flatnonzero(~(strategy.reach(m, prec_chol) <= FAR_REACH))
         coefficients, constants = strategy.coefficients(m, prec_chol, log_const)
@@ -310,12 +324,26 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
     )
 
 
-def make_chunk(rows: Rows, span: slice, strategy: CovarianceStrategy) -> Chunk:
-    """The chunk of these rows with the strategy's features filled in.
+def log_constants(
+    params: MixtureParams, strategy: CovarianceStrategy, prec_chol: np.ndarray
+) -> np.ndarray:
+    """(k,) log π_k + log det P_k − ½ d log 2π."""
+    log_det = strategy.log_det_precision_chol(prec_chol, params.n_features)
+    with np.errstate(divide="ignore"):
+        return np.log(params.weights) + log_det - 0.5 * params.n_features * LOG_2PI
+
+
+def make_chunk(
+    rows: Rows, span: slice, strategy: CovarianceStrategy, n_components: int = 0
+) -> Chunk:
+    """The chunk of these rows with the strategy's features filled in; with z alone where
+    the kernel goes component by component for ``n_components`` (``bycomponent.chosen``).
 
     A table that is one chunk (a small one) keeps its filled chunk for the whole fit, as
     the features depend only on the rows and the model: every pass of EM over 150 rows
     would otherwise spend a quarter of its kernel time making the same features again."""
+    if bycomponent.chosen(strategy, rows.n_features, n_components):
+        return bycomponent.chunk_of(rows, span)
     whole = span.start == 0 and span.stop == rows.n_rows and rows.cached is not None
     if whole and strategy.name in rows.filled:
         return rows.filled[strategy.name]
@@ -342,9 +370,16 @@ def default_chunk_size(n_components: int, n_features: int, covariance_type: str 
     densities — near 16 MiB, and a power of two times BLOCK, so that chunks are whole
     subtrees of the sums' tree (see ``BlockSum``). Measured (1M × 16, k = 8, full): 4096
     rows 332 ms per iteration, 16384 rows 242 ms — each chunk costs ~0.2 ms of bookkeeping,
-    more than larger arrays lose to the caches; d = 64 full is best near 1024–2048 rows."""
-    q = n_features + get_strategy(covariance_type).n_extra(n_features)
-    rows = float(np.clip(2**24 / (8 * max(q, n_components)), 2 * BLOCK, 65536))
+    more than larger arrays lose to the caches; d = 64 full is best near 1024–2048 rows.
+    A chunk of the kernel component by component holds [z; 1] only, and works on pieces that
+    fit the caches: near 4 MiB (8192 rows at d = 64), which leaves enough chunks for the
+    threads to share evenly."""
+    strategy = get_strategy(covariance_type)
+    if bycomponent.chosen(strategy, n_features, n_components):
+        width, target = n_features + 1, 2**22
+    else:
+        width, target = n_features + strategy.n_extra(n_features), 2**24
+    rows = float(np.clip(target / (8 * max(width, n_components)), 2 * BLOCK, 65536))
     return int(2 ** round(np.log2(rows)))
 
 
@@ -481,10 +516,13 @@ def reduce_chunk_blocks(
         from .missing import conditional_moments
 
         resp, extra = conditional_moments(chunk, resp, origins)
-    moments = _per_block(resp, chunk.features)  # (blocks, k, q)
+    if chunk.by_component:
+        moments = bycomponent.block_moments(chunk, resp, origins)
+    else:
+        moments = _per_block(resp, chunk.features)  # (blocks, k, q)
     if origins is None:
         origins = np.repeat(chunk.shift[None, :], resp.shape[0], axis=0)
-    else:
+    elif not chunk.by_component:
         for c in np.flatnonzero((origins != chunk.shift).any(axis=1)):
             assert strategy is not None, "summing about other origins needs the strategy"
             local = local_features(chunk, origins[c], strategy)
@@ -642,7 +680,7 @@ def em_pass(
     precision of ``rows``; statistics are summed in float64 either way)."""
 
     def part(span: slice) -> BlockSum:
-        chunk = make_chunk(rows, span, model.strategy)
+        chunk = make_chunk(rows, span, model.strategy, model.params.n_components)
         resp, log_density = estep_chunk(model, chunk)
         origins = model.moment_origins
         noise = None
@@ -727,8 +765,8 @@ def stats_from_responsibilities(
     (so ``responsibilities`` must give the same values when called twice)."""
 
     def part(span: slice, origins: np.ndarray | None) -> BlockSum:
-        chunk = make_chunk(rows, span, strategy)
         resp = responsibilities(span).astype(rows.dtype, copy=False)
+        chunk = make_chunk(rows, span, strategy, resp.shape[0])
         return reduce_chunk_blocks(chunk, resp, strategy=strategy, origins=origins)
 
     stats = fold_chunks(lambda span: part(span, None), rows.n_rows, chunk_size)
