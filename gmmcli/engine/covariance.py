@@ -39,6 +39,9 @@ class CovarianceStrategy:
     is_diagonal : every Σ_k is diagonal (no correlations between columns).
     iterated_mstep : the M-step has no closed form and iterates (several times the work of
         a closed-form one).
+    row_features : the name of the compiled kernel (``diagonal_compiled``) that makes this
+        model's features row by row, for the pass of ``diagonal``; None: the model's passes
+        are ``stats``' only.
     """
 
     name: str = ""
@@ -47,6 +50,7 @@ class CovarianceStrategy:
     shared: bool = False
     is_diagonal: bool = False
     iterated_mstep: bool = False
+    row_features: str | None = None
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         """Shape of the covariances array for k components and d columns: full (k, d, d),
@@ -447,6 +451,7 @@ class Diag(CovarianceStrategy):
     aliases = ("VVI",)
     description = "d variances per component"
     is_diagonal = True
+    row_features = "squares"
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (k, d)
@@ -516,6 +521,7 @@ class Spherical(CovarianceStrategy):
     aliases = ("VII",)
     description = "one variance per component"
     is_diagonal = True
+    row_features = "square_norm"
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (k,)
