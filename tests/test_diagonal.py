@@ -68,13 +68,19 @@ def params_for(x, k, model, seed, noise=False):
     noisy=st.booleans(),
     chunk_size=st.sampled_from([512, 1024, 4096]),
     offset=st.floats(-1e4, 1e4),
+    layout=st.sampled_from(["C", "F", "columns of a wider array"]),
+    one_block_pieces=st.booleans(),
 )
 def test_the_compiled_pass_gives_numpys_statistics(
-    seed, n, d, k, model, weighted, noisy, chunk_size, offset
+    seed, n, d, k, model, weighted, noisy, chunk_size, offset, layout, one_block_pieces
 ):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + offset
     x[: n // 2] += rng.normal(scale=3.0, size=d)  # two groups
+    if layout == "F":
+        x = np.asfortranarray(x)
+    elif layout != "C":  # as a weighted stream's block without its weights column
+        x = np.concatenate([x, np.ones((n, 1))], axis=1)[:, :d]
     k = min(k, n)
     weights = rng.integers(0, 4, size=n).astype(float) if weighted else None
     if weights is not None and not weights.any():
@@ -83,7 +89,10 @@ def test_the_compiled_pass_gives_numpys_statistics(
     shift = x.mean(axis=0)
     prepared = prepare(params, get_strategy(model), shift)
     rows = Rows(x, shift, weights=weights)
-    numpy_stats, ours = both_passes(prepared, rows, chunk_size)
+    with pytest.MonkeyPatch.context() as patch:
+        if one_block_pieces:  # many pieces to a chunk
+            patch.setattr(diagonal, "PIECE_BYTES", 1)
+        numpy_stats, ours = both_passes(prepared, rows, chunk_size)
     scale = np.abs(numpy_stats.log_likelihood) + np.abs(numpy_stats.counts).sum()
     assert abs(ours.log_likelihood - numpy_stats.log_likelihood) <= 1e-12 * scale
     total = numpy_stats.counts.sum()
