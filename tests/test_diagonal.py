@@ -249,3 +249,39 @@ print("numba" in sys.modules, diagonal.COMPILED_FROM)
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert run.stdout.split() == [str(imported), str(threshold)]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_weighted_stream_by_the_compiled_pass_is_the_memory_fit_by_numpys(monkeypatch, model):
+    """The engines agree whichever kernel each pass takes: blocks of a weighted stream (the
+    weight in a last column, so the rows are a strided view) through the compiled pass,
+    the table in memory through numpy's kernel."""
+    from engine_checks import assert_same_fit
+
+    from gmmcli.engine.em import EMOptions, fit, fit_source
+    from gmmcli.engine.sources import BlockSource
+
+    x = blobs(8, n_per=800, d=5, k=3)
+    w = np.random.default_rng(2).integers(0, 3, size=len(x)).astype(float)
+    start = start_params(x, 3, model)
+    options = EMOptions(3, covariance_type=model, tol=0.0, max_iter=10, accelerate=False)
+    monkeypatch.setattr(diagonal, "COMPILED_FROM", 1 << 62)
+    reference = fit(x, options, start, weights=w)
+    monkeypatch.setattr(diagonal, "COMPILED_FROM", 0)
+    table = np.column_stack([x, w])
+    blocks = lambda: (table[i : i + 700] for i in range(0, len(table), 700))  # noqa: E731
+    calls = []
+    monkeypatch.setattr(diagonal, "_chunk_pass", counted(diagonal._chunk_pass, calls))
+    ours = fit_source(BlockSource(blocks, 5, threads=2, weighted=True), options, start)
+    assert_same_fit(ours, reference)
+    assert len(calls) >= 10 * 4  # every block of every pass went through it
+
+
+def counted(function, calls):
+    """``function``, noting each call in ``calls``."""
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return wrapper
