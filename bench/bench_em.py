@@ -12,7 +12,7 @@ and initialisation cancel; the median over repeats. mlpack's gmm_train cannot ta
 parameters: each call starts afresh from its own k-means (seeded, so every call does the same
 work; with input_model it only takes the model's shape) and stops when EM stands still (the
 diagonal model is Armadillo's gmm_diag, which stops once the mean log-likelihood changes by
-at most eps, whatever the tolerance; on these blobs after its second iteration), so it is
+at most eps, whatever the tolerance; on most of these blobs after its second iteration), so it is
 timed as t(2 iterations) − t(1 iteration), the one iteration it always runs — its (t(1 + N)
 − t(1)) / N was that iteration divided by N. gmm's log-likelihood after N iterations is
 checked against scikit-learn's from the same start. Peak memory is measured in a fresh
