@@ -77,6 +77,8 @@ class Rows:
     frequency weight, handed to its chunk (None: every row counts once, the unweighted path).
     """
 
+    incomplete = False  # rows with missing cells (``missing.IncompleteRows``)
+
     def __init__(
         self,
         x: np.ndarray,

@@ -41,6 +41,9 @@ class CovarianceStrategy:
         a closed-form one).
     pairwise : the features are the pairs z_a z_b (full, tied and the families); for many
         columns the kernel goes component by component instead (``bycomponent``).
+    row_features : the name of the compiled kernel (``diagonal_compiled``) that makes this
+        model's features row by row, for the pass of ``diagonal``; None: the model's passes
+        are ``stats``' only.
     """
 
     name: str = ""
@@ -50,6 +53,7 @@ class CovarianceStrategy:
     is_diagonal: bool = False
     iterated_mstep: bool = False
     pairwise: bool = False
+    row_features: str | None = None
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         """Shape of the covariances array for k components and d columns: full (k, d, d),
@@ -452,6 +456,7 @@ class Diag(CovarianceStrategy):
     aliases = ("VVI",)
     description = "d variances per component"
     is_diagonal = True
+    row_features = "squares"
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (k, d)
@@ -521,6 +526,7 @@ class Spherical(CovarianceStrategy):
     aliases = ("VII",)
     description = "one variance per component"
     is_diagonal = True
+    row_features = "square_norm"
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (k,)

@@ -257,6 +257,8 @@ class IncompleteRows(Rows):
     """``Rows`` with missing cells (NaN in x): the kernel sees each row filled with the shift
     (z = 0 in a missing cell), and every chunk with a missing cell carries its ``ChunkGaps``."""
 
+    incomplete = True
+
     def __init__(
         self,
         x: np.ndarray,

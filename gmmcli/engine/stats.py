@@ -502,7 +502,6 @@ def reduce_chunk_blocks(
     corrections and the noise's count too, are weighted sums), its log density counts
     w_i log p(x_i), and a row of weight 0 is never among the worst rows. Without weights
     nothing here changes."""
-    d = chunk.zt.shape[0]
     if chunk.offset % BLOCK:
         raise ValueError(f"a chunk must start on a block boundary (row {chunk.offset})")
     weights = chunk.weights
@@ -532,34 +531,58 @@ def reduce_chunk_blocks(
     if extra is not None:
         counts += extra.counts
         moments += extra.moments
+    noise_counts = None if noise is None else _block_sums(noise)
+    worst = None
+    if chunk.gaps is not None and log_density is not None and n_worst:
+        from .missing import best_filled  # the missing cells at their conditional means, now
+
+        counted = None if weights is None else np.flatnonzero(weights > 0)  # rows that count
+        rows, values, _ = WorstRows.of(log_density, chunk.x, n_worst, chunk.offset, counted).get()
+        worst = WorstRows(rows, values, best_filled(chunk, estep_resp, rows - chunk.offset))
+    return block_nodes(
+        chunk.x, chunk.offset, weights, counts, moments, log_density, n_worst, origins,
+        noise_counts, worst,
+    )  # fmt: skip
+
+
+def block_nodes(
+    x: np.ndarray,
+    offset: int,
+    weights: np.ndarray | None,
+    counts: np.ndarray,
+    moments: np.ndarray,
+    log_density: np.ndarray | None,
+    n_worst: int,
+    origins: np.ndarray,
+    noise_counts: np.ndarray | None = None,
+    worst: WorstRows | None = None,
+) -> BlockSum:
+    """A chunk's statistics as the subtrees of the blocks' tree that it holds, from its
+    per-block sums: counts (blocks, k), moments (blocks, k, q) (S1 then S2), the noise's
+    counts (blocks,); the log-likelihood per block (w log p with weights) and the chunk's
+    worst rows (``worst`` when the caller found them) from its log densities (c,). ``x``
+    (c, d): the chunk's rows as read, its first at row ``offset``."""
+    n_rows, d = x.shape
     if log_density is None:
         lls = np.zeros(moments.shape[0])
     elif weights is None:
         lls = _block_sums(log_density)
     else:  # w log p, 0 for a row of weight 0 (even where p underflows to 0)
         lls = _block_sums(np.where(weights > 0, weights * log_density.astype(np.float64), 0.0))
-    noise_counts = None if noise is None else _block_sums(noise)
-    if log_density is None or n_worst == 0:
-        worst = WorstRows(*_NO_WORST_ROWS[d])
-    else:  # the chunk's worst rows ride on its first subtree (the selection is order-kept)
+    if worst is None and log_density is not None and n_worst:
+        # the chunk's worst rows ride on its first subtree (the selection is order-kept);
+        # a chunk of one block leaves them to be found if ever read (copies of 512 rows cost
+        # little), a bigger one finds them now, as its arrays are not kept for later
         counted = None if weights is None else np.flatnonzero(weights > 0)  # rows that count
-        if chunk.gaps is not None:  # the missing cells at their conditional means, now
-            from .missing import best_filled
-
-            rows, values, _ = WorstRows.of(
-                log_density, chunk.x, n_worst, chunk.offset, counted
-            ).get()
-            worst = WorstRows(rows, values, best_filled(chunk, estep_resp, rows - chunk.offset))
-        elif chunk.n_rows > BLOCK:  # found now: the chunk's arrays are not kept for later
-            worst = WorstRows.of(log_density, chunk.x, n_worst, chunk.offset, counted)
-        else:  # one block: found if ever read (copies of 512 rows cost little)
-            worst = WorstRows.of(log_density, chunk.x, n_worst, chunk.offset, counted, later=True)
-    first_block = chunk.offset // BLOCK
+        worst = WorstRows.of(log_density, x, n_worst, offset, counted, later=n_rows <= BLOCK)
+    if worst is None:
+        worst = WorstRows(*_NO_WORST_ROWS[d])
+    first_block = offset // BLOCK
     out = BlockSum()
     for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
         span = slice(first - first_block, first - first_block + (1 << level))
         m = _tree_sum(moments[span])
-        rows_in = min(chunk.n_rows, span.stop * BLOCK) - span.start * BLOCK
+        rows_in = min(n_rows, span.stop * BLOCK) - span.start * BLOCK
         stats = SuffStats(
             _tree_sum(counts[span]),
             m[:, :d],
@@ -677,9 +700,15 @@ def em_pass(
     model: Model, rows: Rows, chunk_size: int, n_worst: int = 0, threads: int = 1
 ) -> SuffStats:
     """One E-step over all rows, reduced to sufficient statistics chunk by chunk (in the
-    precision of ``rows``; statistics are summed in float64 either way)."""
+    precision of ``rows``; statistics are summed in float64 either way). A large complete
+    table of a diagonal model takes the compiled pass of ``diagonal`` (the same sums)."""
+    from .diagonal import compiled_pass
+
+    compiled = compiled_pass(model, rows)
 
     def part(span: slice) -> BlockSum:
+        if compiled is not None:
+            return compiled(span, n_worst)
         chunk = make_chunk(rows, span, model.strategy, model.params.n_components)
         resp, log_density = estep_chunk(model, chunk)
         origins = model.moment_origins
