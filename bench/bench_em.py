@@ -202,15 +202,17 @@ def fit_gmm(x, k, covariance, start, n_iter, dtype="float64", threads=None):
     return seconds, model.log_likelihood_history_[n_iter - 1]
 
 
-def fit_sklearn(x, k, covariance, start, n_iter):
+def sklearn_fit(x, k, covariance, start, tol, max_iter):
+    """scikit-learn's GaussianMixture from ``start`` (weights, means, covariances): the
+    fitted model and the seconds its fit took."""
     from sklearn.mixture import GaussianMixture
 
     weights, means, covariances = start
     model = GaussianMixture(
         k,
         covariance_type=covariance,
-        tol=0.0,
-        max_iter=n_iter,
+        tol=tol,
+        max_iter=max_iter,
         weights_init=weights,
         means_init=means,
         precisions_init=precisions(covariances, covariance),
@@ -219,7 +221,11 @@ def fit_sklearn(x, k, covariance, start, n_iter):
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
         model.fit(x)
-        seconds = time.perf_counter() - t0
+        return model, time.perf_counter() - t0
+
+
+def fit_sklearn(x, k, covariance, start, n_iter):
+    model, seconds = sklearn_fit(x, k, covariance, start, 0.0, n_iter)
     return seconds, model.lower_bound_
 
 

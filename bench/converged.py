@@ -55,7 +55,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +64,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_accel import PROMISE, first_within, gmm_fit, issue_data  # noqa: E402
-from bench_em import blobs, common_start, fit_mlpack, have_mlpack, precisions  # noqa: E402
+from bench_em import (  # noqa: E402
+    blobs,
+    common_start,
+    fit_mlpack,
+    have_mlpack,
+    sklearn_fit,
+)
 
 MCLUST_MODEL = {"full": "VVV", "diag": "VVI"}
 SKLEARN_TOLS = (1e-7, 1e-9, 1e-11)
@@ -207,26 +212,6 @@ def run_gmm(x, k, covariance, start, threads, limit, repeats, budget) -> Run:
         seconds=seconds,
         final=model.log_likelihood_ / len(x),
     )
-
-
-def sklearn_fit(x, k, covariance, start, tol, max_iter):
-    from sklearn.mixture import GaussianMixture
-
-    weights, means, covariances = start
-    model = GaussianMixture(
-        k,
-        covariance_type=covariance,
-        tol=tol,
-        max_iter=max_iter,
-        weights_init=weights,
-        means_init=means,
-        precisions_init=precisions(covariances, covariance),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        model.fit(x)
-        return model, time.perf_counter() - t0
 
 
 def sklearn_discovered(x, k, covariance, start, limit) -> tuple[float, int, float, float]:
