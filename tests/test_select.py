@@ -222,6 +222,20 @@ def test_a_cell_fitted_in_two_stages_is_the_cell_fitted_in_one():
         assert (first.refined, whole.refined) == (False, True)
 
 
+def test_a_refined_cell_of_one_restart_is_run_to_the_stopping_rule():
+    """With one restart the first stage is the whole search, but it stopped at the screening
+    rule: the second stage carries it on to the default rule, as a fit of that cell does."""
+    x = iris()
+    settings = {"init": "hc", "n_init": 1}
+    for model, k in [("VEV", 3), ("EEE", 2)]:
+        first = fit_cell(x, k, model, settings, stage="first")
+        rest = fit_cell(x, k, model, settings, stage="rest", first=first)
+        fitted = GaussianMixture(k, covariance_type=model, init="hc", n_init=1).fit(x)
+        assert rest.model.n_iter_ > first.model.n_iter_
+        assert rest.log_likelihood == pytest.approx(fitted.log_likelihood_, rel=1e-9, abs=0)
+        assert rest.log_likelihood > first.log_likelihood
+
+
 def test_only_the_cells_near_the_best_get_every_restart():
     from gmmcli.engine.constraints import REFINE_MARGIN
     from gmmcli.engine.select import choose, run_grid

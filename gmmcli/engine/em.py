@@ -721,8 +721,10 @@ def fit_source(
     started: dict[bytes, RestartResult] = {}  # restarts run, by the partition they began at
     plan = restart_plan(options.init, options.n_init, options.seed)
     # emEM: with several restarts and the default rule, each runs to SCREEN_TOL; the best is
-    # then run on to the default rule (the same EM trajectory, continued)
-    short_runs = options.tol is None and start is None and (len(plan) > 1 or not polish)
+    # then run on to the default rule (the same EM trajectory, continued). A fit in two
+    # stages does so whatever its number of restarts (one restart's first stage was screened)
+    staged = bool(screened) or not polish
+    short_runs = options.tol is None and start is None and (len(plan) > 1 or staged)
     short = dataclasses.replace(options, tol=SCREEN_TOL) if short_runs else options
 
     def planned(restart: int, method: str, seed: np.random.SeedSequence) -> RestartResult:
