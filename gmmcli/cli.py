@@ -354,7 +354,7 @@ def select(
         "--refine-margin",
         help="Cells whose criterion from the first start is within this × n (rows) of the "
         "best get the other restarts and EM to the stopping rule; the others keep that start, "
-        "stopped early (emEM's screening rule). inf: every cell.",
+        "stopped early (a change per row below 1e-4). inf: every cell.",
     ) = REFINE_MARGIN,
     compare_noise: option(
         bool,

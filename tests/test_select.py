@@ -204,22 +204,26 @@ def test_select_words_all_and_a_bad_init(tmp_path):
 
 # -- the search in two stages ------------------------------------------------------------------
 def test_a_cell_fitted_in_two_stages_is_the_cell_fitted_in_one():
-    """The first stage is the hc restart alone, stopped at emEM's screening rule; the rest
-    (five k-means++ restarts, the best run on) gives exactly the one-stage cell."""
-    from gmmcli.engine.em import SCREEN_TOL
+    """The first stage is the hc restart alone, stopped at the first-stage rule; the rest
+    (that run carried on to emEM's screening rule, five k-means++ restarts, the best run on)
+    gives the one-stage cell: the same optimum, the same criteria."""
+    from gmmcli.engine.em import FIRST_STAGE_TOL
 
     x = iris()
     settings = {"init": "hc", "n_init": 6}
-    for model, k in [("VEV", 2), ("VVE", 4), ("EII", 6), ("full", 3)]:
+    for model, k in [("VEV", 2), ("VVE", 4), ("EII", 6), ("full", 3), ("VEE", 7)]:
         whole = fit_cell(x, k, model, settings)
         first = fit_cell(x, k, model, settings, stage="first")
         rest = fit_cell(x, k, model, settings, stage="rest", first=first)
-        assert rest.record() == whole.record()
-        np.testing.assert_array_equal(rest.model.means_, whole.model.means_)
-        assert rest.model.n_iter_ == whole.model.n_iter_
-        alone = GaussianMixture(k, covariance_type=model, init="hc", tol=SCREEN_TOL).fit(x)
+        assert rest.log_likelihood == pytest.approx(whole.log_likelihood, rel=1e-9, abs=0)
+        assert rest.bic == pytest.approx(whole.bic, rel=1e-9, abs=0)
+        # two restarts may end at one optimum with the components in another order
+        np.testing.assert_allclose(
+            np.sort(rest.model.means_, axis=0), np.sort(whole.model.means_, axis=0), atol=1e-5
+        )
+        alone = GaussianMixture(k, covariance_type=model, init="hc", tol=FIRST_STAGE_TOL).fit(x)
         assert first.log_likelihood == alone.log_likelihood_
-        assert (first.refined, whole.refined) == (False, True)
+        assert (first.refined, rest.refined, whole.refined) == (False, True, True)
 
 
 def test_a_refined_cell_of_one_restart_is_run_to_the_stopping_rule():
@@ -252,9 +256,22 @@ def test_only_the_cells_near_the_best_get_every_restart():
     near = [f.bic <= bar for f in firsts]
     assert 0 < sum(near) < len(near)  # both kinds in this grid
     for s, e, f, close in zip(staged, every, firsts, near, strict=True):
-        assert s.record() == (e if close else f).record()
+        if not close:
+            assert s.record() == f.record()
+            continue
+        # refined: the hc run carried on from its first stage's stop, so the last bits
+        # may differ from one fit with every restart
+        numbers = ("log_likelihood", "bic", "aic", "icl")
+        got, want = s.record(), e.record()
+        assert {a: got[a] for a in got if a not in numbers} == {
+            a: want[a] for a in want if a not in numbers
+        }
+        assert [got[a] for a in numbers] == pytest.approx([want[a] for a in numbers], rel=1e-7)
     assert all(e.refined for e in every)
-    assert choose(staged).record() == choose(every).record()
+    assert (choose(staged).n_components, choose(staged).covariance_type) == (
+        choose(every).n_components,
+        choose(every).covariance_type,
+    )
     icl = run_grid(x, ks, models, settings, jobs=1, criterion="icl", margin=0.0)
     best_icl = min(f.icl for f in firsts if not f.degenerate)
     assert [c.refined for c in icl] == [f.icl <= best_icl for f in firsts]

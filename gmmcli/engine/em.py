@@ -296,27 +296,35 @@ def find_collapses(
     few = step_counts < strategy.min_rows(d)
     below = (variances < floor).any(axis=1)  # where pinned_variance may find one
     found: list[Collapse] = []
-    spread: list[int] = []  # the components left for the subspace check
-    for c in range(k):
+    for c in map(int, np.flatnonzero(few | below)):  # most M-steps have none
         if few[c]:
             found.append(Collapse(c, None, "few-points", float(step_counts[c])))
             continue
-        pinned = strategy.pinned_variance(variances[c], floor) if below[c] else None
+        pinned = strategy.pinned_variance(variances[c], floor)
         if pinned is not None:
             found.append(Collapse(c, pinned[0], "zero-variance", pinned[1]))
             if strategy.shared:
                 return found
-            continue
-        spread.append(c)
+    collapsed = {collapse.component for collapse in found}
+    spread = [c for c in range(k) if c not in collapsed]  # left for the subspace check
     # A direction with no spread; checked only where the data itself spreads in every
     # direction beyond reg_covar (collinear columns are the data's property). One stacked
-    # eigenvalue call for every component left (the shared matrix once).
+    # call for every component left (the shared matrix once): a Cholesky factorisation of
+    # Σ − limit·I, which succeeds when no eigenvalue lies below the limit (a third of the
+    # eigenvalues' cost), and the eigenvalues only when it fails.
     if spread and not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar):
         if strategy.shared:
             spread = spread[:1]
-        matrices = strategy.matrices(raw)[[0] if strategy.shared else spread]
-        smallest = np.linalg.eigvalsh(matrices)[:, 0]
+        matrices = strategy.matrices(raw)
+        if strategy.shared or len(spread) < k:
+            matrices = matrices[[0] if strategy.shared else spread]
         limit = min(np.min(reg_covar), RELATIVE_FLOOR * summary.min_eigenvalue)
+        try:
+            np.linalg.cholesky(matrices - limit * np.eye(d))
+            return found
+        except np.linalg.LinAlgError:
+            pass
+        smallest = np.linalg.eigvalsh(matrices)[:, 0]
         found += [
             Collapse(c, None, "subspace", float(value))
             for c, value in zip(spread, smallest, strict=True)
@@ -510,6 +518,9 @@ def _valid_step(
 # emEM's short runs (``fit_source``): scikit-learn's rule at this change of the mean
 # log-likelihood per row; measured on the select grids of iris, faithful and diabetes.
 SCREEN_TOL = 1e-5
+# A search's first look at a cell (``fit_source(polish=False)``, ``select``'s first stage):
+# the same rule, stopped sooner; the cells it hands on are first carried on to SCREEN_TOL.
+FIRST_STAGE_TOL = 1e-4
 
 
 def run_restart(
@@ -693,10 +704,12 @@ def fit_source(
     run again, its result is that restart's (``RestartResult.same_start_as``).
 
     A fit in two stages (``select``'s search): ``polish=False`` runs every restart to the
-    screening rule (emEM's short runs) and keeps the best as it is; a later fit with more
-    restarts takes those results as ``screened`` (the plan's first restarts, not run again)
-    and, with ``polish``, continues its best to the stopping rule — the same answer as one
-    fit with all the restarts.
+    first-stage rule (FIRST_STAGE_TOL, looser than emEM's screening) and keeps the best as
+    it is; a later fit with more restarts takes those results as ``screened`` (the plan's
+    first restarts), carries each on to the screening rule (SCREEN_TOL), runs the others to
+    it, and continues the best of all to the stopping rule: emEM over every restart, the
+    optimum one fit with all of them finds (a carried-on run's last bits may differ, its
+    path having stopped and gone on).
     """
     options.validate()
     d = source.n_features
@@ -725,7 +738,8 @@ def fit_source(
     # stages does so whatever its number of restarts (one restart's first stage was screened)
     staged = bool(screened) or not polish
     short_runs = options.tol is None and start is None and (len(plan) > 1 or staged)
-    short = dataclasses.replace(options, tol=SCREEN_TOL) if short_runs else options
+    screen = SCREEN_TOL if polish else FIRST_STAGE_TOL
+    short = dataclasses.replace(options, tol=screen) if short_runs else options
 
     def planned(restart: int, method: str, seed: np.random.SeedSequence) -> RestartResult:
         """The result of the plan's restart from its own start (run, or repeated)."""
@@ -740,8 +754,12 @@ def fit_source(
         )
         point = starting_point(method, source.init_rows(), request, cache)
         earlier = started.get(point.partition) if point.partition is not None else None
-        if restart < len(screened):  # run before, in the first stage
+        if restart < len(screened):  # run before, in the first stage: carried on to SCREEN_TOL
             result = screened[restart]
+            if short_runs and result.n_iter < options.max_iter:
+                result = run_restart(
+                    source, result.params, short, summary, restart, n, emit, earlier=result
+                )
         elif earlier is not None:
             result = earlier.repeated_as(restart)
             emit(_restart_event(result))

@@ -312,9 +312,10 @@ class GaussianMixture:
         see each row of positive weight once, unweighted.
 
         A search in two stages (``engine.select``): ``polish=False`` stops every restart at
-        the screening rule and keeps the best as it is; a later fit with more restarts takes
-        this one's ``result_.restarts`` as ``screened`` (not run again) and continues the
-        best of all to the stopping rule — the model one fit with every restart gives.
+        the first-stage rule (``em.FIRST_STAGE_TOL``) and keeps the best as it is; a later
+        fit with more restarts takes this one's ``result_.restarts`` as ``screened``
+        (carried on, not run again) and continues the best of all to the stopping rule —
+        the model one fit with every restart gives.
         """
         x = _as_2d(X)
         weights = check_sample_weight(sample_weight, x.shape[0])
