@@ -237,7 +237,8 @@ class EMOptions:
         """Raise ValueError (``constraints.ParameterError``) for a value outside its
         constraint, an unknown covariance model or an unknown initialiser."""
         get_strategy(self.covariance_type)
-        check_all(dataclasses.asdict(self))
+        # the fields as they are (``dataclasses.asdict`` deep-copies: 0.1 ms a fit)
+        check_all({option.name: getattr(self, option.name) for option in dataclasses.fields(self)})
         if self.init not in INITIALISERS:
             raise ParameterError("init", self.init, f"use one of {', '.join(INITIALISERS)}")
 
