@@ -290,15 +290,19 @@ def _notify_done(future: Future, notify: Callable[[Cell], None]) -> None:
 
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel the queued cells and end the running ones without waiting for them."""
+    # the pool's manager thread closes its wake-up pipe as it notices the dead workers; it
+    # must be waited for, or the interpreter's exit hook may write to that pipe as it is
+    # being closed and print a traceback after the one-line error (EBADF, about 1 SIGTERM
+    # in 20 on a loaded machine). shutdown(wait=False) forgets the thread, and a later
+    # shutdown(wait=True) then has nothing to join: hold it here.
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for child in multiprocessing.active_children():
         child.terminate()
     for child in multiprocessing.active_children():
         child.join(timeout=5)
-    # the pool's manager thread closes its wake-up pipe as it notices the dead workers; wait
-    # for it, or the interpreter's exit hook may write to that pipe while it is being closed
-    # and print a traceback after the one-line error (seen under SIGTERM)
-    pool.shutdown(wait=True)
+    if manager is not None:
+        manager.join(timeout=10)
 
 
 def parse_ks(text: str) -> list[int]:
