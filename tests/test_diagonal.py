@@ -285,3 +285,27 @@ def counted(function, calls):
         return function(*args, **kwargs)
 
     return wrapper
+
+
+def test_the_cached_copy_is_written_only_where_chunks_ask(compiled):
+    """``Rows.cached`` (the shifted transposed table) fills piece by piece as chunks first
+    ask for their rows: the compiled pass reads the table itself and writes none of it,
+    while numpy's kernel gets the same features from it as from rows shifted on the fly."""
+    from gmmcli.engine.chunk import FILL_ROWS
+
+    x = blobs(5, n_per=3000, d=3, k=4)  # 12,000 rows: three pieces
+    shift = x.mean(axis=0)
+    rows = Rows(x, shift, cache=True)
+    model = prepare(params_for(x, 4, "diag", 0), get_strategy("diag"), shift)
+    em_pass(model, rows, 2048)
+    assert rows._unfilled.all()
+    assert rows._unfilled.size == -(-len(x) // FILL_ROWS)
+    plain = Rows(x, shift)
+    span = slice(FILL_ROWS + 512, FILL_ROWS + 1024)
+    cached = rows.chunk(span, 0).features.copy()  # features live in a reused scratch buffer
+    np.testing.assert_array_equal(cached, plain.chunk(span, 0).features)
+    assert rows._unfilled.tolist() == [True, False, True]
+    whole = slice(0, len(x))
+    cached = rows.chunk(whole, 0).features.copy()
+    np.testing.assert_array_equal(cached, plain.chunk(whole, 0).features)
+    assert not rows._unfilled.any()

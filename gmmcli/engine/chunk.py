@@ -67,12 +67,16 @@ class Chunk:
         return int(self.features.shape[1])
 
 
+FILL_ROWS = 4096  # rows of ``Rows.cached`` shifted in at a time, as chunks first need them
+
+
 class Rows:
     """The data a fit visits chunk by chunk, shifted once for the whole fit.
 
     When it fits the memory budget (``cache``), the shifted, transposed rows are kept for the
-    whole fit in the working precision, so each chunk starts with a contiguous copy instead
-    of a strided transpose; otherwise each chunk is shifted and transposed as it comes.
+    whole fit in the working precision (written as chunks first ask for them), so each chunk
+    starts with a contiguous copy instead of a strided transpose; otherwise each chunk is
+    shifted and transposed as it comes.
     Shifting happens in float64 before any rounding to float32. ``weights`` (n,): each row's
     frequency weight, handed to its chunk (None: every row counts once, the unweighted path).
     """
@@ -102,11 +106,11 @@ class Rows:
                     f"a row lies {far:.3g} from the column means: too far for float32 arithmetic"
                 )
         if cache:
+            # allocated now, filled piece by piece as chunks first ask for their rows: a pass
+            # that never asks (the diagonal models' compiled pass reads the table itself,
+            # ``diagonal``) never writes, so never commits, its memory
             self.cached = np.empty((self.n_features, self.n_rows), dtype=self.dtype)
-            step = 65536
-            for start in range(0, self.n_rows, step):
-                rows = slice(start, min(start + step, self.n_rows))
-                self._shift_into(rows, self.cached[:, rows])
+            self._unfilled = np.ones(-(-self.n_rows // FILL_ROWS), dtype=bool)
 
     @staticmethod
     def fits_budget(n: int, d: int, k: int, dtype: np.dtype | type) -> bool:
@@ -128,11 +132,24 @@ class Rows:
                 casting="same_kind",
             )
 
+    def _fill(self, rows: slice) -> None:
+        """The cached copy's pieces under these rows, shifted in if not yet. A piece is
+        marked only once written, so a thread that finds it unmarked writes it too (the same
+        values) rather than read it half-written."""
+        pieces = np.flatnonzero(
+            self._unfilled[rows.start // FILL_ROWS : -(-rows.stop // FILL_ROWS)]
+        )
+        for piece in pieces + rows.start // FILL_ROWS:
+            span = slice(piece * FILL_ROWS, min((piece + 1) * FILL_ROWS, self.n_rows))
+            self._shift_into(span, self.cached[:, span])
+            self._unfilled[piece] = False
+
     def chunk(self, rows: slice, n_extra: int) -> Chunk:
         """The chunk of these rows with room for n_extra derived feature rows."""
         d = self.n_features
         features = scratch("features", (d + n_extra, rows.stop - rows.start), self.dtype)
         if self.cached is not None:
+            self._fill(rows)
             features[:d] = self.cached[:, rows]
         else:
             self._shift_into(rows, features[:d])
