@@ -71,8 +71,8 @@ def store(typingctx, array, index, value):
     return types.none(array, index, value), codegen
 
 
-def _broadcast(builder, x):
-    vector = ir.Constant(_VECTOR, None)
+def _broadcast(builder, x, vector_type=_VECTOR):
+    vector = ir.Constant(vector_type, None)
     for j in range(WIDTH):
         vector = builder.insert_element(vector, x, ir.Constant(ir.IntType(32), j))
     return vector
@@ -184,3 +184,42 @@ def within(typingctx, a, low, high):
         return builder.icmp_unsigned("==", bits, ir.Constant(ir.IntType(WIDTH), 2**WIDTH - 1))
 
     return types.boolean(a, low, high), codegen
+
+
+def _check_indices(array) -> bool:
+    return isinstance(array, types.Array) and array.dtype == types.int64 and array.layout == "C"
+
+
+@intrinsic
+def gather(typingctx, array, first, at_first, second, at_second):
+    """array.flat[first.flat[at_first + j] + second.flat[at_second + j]] for lanes j = 0 … 7
+    (``first`` and ``second`` C-contiguous int64 arrays)."""
+    if not (
+        _check_array(array)
+        and _check_indices(first)
+        and _check_indices(second)
+        and isinstance(at_first, types.Integer)
+        and isinstance(at_second, types.Integer)
+    ):
+        return None
+
+    def codegen(context, builder, sig, args):
+        integers = ir.VectorType(ir.IntType(64), WIDTH)
+
+        def indices(position):
+            array_type, index_type = sig.args[position], sig.args[position + 1]
+            data = context.make_array(array_type)(context, builder, args[position]).data
+            index = context.cast(builder, args[position + 1], index_type, types.intp)
+            pointer = builder.bitcast(builder.gep(data, [index]), integers.as_pointer())
+            return builder.load(pointer, align=8)
+
+        offsets = builder.add(indices(1), indices(3))
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        vector = ir.Constant(_VECTOR, None)
+        for j in range(WIDTH):  # eight loads (LLVM may make them one gather instruction)
+            lane = ir.Constant(ir.IntType(32), j)
+            value = builder.load(builder.gep(data, [builder.extract_element(offsets, lane)]))
+            vector = builder.insert_element(vector, value, lane)
+        return vector
+
+    return lanes8(array, first, at_first, second, at_second), codegen

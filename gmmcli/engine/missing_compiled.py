@@ -25,6 +25,7 @@ order of the rows, so the result does not depend on how rows are chunked.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -33,6 +34,16 @@ from . import lanes
 
 LOG_2PI = math.log(2.0 * math.pi)
 LANES = lanes.WIDTH  # components computed side by side by ``marginal_terms``
+WINDOW = 512  # row-component pairs whose e and C ``conditional_moments`` computes together
+# ``conditional_moments``' buffers for a window of pairs: each pair's incomplete row, component
+# and responsibility, z̄, v, e and C (packed); the pairs' order by their numbers of missing
+# cells; and LANES pairs' L, W, C and v then e, side by side, with where in ``lam`` their cells
+# are.
+Window = namedtuple(
+    "Window",
+    "row component weight z v e cov counts order lower w lanes_cov lanes_v lane_pair "
+    "lane_columns lane_rows",
+)
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
@@ -210,52 +221,190 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
     responsibility (``resp`` (k, c), the chunk's) is above the component's floor:
     first[., c, a] += r e_a and, in ``second`` (blocks, k, d, d), r e_a z̄ (row a) plus
     r (e_a e_b + C_ab) at a < b (columns ascending) and half of it at a = b: the caller adds
-    ``second``'s transpose to it, which gives r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C). C = Λ_mm⁻¹ is
-    needed anyway, so e = −C v (one product rather than two triangular solves, whose
-    dependent chains cost more)."""
+    ``second``'s transpose to it, which gives r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C). ``lam``, ``first``
+    and ``second`` are C-contiguous.
+
+    The pairs go by windows of WINDOW, in the order of the rows (``_moments_window``)."""
     d = lam.shape[0]
     k = resp.shape[0]
-    lower = np.empty(d * (d + 1) // 2)
-    v = np.empty(d)
-    e = np.empty(d)
-    w = np.empty(d * (d + 1) // 2)
-    cov = np.empty(d * (d + 1) // 2)
-    z = np.empty(d)
+    packed = d * (d + 1) // 2
+    work = Window(
+        np.empty(WINDOW, dtype=np.int64),
+        np.empty(WINDOW, dtype=np.int64),
+        np.empty(WINDOW),
+        np.empty(WINDOW * d),
+        np.empty(WINDOW * d),
+        np.empty(WINDOW * d),
+        np.empty(WINDOW * packed),
+        np.empty(d + 1, dtype=np.int64),
+        np.empty(WINDOW, dtype=np.int64),
+        np.empty(packed * LANES),
+        np.empty(packed * LANES),
+        np.empty(packed * LANES),
+        np.empty(2 * d * LANES),
+        np.empty(LANES, dtype=np.int64),
+        np.empty(d * LANES, dtype=np.int64),
+        np.empty(d * LANES, dtype=np.int64),
+    )
+    n = 0
     for i in range(rows.shape[0]):
         row = rows[i]
-        a0 = starts[i]
-        r = starts[i + 1] - a0
-        block = blocks[i]
-        loaded = False
         for c in range(k):
             weight = np.float64(resp[c, row])
             if not weight > floors[c]:
                 continue
-            if not loaded:
-                for b in range(d):
-                    z[b] = zt[b, row]
-                loaded = True
-            _cholesky(columns, a0, r, lam, c, lower)
-            _covariance(lower, r, w, cov)
-            _project(z, columns, a0, r, lam, lam_means, c, v)
-            for p in range(r):  # e = −C v: shorter chains than two triangular solves
-                s = 0.0
-                for q in range(p + 1):
-                    s -= cov[p * (p + 1) // 2 + q] * v[q]
-                for q in range(p + 1, r):
-                    s -= cov[q * (q + 1) // 2 + p] * v[q]
-                e[p] = s
+            work.row[n] = i
+            work.component[n] = c
+            work.weight[n] = weight
+            n += 1
+            if n == WINDOW:
+                _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks,
+                                first, second)  # fmt: skip
+                n = 0
+    if n:
+        _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, first, second)
+
+
+@njit(**_JIT)
+def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, first, second):
+    """``conditional_moments`` for the window's n pairs (``work``: each pair's incomplete row,
+    component and responsibility, in the order of the rows). First each pair's row z̄ and
+    v = (Λ (z̄ − m))_m; then e = −C v and C = Λ_mm⁻¹ = Wᵀ W (W = L⁻¹) for LANES pairs at a
+    time, pairs of as many missing cells side by side (their Λ_mm gathered from ``lam``; a
+    lane's bits do not depend on which pairs share its vector); then the sums, pair by pair
+    in the order of the rows, so that no bit depends on the windows or the chunks."""
+    d, width = lam.shape[0], lam.shape[2]
+    k = first.shape[1]
+    packed = d * (d + 1) // 2
+    flat_lam = lam.reshape(lam.size)
+    flat_first = first.reshape(first.size)
+    flat_second = second.reshape(second.size)
+    zs, v, e, cov = work.z, work.v, work.e, work.cov
+    lower, w, cv, lanes_v = work.lower, work.w, work.lanes_cov, work.lanes_v
+    one = lanes.splat(1.0)
+    zero = lanes.splat(0.0)
+    counts = work.counts
+    counts[:] = 0
+    for m in range(n):  # rows and projections, pair by pair
+        i = work.row[m]
+        c = work.component[m]
+        a0 = starts[i]
+        r = starts[i + 1] - a0
+        counts[r] += 1
+        row = rows[i]
+        for b in range(d):
+            zs[m * d + b] = zt[b, row]
+        for p in range(r):
+            col = columns[a0 + p]
+            s = 0.0
+            for b in range(d):
+                s += lam[col, b, c] * zs[m * d + b]
+            v[m * d + p] = s - lam_means[col, c]
+    at = 0  # the pairs ordered by their number of missing cells
+    for r in range(d + 1):
+        size = counts[r]
+        counts[r] = at
+        at += size
+    order = work.order
+    for m in range(n):
+        i = work.row[m]
+        r = starts[i + 1] - starts[i]
+        order[counts[r]] = m
+        counts[r] += 1
+    start = 0
+    while start < n:
+        i = work.row[order[start]]
+        r = starts[i + 1] - starts[i]
+        stop = start + 1
+        while stop < n and stop - start < LANES:
+            i = work.row[order[stop]]
+            if starts[i + 1] - starts[i] != r:
+                break
+            stop += 1
+        for j in range(LANES):  # lane j: a pair's cells in lam, and its v (spare lanes repeat)
+            m = order[min(start + j, stop - 1)]
+            work.lane_pair[j] = m
+            a0 = starts[work.row[m]]
             for p in range(r):
-                cp = columns[a0 + p]
-                we = weight * e[p]
-                first[block, c, cp] += we
+                col = columns[a0 + p]
+                work.lane_columns[p * LANES + j] = col * d * width + work.component[m]
+                work.lane_rows[p * LANES + j] = col * width
+                lanes_v[p * LANES + j] = v[m * d + p]
+        for p in range(r):  # L, Λ_mm = L Lᵀ (1 / L_pp on the diagonal)
+            rp = p * (p + 1) // 2
+            for q in range(p + 1):
+                rq = q * (q + 1) // 2
+                s = lanes.gather(flat_lam, work.lane_columns, q * LANES, work.lane_rows, p * LANES)
+                for t in range(q):
+                    s = lanes.fnma(
+                        lanes.load(lower, (rp + t) * LANES), lanes.load(lower, (rq + t) * LANES), s
+                    )
+                if q == p:
+                    lanes.store(lower, (rp + p) * LANES, lanes.div(one, lanes.sqrt(s)))
+                else:
+                    diagonal = lanes.load(lower, (rq + q) * LANES)
+                    lanes.store(lower, (rp + q) * LANES, lanes.mul(s, diagonal))
+        for p in range(r):  # W = L⁻¹
+            rp = p * (p + 1) // 2
+            diagonal = lanes.load(lower, (rp + p) * LANES)
+            lanes.store(w, (rp + p) * LANES, diagonal)
+            for q in range(p - 1, -1, -1):
+                s = zero
+                for t in range(q, p):
+                    wtq = lanes.load(w, (t * (t + 1) // 2 + q) * LANES)
+                    s = lanes.fma(lanes.load(lower, (rp + t) * LANES), wtq, s)
+                lanes.store(w, (rp + q) * LANES, lanes.mul(lanes.sub(zero, s), diagonal))
+        for p in range(r):  # C = Wᵀ W
+            for q in range(p + 1):
+                s = zero
+                for t in range(p, r):
+                    rt = t * (t + 1) // 2
+                    wtp = lanes.load(w, (rt + p) * LANES)
+                    s = lanes.fma(wtp, lanes.load(w, (rt + q) * LANES), s)
+                lanes.store(cv, (p * (p + 1) // 2 + q) * LANES, s)
+        for p in range(r):  # e = −C v: shorter chains than two triangular solves
+            s = zero
+            for q in range(p + 1):
+                cpq = lanes.load(cv, (p * (p + 1) // 2 + q) * LANES)
+                s = lanes.fnma(cpq, lanes.load(lanes_v, q * LANES), s)
+            for q in range(p + 1, r):
+                cqp = lanes.load(cv, (q * (q + 1) // 2 + p) * LANES)
+                s = lanes.fnma(cqp, lanes.load(lanes_v, q * LANES), s)
+            lanes.store(lanes_v, (d + p) * LANES, s)
+        for j in range(stop - start):
+            m = work.lane_pair[j]
+            for p in range(r):
+                e[m * d + p] = lanes_v[(d + p) * LANES + j]
+            for slot in range(r * (r + 1) // 2):
+                cov[m * packed + slot] = cv[slot * LANES + j]
+        start = stop
+    for m in range(n):  # the sums, pair by pair in the order of the rows
+        i = work.row[m]
+        weight = work.weight[m]
+        a0 = starts[i]
+        r = starts[i + 1] - a0
+        slab = (blocks[i] * k + work.component[m]) * d  # first[block, c], second[block, c]
+        for p in range(r):
+            cp = columns[a0 + p]
+            ep = e[m * d + p]
+            we = weight * ep
+            flat_first[slab + cp] += we
+            line = (slab + cp) * d
+            if d % LANES == 0:
+                scale = lanes.splat(we)
+                for b in range(0, d, LANES):
+                    product = lanes.mul(scale, lanes.load(zs, m * d + b))
+                    lanes.store(
+                        flat_second, line + b, lanes.add(lanes.load(flat_second, line + b), product)
+                    )
+            else:
                 for b in range(d):
-                    second[block, c, cp, b] += we * z[b]
-                term = weight * (e[p] * e[p] + cov[p * (p + 1) // 2 + p])
-                second[block, c, cp, cp] += 0.5 * term
-                for q in range(p + 1, r):
-                    slot = q * (q + 1) // 2 + p
-                    second[block, c, cp, columns[a0 + q]] += weight * (e[p] * e[q] + cov[slot])
+                    flat_second[line + b] += we * zs[m * d + b]
+            term = weight * (ep * ep + cov[m * packed + p * (p + 1) // 2 + p])
+            flat_second[line + cp] += 0.5 * term
+            for q in range(p + 1, r):
+                slot = m * packed + q * (q + 1) // 2 + p
+                flat_second[line + columns[a0 + q]] += weight * (ep * e[m * d + q] + cov[slot])
 
 
 @njit(**_JIT)
