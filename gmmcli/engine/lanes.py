@@ -1,10 +1,13 @@
 """Eight float64 lanes as one value for numba kernels: LLVM's ``<8 x double>``, loaded from
-and stored to contiguous arrays, with lane-wise arithmetic (``fma`` fused, the rest as the
-scalar operations; every lane rounds as its scalar code would). Numba leaves LLVM's SLP
-vectoriser off, so eight scalar chains written out stay scalar; these make the vector
-instructions explicit (two 256-bit or one 512-bit register per value, as the machine has).
+and stored to contiguous arrays (or gathered from eight places), with lane-wise arithmetic
+(``fma`` fused, the rest as the scalar operations; every lane rounds as its scalar code
+would) and a pairwise sum of the lanes. Numba leaves LLVM's SLP vectoriser off, so eight
+scalar chains written out stay scalar; these make the vector instructions explicit (two
+256-bit or one 512-bit register per value, as the machine has).
 
 Imported only by compiled kernels (``missing_compiled``); importing it imports numba.
+Numba's cache of a kernel does not see changes to this module: after one, change the
+kernel's module too (or clear its cache).
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ def store(typingctx, array, index, value):
     return types.none(array, index, value), codegen
 
 
-def _broadcast(builder, x, vector_type=_VECTOR):
-    vector = ir.Constant(vector_type, None)
+def _broadcast(builder, x):
+    vector = ir.Constant(_VECTOR, None)
     for j in range(WIDTH):
         vector = builder.insert_element(vector, x, ir.Constant(ir.IntType(32), j))
     return vector
@@ -217,9 +220,29 @@ def gather(typingctx, array, first, at_first, second, at_second):
         data = context.make_array(sig.args[0])(context, builder, args[0]).data
         vector = ir.Constant(_VECTOR, None)
         for j in range(WIDTH):  # eight loads (LLVM may make them one gather instruction)
-            lane = ir.Constant(ir.IntType(32), j)
-            value = builder.load(builder.gep(data, [builder.extract_element(offsets, lane)]))
-            vector = builder.insert_element(vector, value, lane)
+            at = ir.Constant(ir.IntType(32), j)
+            value = builder.load(builder.gep(data, [builder.extract_element(offsets, at)]))
+            vector = builder.insert_element(vector, value, at)
         return vector
 
     return lanes8(array, first, at_first, second, at_second), codegen
+
+
+@intrinsic
+def total(typingctx, a):
+    """The lanes' sum, pairwise: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))."""
+    if a != lanes8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        value = args[0]
+        half = WIDTH // 2
+        while half:
+            mask = ir.Constant(
+                ir.VectorType(ir.IntType(32), WIDTH), [(j + half) % WIDTH for j in range(WIDTH)]
+            )
+            value = builder.fadd(value, builder.shuffle_vector(value, value, mask))
+            half //= 2
+        return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
+
+    return types.float64(a), codegen

@@ -11,15 +11,19 @@ first cell, ``columns``: their columns, ascending). ``lam`` (d, d, K) holds each
 component's precision Λ_c, Λ_c[b, a] at [a, b, c], and ``lam_means`` (d, K) Λ_c m_c
 (m_c = μ_c − shift): the row of a missing column is contiguous over the components. The
 factor of a row's Λ_mm = L Lᵀ is packed by rows, entry (p, q), q ≤ p, at p(p+1)/2 + q,
-with 1 / L_pp in the diagonal slots. The M-step computes again what it needs of the E-step
-(v, L) for the few row-component pairs whose responsibility counts: keeping them for
-every pair would write and read ~0.5 KB per row, which cost more; so would a table of each
-pattern's factors, read by its rows at random, and so did visiting a chunk's rows by runs
-of one pattern to factor once per run (a chunk holds ~3 rows per pattern at d = 16, 20 %
-missing, and the permuted reads and writes cost what the factors saved); L D Lᵀ instead of
-Cholesky (no square roots), numba's SLP vectoriser, and the M-step's pairs eight at a
-time were no faster either (all measured). Every sum is taken per block of rows in the
-order of the rows, so the result does not depend on how rows are chunked.
+with 1 / L_pp in the diagonal slots. Both kernels work on eight float64 lanes at a time
+(``lanes``: LLVM vector values; numba leaves LLVM's SLP vectoriser off, and turning it on
+made the scalar code slower): the E-step a row's components side by side, the M-step the
+row-component pairs whose responsibility counts, eight pairs of as many missing cells side
+by side, their Λ_mm gathered from ``lam``. The M-step computes again what it needs of the
+E-step (v, L) for those pairs (~1.2 per row): keeping them for every pair would write and
+read ~0.5 KB per row, which cost more; so did keeping e and C for the pairs the E-step
+could foresee from an estimate of each row's log joint (the selection and the copies cost
+what the M-step saved), and so would a table of each pattern's factors, read by its rows
+at random; visiting a chunk's rows by runs of one pattern to factor once per run (a chunk
+holds ~3 rows per pattern at d = 16, 20 % missing) cost what the factors saved; L D Lᵀ
+instead of Cholesky (no square roots) was no faster (all measured). Every sum is taken per
+block of rows in the order of the rows, so the result does not depend on how rows are chunked.
 """
 
 from __future__ import annotations
@@ -37,12 +41,12 @@ LANES = lanes.WIDTH  # components computed side by side by ``marginal_terms``
 WINDOW = 512  # row-component pairs whose e and C ``conditional_moments`` computes together
 # ``conditional_moments``' buffers for a window of pairs: each pair's incomplete row, component
 # and responsibility, z̄, v, e and C (packed); the pairs' order by their numbers of missing
-# cells; and LANES pairs' L, W, C and v then e, side by side, with where in ``lam`` their cells
-# are.
+# cells; LANES pairs' L, W, C and v then e, side by side, with where in ``lam`` their cells
+# are; and the precisions by rows (k, d, d), each row contiguous.
 Window = namedtuple(
     "Window",
     "row component weight z v e cov counts order lower w lanes_cov lanes_v lane_pair "
-    "lane_columns lane_rows",
+    "lane_columns lane_rows rows_of",
 )
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -245,7 +249,12 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
         np.empty(LANES, dtype=np.int64),
         np.empty(d * LANES, dtype=np.int64),
         np.empty(d * LANES, dtype=np.int64),
+        np.empty(k * d * d),
     )
+    for c in range(k):  # Λ_c's rows, each contiguous
+        for a in range(d):
+            for b in range(d):
+                work.rows_of[(c * d + a) * d + b] = lam[a, b, c]
     n = 0
     for i in range(rows.shape[0]):
         row = rows[i]
@@ -285,6 +294,8 @@ def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, 
     zero = lanes.splat(0.0)
     counts = work.counts
     counts[:] = 0
+    rows_of = work.rows_of
+    whole = d - d % LANES
     for m in range(n):  # rows and projections, pair by pair
         i = work.row[m]
         c = work.component[m]
@@ -294,11 +305,18 @@ def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, 
         row = rows[i]
         for b in range(d):
             zs[m * d + b] = zt[b, row]
-        for p in range(r):
+        for p in range(r):  # Λ_c's row, LANES columns at a time, then the rest
             col = columns[a0 + p]
+            base = (c * d + col) * d
             s = 0.0
-            for b in range(d):
-                s += lam[col, b, c] * zs[m * d + b]
+            if whole:
+                at = m * d
+                sums = lanes.mul(lanes.load(rows_of, base), lanes.load(zs, at))
+                for b in range(LANES, whole, LANES):
+                    sums = lanes.fma(lanes.load(rows_of, base + b), lanes.load(zs, at + b), sums)
+                s = lanes.total(sums)
+            for b in range(whole, d):
+                s += rows_of[base + b] * zs[m * d + b]
             v[m * d + p] = s - lam_means[col, c]
     at = 0  # the pairs ordered by their number of missing cells
     for r in range(d + 1):
