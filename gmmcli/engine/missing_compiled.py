@@ -11,202 +11,121 @@ first cell, ``columns``: their columns, ascending). ``lam`` (d, d, K) holds each
 component's precision Λ_c, Λ_c[b, a] at [a, b, c], and ``lam_means`` (d, K) Λ_c m_c
 (m_c = μ_c − shift): the row of a missing column is contiguous over the components. The
 factor of a row's Λ_mm = L Lᵀ is packed by rows, entry (p, q), q ≤ p, at p(p+1)/2 + q,
-with 1 / L_pp in the diagonal slots. The M-step computes again what it needs of the E-step
-(v, L) for the few row-component pairs whose responsibility counts: keeping them for
-every pair would write and read ~0.5 KB per row, which cost more; so would a table of each
-pattern's factors, read by its rows at random, and so did visiting a chunk's rows by runs
-of one pattern to factor once per run (a chunk holds ~3 rows per pattern at d = 16, 20 %
-missing, and the permuted reads and writes cost what the factors saved); L D Lᵀ instead of
-Cholesky (no square roots), numba's SLP vectoriser, and the M-step's pairs eight at a
-time were no faster either (all measured). Every sum is taken per block of rows in the
-order of the rows, so the result does not depend on how rows are chunked.
+with 1 / L_pp in the diagonal slots. Both kernels work on eight float64 lanes at a time
+(``lanes``: LLVM vector values; numba leaves LLVM's SLP vectoriser off, and turning it on
+made the scalar code slower): the E-step a row's components side by side, the M-step the
+row-component pairs whose responsibility counts, eight pairs of as many missing cells side
+by side, their Λ_mm gathered from ``lam``. The M-step computes again what it needs of the
+E-step (v, L) for those pairs (~1.2 per row): keeping them for every pair would write and
+read ~0.5 KB per row, which cost more; so did keeping e and C for the pairs the E-step
+could foresee from an estimate of each row's log joint (the selection and the copies cost
+what the M-step saved), and so would a table of each pattern's factors, read by its rows
+at random; visiting a chunk's rows by runs of one pattern to factor once per run (a chunk
+holds ~3 rows per pattern at d = 16, 20 % missing) cost what the factors saved; L D Lᵀ
+instead of Cholesky (no square roots) was no faster (all measured). Every sum is taken per
+block of rows in the order of the rows, so the result does not depend on how rows are chunked.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
 
+from . import lanes
+
 LOG_2PI = math.log(2.0 * math.pi)
-LANES = 8  # components computed side by side by ``marginal_terms``
+LANES = lanes.WIDTH  # components computed side by side by ``marginal_terms``
+WINDOW = 512  # row-component pairs whose e and C ``conditional_moments`` computes together
+# ``conditional_moments``' buffers for a window of pairs: each pair's incomplete row, component
+# and responsibility, z̄, v, e and C (packed); the pairs' order by their numbers of missing
+# cells; LANES pairs' L, W, C and v then e, side by side, with where in ``lam`` their cells
+# are; and the precisions by rows (k, d, d), each row contiguous.
+Window = namedtuple(
+    "Window",
+    "row component weight z v e cov counts order lower w lanes_cov lanes_v lane_pair "
+    "lane_columns lane_rows rows_of",
+)
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
-@njit(**_JIT, fastmath={"contract"})
+@njit(**_JIT)
 def marginal_terms(zt, rows, starts, columns, lam, lam_means, out, pivots):
     """For each incomplete row i (chunk row ``rows[i]``, z̄ from ``zt`` (d, c), the chunk's
     shifted rows) and component c: out[i, c] = ½ r log 2π + ½ ‖y‖² − ½ log of
     what ``pivots`` does not hold of det Λ_mm, pivots[i, c] the rest (the caller takes its
     log over all rows at once); y = L⁻¹ v, Λ_mm = L Lᵀ, v = (Λ (z̄ − m))_m. K (``lam``'s
-    last axis) is a multiple of LANES.
+    last axis) is a multiple of LANES; ``lam``, ``lam_means``, ``out`` and ``pivots`` are
+    C-contiguous.
 
-    Eight components go side by side, each in its own scalars (s0 … s7): written out so, the
-    compiler keeps them in registers and the eight chains overlap (measured 2× faster than
-    loops over the components with four, and 1.25× faster again with eight and fused
-    multiply-adds). A Λ_mm that is not positive definite (only by rounding)
-    gives NaN."""
+    Eight components go side by side as one value of eight lanes (``lanes``: LLVM vector
+    instructions, each lane rounded as its own scalar chain would be; 1.8× faster than
+    eight chains of scalars written out, which were 2× faster than loops over the
+    components). The factor comes first: its chain of square roots and divisions is the
+    longest, and the projections, which do not depend on it, fill its gaps (measured
+    ~8 % faster than projections first). A Λ_mm that is not positive definite (only by
+    rounding) gives NaN."""
     d, k = lam.shape[0], lam.shape[2]
-    lower = np.empty((d * (d + 1) // 2, LANES))
-    y = np.empty((d, LANES))
+    lower = np.empty(d * (d + 1) // 2 * LANES)  # L, packed by rows, LANES values per entry
+    y = np.empty(d * LANES)
     z = np.empty(d)
+    logs = np.empty(LANES)
+    zero = lanes.splat(0.0)
+    one = lanes.splat(1.0)
     for i in range(rows.shape[0]):
         a0 = starts[i]
         r = starts[i + 1] - a0
         for b in range(d):
             z[b] = zt[b, rows[i]]
         for g in range(0, k, LANES):
-            for p in range(r):  # v_p, kept in y until y_p replaces it
-                col = columns[a0 + p]
-                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-                for b in range(d):
-                    zb = z[b]
-                    s0 += lam[col, b, g] * zb
-                    s1 += lam[col, b, g + 1] * zb
-                    s2 += lam[col, b, g + 2] * zb
-                    s3 += lam[col, b, g + 3] * zb
-                    s4 += lam[col, b, g + 4] * zb
-                    s5 += lam[col, b, g + 5] * zb
-                    s6 += lam[col, b, g + 6] * zb
-                    s7 += lam[col, b, g + 7] * zb
-                y[p, 0] = s0 - lam_means[col, g]
-                y[p, 1] = s1 - lam_means[col, g + 1]
-                y[p, 2] = s2 - lam_means[col, g + 2]
-                y[p, 3] = s3 - lam_means[col, g + 3]
-                y[p, 4] = s4 - lam_means[col, g + 4]
-                y[p, 5] = s5 - lam_means[col, g + 5]
-                y[p, 6] = s6 - lam_means[col, g + 6]
-                y[p, 7] = s7 - lam_means[col, g + 7]
-            q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0  # ‖y‖²
-            l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0  # log det Λ_mm, but for
-            f0 = f1 = f2 = f3 = f4 = f5 = f6 = f7 = 1.0  # the product of the pivots not yet in it
-            for p in range(r):
+            logdet = zero  # log det Λ_mm, but for
+            f = one  # the product of the pivots not yet in it
+            for p in range(r):  # L_pq
                 cp = columns[a0 + p]
                 rp = p * (p + 1) // 2
-                for q in range(p + 1):  # L_pq
+                for q in range(p + 1):
                     rq = q * (q + 1) // 2
-                    cq = columns[a0 + q]
-                    s0 = lam[cq, cp, g]
-                    s1 = lam[cq, cp, g + 1]
-                    s2 = lam[cq, cp, g + 2]
-                    s3 = lam[cq, cp, g + 3]
-                    s4 = lam[cq, cp, g + 4]
-                    s5 = lam[cq, cp, g + 5]
-                    s6 = lam[cq, cp, g + 6]
-                    s7 = lam[cq, cp, g + 7]
+                    s = lanes.load(lam, (columns[a0 + q] * d + cp) * k + g)
                     for t in range(q):
-                        s0 -= lower[rp + t, 0] * lower[rq + t, 0]
-                        s1 -= lower[rp + t, 1] * lower[rq + t, 1]
-                        s2 -= lower[rp + t, 2] * lower[rq + t, 2]
-                        s3 -= lower[rp + t, 3] * lower[rq + t, 3]
-                        s4 -= lower[rp + t, 4] * lower[rq + t, 4]
-                        s5 -= lower[rp + t, 5] * lower[rq + t, 5]
-                        s6 -= lower[rp + t, 6] * lower[rq + t, 6]
-                        s7 -= lower[rp + t, 7] * lower[rq + t, 7]
+                        s = lanes.fnma(
+                            lanes.load(lower, (rp + t) * LANES),
+                            lanes.load(lower, (rq + t) * LANES),
+                            s,
+                        )
                     if q == p:
-                        lower[rp + p, 0] = 1.0 / np.sqrt(s0)
-                        lower[rp + p, 1] = 1.0 / np.sqrt(s1)
-                        lower[rp + p, 2] = 1.0 / np.sqrt(s2)
-                        lower[rp + p, 3] = 1.0 / np.sqrt(s3)
-                        lower[rp + p, 4] = 1.0 / np.sqrt(s4)
-                        lower[rp + p, 5] = 1.0 / np.sqrt(s5)
-                        lower[rp + p, 6] = 1.0 / np.sqrt(s6)
-                        lower[rp + p, 7] = 1.0 / np.sqrt(s7)
-                        f0 *= s0
-                        f1 *= s1
-                        f2 *= s2
-                        f3 *= s3
-                        f4 *= s4
-                        f5 *= s5
-                        f6 *= s6
-                        f7 *= s7
+                        lanes.store(lower, (rp + p) * LANES, lanes.div(one, lanes.sqrt(s)))
+                        f = lanes.mul(f, s)
                     else:
-                        lower[rp + q, 0] = s0 * lower[rq + q, 0]
-                        lower[rp + q, 1] = s1 * lower[rq + q, 1]
-                        lower[rp + q, 2] = s2 * lower[rq + q, 2]
-                        lower[rp + q, 3] = s3 * lower[rq + q, 3]
-                        lower[rp + q, 4] = s4 * lower[rq + q, 4]
-                        lower[rp + q, 5] = s5 * lower[rq + q, 5]
-                        lower[rp + q, 6] = s6 * lower[rq + q, 6]
-                        lower[rp + q, 7] = s7 * lower[rq + q, 7]
-                s0 = y[p, 0]  # y_p = (v_p − Σ_t<p L_pt y_t) / L_pp
-                s1 = y[p, 1]
-                s2 = y[p, 2]
-                s3 = y[p, 3]
-                s4 = y[p, 4]
-                s5 = y[p, 5]
-                s6 = y[p, 6]
-                s7 = y[p, 7]
+                        diagonal = lanes.load(lower, (rq + q) * LANES)
+                        lanes.store(lower, (rp + q) * LANES, lanes.mul(s, diagonal))
+                if not lanes.within(f, 1e-150, 1e150):  # keep the product within range
+                    lanes.store(logs, 0, f)
+                    for j in range(LANES):
+                        logs[j] = np.log(logs[j])
+                    logdet = lanes.add(logdet, lanes.load(logs, 0))
+                    f = one
+            for p in range(r):  # v_p, kept in y until y_p replaces it
+                col = columns[a0 + p]
+                base = col * d * k + g
+                s = zero
+                for b in range(d):
+                    s = lanes.fma(lanes.load(lam, base + b * k), lanes.splat(z[b]), s)
+                lanes.store(y, p * LANES, lanes.sub(s, lanes.load(lam_means, col * k + g)))
+            norm = zero  # ‖y‖²
+            for p in range(r):  # y_p = (v_p − Σ_t<p L_pt y_t) / L_pp
+                rp = p * (p + 1) // 2
+                s = lanes.load(y, p * LANES)
                 for t in range(p):
-                    s0 -= lower[rp + t, 0] * y[t, 0]
-                    s1 -= lower[rp + t, 1] * y[t, 1]
-                    s2 -= lower[rp + t, 2] * y[t, 2]
-                    s3 -= lower[rp + t, 3] * y[t, 3]
-                    s4 -= lower[rp + t, 4] * y[t, 4]
-                    s5 -= lower[rp + t, 5] * y[t, 5]
-                    s6 -= lower[rp + t, 6] * y[t, 6]
-                    s7 -= lower[rp + t, 7] * y[t, 7]
-                s0 *= lower[rp + p, 0]
-                s1 *= lower[rp + p, 1]
-                s2 *= lower[rp + p, 2]
-                s3 *= lower[rp + p, 3]
-                s4 *= lower[rp + p, 4]
-                s5 *= lower[rp + p, 5]
-                s6 *= lower[rp + p, 6]
-                s7 *= lower[rp + p, 7]
-                y[p, 0] = s0
-                y[p, 1] = s1
-                y[p, 2] = s2
-                y[p, 3] = s3
-                y[p, 4] = s4
-                y[p, 5] = s5
-                y[p, 6] = s6
-                y[p, 7] = s7
-                q0 += s0 * s0
-                q1 += s1 * s1
-                q2 += s2 * s2
-                q3 += s3 * s3
-                q4 += s4 * s4
-                q5 += s5 * s5
-                q6 += s6 * s6
-                q7 += s7 * s7
-                if not (  # keep the products of the pivots within range
-                    1e-150 < f0 < 1e150
-                    and 1e-150 < f1 < 1e150
-                    and 1e-150 < f2 < 1e150
-                    and 1e-150 < f3 < 1e150
-                    and 1e-150 < f4 < 1e150
-                    and 1e-150 < f5 < 1e150
-                    and 1e-150 < f6 < 1e150
-                    and 1e-150 < f7 < 1e150
-                ):
-                    l0 += np.log(f0)
-                    l1 += np.log(f1)
-                    l2 += np.log(f2)
-                    l3 += np.log(f3)
-                    l4 += np.log(f4)
-                    l5 += np.log(f5)
-                    l6 += np.log(f6)
-                    l7 += np.log(f7)
-                    f0 = f1 = f2 = f3 = f4 = f5 = f6 = f7 = 1.0
-            h = r * LOG_2PI
-            out[i, g] = 0.5 * (h - l0 + q0)
-            out[i, g + 1] = 0.5 * (h - l1 + q1)
-            out[i, g + 2] = 0.5 * (h - l2 + q2)
-            out[i, g + 3] = 0.5 * (h - l3 + q3)
-            out[i, g + 4] = 0.5 * (h - l4 + q4)
-            out[i, g + 5] = 0.5 * (h - l5 + q5)
-            out[i, g + 6] = 0.5 * (h - l6 + q6)
-            out[i, g + 7] = 0.5 * (h - l7 + q7)
-            pivots[i, g] = f0
-            pivots[i, g + 1] = f1
-            pivots[i, g + 2] = f2
-            pivots[i, g + 3] = f3
-            pivots[i, g + 4] = f4
-            pivots[i, g + 5] = f5
-            pivots[i, g + 6] = f6
-            pivots[i, g + 7] = f7
+                    s = lanes.fnma(lanes.load(lower, (rp + t) * LANES), lanes.load(y, t * LANES), s)
+                s = lanes.mul(s, lanes.load(lower, (rp + p) * LANES))
+                lanes.store(y, p * LANES, s)
+                norm = lanes.fma(s, s, norm)
+            h = lanes.splat(r * LOG_2PI)
+            terms = lanes.mul(lanes.splat(0.5), lanes.add(lanes.sub(h, logdet), norm))
+            lanes.store(out, i * k + g, terms)
+            lanes.store(pivots, i * k + g, f)
 
 
 @njit(**_JIT)
@@ -306,52 +225,204 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
     responsibility (``resp`` (k, c), the chunk's) is above the component's floor:
     first[., c, a] += r e_a and, in ``second`` (blocks, k, d, d), r e_a z̄ (row a) plus
     r (e_a e_b + C_ab) at a < b (columns ascending) and half of it at a = b: the caller adds
-    ``second``'s transpose to it, which gives r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C). C = Λ_mm⁻¹ is
-    needed anyway, so e = −C v (one product rather than two triangular solves, whose
-    dependent chains cost more)."""
+    ``second``'s transpose to it, which gives r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C). ``lam``, ``first``
+    and ``second`` are C-contiguous.
+
+    The pairs go by windows of WINDOW, in the order of the rows (``_moments_window``)."""
     d = lam.shape[0]
     k = resp.shape[0]
-    lower = np.empty(d * (d + 1) // 2)
-    v = np.empty(d)
-    e = np.empty(d)
-    w = np.empty(d * (d + 1) // 2)
-    cov = np.empty(d * (d + 1) // 2)
-    z = np.empty(d)
+    packed = d * (d + 1) // 2
+    work = Window(
+        np.empty(WINDOW, dtype=np.int64),
+        np.empty(WINDOW, dtype=np.int64),
+        np.empty(WINDOW),
+        np.empty(WINDOW * d),
+        np.empty(WINDOW * d),
+        np.empty(WINDOW * d),
+        np.empty(WINDOW * packed),
+        np.empty(d + 1, dtype=np.int64),
+        np.empty(WINDOW, dtype=np.int64),
+        np.empty(packed * LANES),
+        np.empty(packed * LANES),
+        np.empty(packed * LANES),
+        np.empty(2 * d * LANES),
+        np.empty(LANES, dtype=np.int64),
+        np.empty(d * LANES, dtype=np.int64),
+        np.empty(d * LANES, dtype=np.int64),
+        np.empty(k * d * d),
+    )
+    for c in range(k):  # Λ_c's rows, each contiguous
+        for a in range(d):
+            for b in range(d):
+                work.rows_of[(c * d + a) * d + b] = lam[a, b, c]
+    n = 0
     for i in range(rows.shape[0]):
         row = rows[i]
-        a0 = starts[i]
-        r = starts[i + 1] - a0
-        block = blocks[i]
-        loaded = False
         for c in range(k):
             weight = np.float64(resp[c, row])
             if not weight > floors[c]:
                 continue
-            if not loaded:
-                for b in range(d):
-                    z[b] = zt[b, row]
-                loaded = True
-            _cholesky(columns, a0, r, lam, c, lower)
-            _covariance(lower, r, w, cov)
-            _project(z, columns, a0, r, lam, lam_means, c, v)
-            for p in range(r):  # e = −C v: shorter chains than two triangular solves
-                s = 0.0
-                for q in range(p + 1):
-                    s -= cov[p * (p + 1) // 2 + q] * v[q]
-                for q in range(p + 1, r):
-                    s -= cov[q * (q + 1) // 2 + p] * v[q]
-                e[p] = s
+            work.row[n] = i
+            work.component[n] = c
+            work.weight[n] = weight
+            n += 1
+            if n == WINDOW:
+                _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks,
+                                first, second)  # fmt: skip
+                n = 0
+    if n:
+        _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, first, second)
+
+
+@njit(**_JIT)
+def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, first, second):
+    """``conditional_moments`` for the window's n pairs (``work``: each pair's incomplete row,
+    component and responsibility, in the order of the rows). First each pair's row z̄ and
+    v = (Λ (z̄ − m))_m; then e = −C v and C = Λ_mm⁻¹ = Wᵀ W (W = L⁻¹) for LANES pairs at a
+    time, pairs of as many missing cells side by side (their Λ_mm gathered from ``lam``; a
+    lane's bits do not depend on which pairs share its vector); then the sums, pair by pair
+    in the order of the rows, so that no bit depends on the windows or the chunks."""
+    d, width = lam.shape[0], lam.shape[2]
+    k = first.shape[1]
+    packed = d * (d + 1) // 2
+    flat_lam = lam.reshape(lam.size)
+    flat_first = first.reshape(first.size)
+    flat_second = second.reshape(second.size)
+    zs, v, e, cov = work.z, work.v, work.e, work.cov
+    lower, w, cv, lanes_v = work.lower, work.w, work.lanes_cov, work.lanes_v
+    one = lanes.splat(1.0)
+    zero = lanes.splat(0.0)
+    counts = work.counts
+    counts[:] = 0
+    rows_of = work.rows_of
+    whole = d - d % LANES
+    for m in range(n):  # rows and projections, pair by pair
+        i = work.row[m]
+        c = work.component[m]
+        a0 = starts[i]
+        r = starts[i + 1] - a0
+        counts[r] += 1
+        row = rows[i]
+        for b in range(d):
+            zs[m * d + b] = zt[b, row]
+        for p in range(r):  # Λ_c's row, LANES columns at a time, then the rest
+            col = columns[a0 + p]
+            base = (c * d + col) * d
+            s = 0.0
+            if whole:
+                at = m * d
+                sums = lanes.mul(lanes.load(rows_of, base), lanes.load(zs, at))
+                for b in range(LANES, whole, LANES):
+                    sums = lanes.fma(lanes.load(rows_of, base + b), lanes.load(zs, at + b), sums)
+                s = lanes.total(sums)
+            for b in range(whole, d):
+                s += rows_of[base + b] * zs[m * d + b]
+            v[m * d + p] = s - lam_means[col, c]
+    at = 0  # the pairs ordered by their number of missing cells
+    for r in range(d + 1):
+        size = counts[r]
+        counts[r] = at
+        at += size
+    order = work.order
+    for m in range(n):
+        i = work.row[m]
+        r = starts[i + 1] - starts[i]
+        order[counts[r]] = m
+        counts[r] += 1
+    start = 0
+    while start < n:
+        i = work.row[order[start]]
+        r = starts[i + 1] - starts[i]
+        stop = start + 1
+        while stop < n and stop - start < LANES:
+            i = work.row[order[stop]]
+            if starts[i + 1] - starts[i] != r:
+                break
+            stop += 1
+        for j in range(LANES):  # lane j: a pair's cells in lam, and its v (spare lanes repeat)
+            m = order[min(start + j, stop - 1)]
+            work.lane_pair[j] = m
+            a0 = starts[work.row[m]]
             for p in range(r):
-                cp = columns[a0 + p]
-                we = weight * e[p]
-                first[block, c, cp] += we
+                col = columns[a0 + p]
+                work.lane_columns[p * LANES + j] = col * d * width + work.component[m]
+                work.lane_rows[p * LANES + j] = col * width
+                lanes_v[p * LANES + j] = v[m * d + p]
+        for p in range(r):  # L, Λ_mm = L Lᵀ (1 / L_pp on the diagonal)
+            rp = p * (p + 1) // 2
+            for q in range(p + 1):
+                rq = q * (q + 1) // 2
+                s = lanes.gather(flat_lam, work.lane_columns, q * LANES, work.lane_rows, p * LANES)
+                for t in range(q):
+                    s = lanes.fnma(
+                        lanes.load(lower, (rp + t) * LANES), lanes.load(lower, (rq + t) * LANES), s
+                    )
+                if q == p:
+                    lanes.store(lower, (rp + p) * LANES, lanes.div(one, lanes.sqrt(s)))
+                else:
+                    diagonal = lanes.load(lower, (rq + q) * LANES)
+                    lanes.store(lower, (rp + q) * LANES, lanes.mul(s, diagonal))
+        for p in range(r):  # W = L⁻¹
+            rp = p * (p + 1) // 2
+            diagonal = lanes.load(lower, (rp + p) * LANES)
+            lanes.store(w, (rp + p) * LANES, diagonal)
+            for q in range(p - 1, -1, -1):
+                s = zero
+                for t in range(q, p):
+                    wtq = lanes.load(w, (t * (t + 1) // 2 + q) * LANES)
+                    s = lanes.fma(lanes.load(lower, (rp + t) * LANES), wtq, s)
+                lanes.store(w, (rp + q) * LANES, lanes.mul(lanes.sub(zero, s), diagonal))
+        for p in range(r):  # C = Wᵀ W
+            for q in range(p + 1):
+                s = zero
+                for t in range(p, r):
+                    rt = t * (t + 1) // 2
+                    wtp = lanes.load(w, (rt + p) * LANES)
+                    s = lanes.fma(wtp, lanes.load(w, (rt + q) * LANES), s)
+                lanes.store(cv, (p * (p + 1) // 2 + q) * LANES, s)
+        for p in range(r):  # e = −C v: shorter chains than two triangular solves
+            s = zero
+            for q in range(p + 1):
+                cpq = lanes.load(cv, (p * (p + 1) // 2 + q) * LANES)
+                s = lanes.fnma(cpq, lanes.load(lanes_v, q * LANES), s)
+            for q in range(p + 1, r):
+                cqp = lanes.load(cv, (q * (q + 1) // 2 + p) * LANES)
+                s = lanes.fnma(cqp, lanes.load(lanes_v, q * LANES), s)
+            lanes.store(lanes_v, (d + p) * LANES, s)
+        for j in range(stop - start):
+            m = work.lane_pair[j]
+            for p in range(r):
+                e[m * d + p] = lanes_v[(d + p) * LANES + j]
+            for slot in range(r * (r + 1) // 2):
+                cov[m * packed + slot] = cv[slot * LANES + j]
+        start = stop
+    for m in range(n):  # the sums, pair by pair in the order of the rows
+        i = work.row[m]
+        weight = work.weight[m]
+        a0 = starts[i]
+        r = starts[i + 1] - a0
+        slab = (blocks[i] * k + work.component[m]) * d  # first[block, c], second[block, c]
+        for p in range(r):
+            cp = columns[a0 + p]
+            ep = e[m * d + p]
+            we = weight * ep
+            flat_first[slab + cp] += we
+            line = (slab + cp) * d
+            if d % LANES == 0:
+                scale = lanes.splat(we)
+                for b in range(0, d, LANES):
+                    product = lanes.mul(scale, lanes.load(zs, m * d + b))
+                    lanes.store(
+                        flat_second, line + b, lanes.add(lanes.load(flat_second, line + b), product)
+                    )
+            else:
                 for b in range(d):
-                    second[block, c, cp, b] += we * z[b]
-                term = weight * (e[p] * e[p] + cov[p * (p + 1) // 2 + p])
-                second[block, c, cp, cp] += 0.5 * term
-                for q in range(p + 1, r):
-                    slot = q * (q + 1) // 2 + p
-                    second[block, c, cp, columns[a0 + q]] += weight * (e[p] * e[q] + cov[slot])
+                    flat_second[line + b] += we * zs[m * d + b]
+            term = weight * (ep * ep + cov[m * packed + p * (p + 1) // 2 + p])
+            flat_second[line + cp] += 0.5 * term
+            for q in range(p + 1, r):
+                slot = m * packed + q * (q + 1) // 2 + p
+                flat_second[line + columns[a0 + q]] += weight * (ep * e[m * d + q] + cov[slot])
 
 
 @njit(**_JIT)
