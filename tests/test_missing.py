@@ -367,22 +367,40 @@ def test_the_compiled_kernel_gives_numpy_s_fit(model, k):
     assert relative_error(compiled.score_samples(x), numpy_fit.score_samples(x)) < tolerance
 
 
-@pytest.mark.parametrize("d", [8, 11])
-def test_the_compiled_kernel_in_lanes_gives_numpy_s_fit_whatever_the_chunks(d):
+def _lanes_table(d: int) -> np.ndarray:
     """d at or above the kernel's LANES (the M-step's products and sums eight columns at a
-    time, then the rest) and k above it (two groups of components in the E-step, the
-    M-step's pairs from several components in its windows of pairs): numpy's fit, and the
-    same bits whatever the chunks and threads (the windows, and which pairs share a vector,
-    change with them). (At d = 11 the fits differ in the last bits between one chunk and
-    several, with numpy's kernel too, from before the kernels took vectors: not checked.)"""
-    x = holed(blobs(13, n_per=150, d=d, k=10), 0.3, seed=13)
-    numpy_fit, compiled = _fit_both(x, n_components=10, max_iter=6)
+    time, then the rest), for k = 10 above it (two groups of components in the E-step, the
+    M-step's pairs from several components in its windows of pairs)."""
+    return holed(blobs(13, n_per=150, d=d, k=10), 0.3, seed=13)
+
+
+@pytest.mark.parametrize("d", [8, 11])
+def test_the_compiled_kernel_in_lanes_gives_numpy_s_fit(d):
+    numpy_fit, compiled = _fit_both(_lanes_table(d), n_components=10, max_iter=6)
     history = np.array(compiled.log_likelihood_history_)
     assert relative_error(history, np.array(numpy_fit.log_likelihood_history_)) < 1e-12
     assert relative_error(compiled.means_, numpy_fit.means_) < 1e-10
     assert relative_error(compiled.covariances_, numpy_fit.covariances_) < 1e-10
-    if d != 8:
-        return
+
+
+@pytest.mark.parametrize(
+    "d",
+    [
+        8,
+        pytest.param(
+            11,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known: at d = 11, 30 % missing, one chunk and several differ in the "
+                "last bits, numpy's kernel too, from before the kernels took vectors",
+            ),
+        ),
+    ],
+)
+def test_the_compiled_kernel_in_lanes_changes_no_bit_with_chunks_or_threads(d):
+    """The windows of pairs, and which pairs share a vector, change with the chunks and
+    threads; the sums must not."""
+    x = _lanes_table(d)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(missing, "COMPILED_FROM", 0)
         runs = [
