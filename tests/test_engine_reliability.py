@@ -344,3 +344,26 @@ def test_identical_components_are_worded_with_what_to_try():
         "(same mean and covariance to 0.1% of each column's spread); the model has fewer "
         "distinct components than asked for (try fewer components or more --n-init)"
     )
+
+
+def test_a_float32_fit_needs_no_float64_copy_of_the_table():
+    """float32 iterations keep a float32 copy of the shifted table (n·d·4) and a chunk's
+    arrays (~16 MiB of features and their products); checking that the rows are near enough
+    for float32 once made x − shift and its abs(), two n × d float64 temporaries."""
+    rng = np.random.default_rng(0)
+    n, d, k = 200_000, 16, 4
+    x = rng.normal(size=(n, d))
+    start = MixtureParams(
+        "full", np.full(k, 1 / k), x[:k].copy(), np.broadcast_to(np.eye(d), (k, d, d)).copy()
+    )
+    options = EMOptions(
+        k, covariance_type="full", dtype="float32", max_iter=2, tol=0.0, accelerate=False
+    )
+    tracemalloc.start()
+    try:
+        result = fit(x, options, start)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(result.best.log_likelihood)
+    assert peak < n * d * 4 + 24 * 2**20

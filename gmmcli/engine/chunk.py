@@ -100,7 +100,10 @@ class Rows:
         # the whole table as one chunk with a model's features, by model (``stats.make_chunk``)
         self.filled: dict[str, Chunk] = {}
         if self.dtype == np.float32 and self.n_rows:
-            far = float(np.max(np.abs(x - shift)))  # squares and products must stay finite
+            # squares and products must stay finite; max |x − shift| from each column's
+            # extremes (the same value: rounding a difference is monotone), as x − shift and
+            # its abs() were two n × d float64 temporaries, 256 MB for 1M × 16
+            far = float(max(np.max(x.max(axis=0) - shift), np.max(shift - x.min(axis=0))))
             if not far < FLOAT32_REACH:
                 raise NumericalRangeError(
                     f"a row lies {far:.3g} from the column means: too far for float32 arithmetic"
