@@ -278,18 +278,6 @@ def regularisation(options: EMOptions, summary: DataSummary) -> np.ndarray:
     return options.reg_covar * np.where(constant, 1.0, variances)
 
 
-def find_collapses(
-    step_counts: np.ndarray,
-    raw: np.ndarray,
-    strategy: CovarianceStrategy,
-    summary: DataSummary,
-    reg_covar: float,
-) -> list[Collapse]:
-    """Components that collapsed: too few effective rows, or a variance pinned at the floor
-    (``CollapseCheck``, made for one call)."""
-    return CollapseCheck.of(strategy, summary, reg_covar)(step_counts, raw)
-
-
 @dataclass(frozen=True)
 class CollapseCheck:
     """The collapse checks of one restart's M-steps, with what they compare against (the
@@ -526,8 +514,8 @@ def _valid_step(
     check: CollapseCheck,
 ) -> Callable[[SuffStats], MixtureParams | None]:
     """The M-step of extrapolated statistics (``squarem``), None when they give no valid
-    mixture: numbers that are not finite, a collapsed component (as ``find_collapses``
-    sees one), a noise weight outside (0, 1), or a covariance the E-step cannot factor.
+    mixture: numbers that are not finite, a collapsed component (as ``check``
+    finds one), a noise weight outside (0, 1), or a covariance the E-step cannot factor.
     The E-step's model of valid parameters goes into ``prepared`` (``_prepare_safely``)."""
 
     def step(stats: SuffStats) -> MixtureParams | None:
