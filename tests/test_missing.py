@@ -383,20 +383,7 @@ def test_the_compiled_kernel_in_lanes_gives_numpy_s_fit(d):
     assert relative_error(compiled.covariances_, numpy_fit.covariances_) < 1e-10
 
 
-@pytest.mark.parametrize(
-    "d",
-    [
-        8,
-        pytest.param(
-            11,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known: at d = 11, 30 % missing, one chunk and several differ in the "
-                "last bits, numpy's kernel too, from before the kernels took vectors",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("d", [8, 11])
 def test_the_compiled_kernel_in_lanes_changes_no_bit_with_chunks_or_threads(d):
     """The windows of pairs, and which pairs share a vector, change with the chunks and
     threads; the sums must not."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from threadpoolctl import ThreadpoolController
 
 from . import bycomponent
@@ -109,7 +110,7 @@ class Model:
     def _log_joint_of_features(self, chunk: Chunk, out: np.ndarray) -> None:
         """``log_joint`` of the Gaussians from the chunk's features, into ``out`` (k, c)."""
         dtype = chunk.features.dtype
-        np.matmul(self.coefficients.astype(dtype, copy=False), chunk.features, out=out)
+        _product_per_block(self.coefficients.astype(dtype, copy=False), chunk.features, out)
         out += self.constants.astype(dtype, copy=False)[:, None]
         for i, c in enumerate(self.far):
             local = local_features(chunk, self.origins[c], self.strategy)
@@ -465,6 +466,25 @@ def _per_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         tail = a[:, full * BLOCK :] @ b[:, full * BLOCK :].T
         parts.append(tail[None].astype(np.float64, copy=False))
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _product_per_block(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out (m, c) ← a (m, q) times b (q, c), as one product per block of BLOCK columns (one
+    batched call, the last block on its own). OpenBLAS's result for a column can depend on
+    how many columns one call has (at q = 77 or 104, not 44: measured), so the E-step's
+    products go block by block, as the M-step's do, and no bit depends on the chunks."""
+    c = out.shape[1]
+    full = c // BLOCK * BLOCK
+    if full:
+
+        def blocks(x: np.ndarray) -> np.ndarray:  # (blocks, rows, BLOCK), a view whatever x
+            rows, columns = x.strides
+            shape = (full // BLOCK, x.shape[0], BLOCK)
+            return as_strided(x, shape, (BLOCK * columns, rows, columns), writeable=x is out)
+
+        np.matmul(a, blocks(b), out=blocks(out))
+    if c > full:
+        np.matmul(a, b[:, full:], out=out[:, full:])
 
 
 def _block_sums(values: np.ndarray) -> np.ndarray:
