@@ -296,10 +296,10 @@ class CollapseCheck:
     min_rows: int
     # the subspace check (a direction with no spread) applies: a full or tied model, and
     # data that itself spreads in every direction beyond reg_covar (collinear columns are
-    # the data's property); Σ − ``shift`` must then be positive definite
+    # the data's property); Σ − ``limit_eye`` must then be positive definite
     subspace: bool
     limit: float
-    shift: np.ndarray  # (d, d) limit · I, where the subspace check applies
+    limit_eye: np.ndarray  # (d, d) limit · I, where the subspace check applies
 
     @classmethod
     def of(
@@ -309,8 +309,8 @@ class CollapseCheck:
         floor = np.minimum(reg_covar, RELATIVE_FLOOR * summary.variances)
         limit = min(float(np.min(reg_covar)), RELATIVE_FLOOR * summary.min_eigenvalue)
         subspace = not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar)
-        shift = limit * np.eye(d) if subspace else np.zeros((0, 0))  # none for diagonals
-        return cls(strategy, floor, strategy.min_rows(d), subspace, limit, shift)
+        limit_eye = limit * np.eye(d) if subspace else np.zeros((0, 0))  # none for diagonals
+        return cls(strategy, floor, strategy.min_rows(d), subspace, limit, limit_eye)
 
     def __call__(self, step_counts: np.ndarray, raw: np.ndarray) -> list[Collapse]:
         strategy = self.strategy
@@ -319,8 +319,7 @@ class CollapseCheck:
         few = step_counts < self.min_rows
         below = (variances < self.floor).any(axis=1)  # where pinned_variance may find one
         found: list[Collapse] = []
-        flagged = few | below
-        for c in map(int, np.flatnonzero(flagged)) if flagged.any() else ():  # mostly none
+        for c in map(int, np.flatnonzero(few | below)):  # mostly none
             if few[c]:
                 found.append(Collapse(c, None, "few-points", float(step_counts[c])))
                 continue
@@ -344,7 +343,7 @@ class CollapseCheck:
         if found and not strategy.shared:
             matrices = matrices[spread]
         try:
-            np.linalg.cholesky(matrices - self.shift)
+            np.linalg.cholesky(matrices - self.limit_eye)
             return found
         except np.linalg.LinAlgError:
             pass
