@@ -245,7 +245,9 @@ def fit(
     covariance: option(str, "--covariance", help="full, tied, diag, spherical, EII…VVV") = "full",
     n_init: option(int, "--n-init", help="Restarts; the best is kept.") = 1,
     init: option(
-        str, "--init", help="kmeans++, hc, random, random-from-data, or a model file (warm start)."
+        str,
+        "--init",
+        help="kmeans++, hc, hc-ward, random, random-from-data, or a model file (warm start).",
     ) = "kmeans++",
     dtype: option(
         str,
@@ -346,7 +348,8 @@ def select(
         str,
         "--init",
         help="hc: the first restart of every cell from one hierarchical tree (mclust's start), "
-        "the others k-means++; or kmeans++, random, random-from-data.",
+        "the second from Ward's tree, the others k-means++; or hc-ward, kmeans++, random, "
+        "random-from-data.",
     ) = "hc",
     jobs: option(int | None, "--jobs", help="Worker processes (default: one per core).") = None,
     refine_margin: option(

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
 from gmmcli.engine.chunk import Rows
@@ -367,3 +369,51 @@ def test_a_float32_fit_needs_no_float64_copy_of_the_table():
         tracemalloc.stop()
     assert np.isfinite(result.best.log_likelihood)
     assert peak < n * d * 4 + 24 * 2**20
+
+
+# -- a direction with no spread, whatever the columns' units ---------------------------------
+@settings(max_examples=40, deadline=None)
+@given(
+    exponents=st.lists(st.floats(-5.0, 5.0), min_size=3, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_a_flat_direction_is_a_collapse_whatever_the_columns_units(exponents, seed):
+    """A component whose covariance has no spread along some direction (two rows in three
+    columns, say) has collapsed, and one that spreads as the data do has not, in any units:
+    columns 1e-5 to 1e5 apart in scale change nothing (the regularisation is relative to
+    each column's variance, so the check works in its units). On wine's columns (variances
+    0.015 to 98,600) the check was once off, and a 3-row component of VVE was reported."""
+    from gmmcli.engine.em import CollapseCheck, regularisation
+
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** np.array(exponents)
+    x = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 3)) * scale
+    summary = summarise(x, 128)
+    strategy = get_strategy("full")
+    reg = regularisation(EMOptions(2), summary)
+    healthy = summary.covariance
+    direction = rng.normal(size=3) / scale  # flat along some combination of the columns
+    project = np.eye(3) - np.outer(direction, direction) / (direction @ direction)
+    flat = project.T @ healthy @ project
+    assert np.linalg.eigvalsh(flat / np.outer(scale, scale))[0] < 1e-9  # the case
+    check = CollapseCheck.of(strategy, summary, reg)
+    found = check(np.array([150.0, 150.0]), np.stack([healthy, flat]))
+    assert [(c.component, c.reason) for c in found] == [(1, "subspace")]
+    assert check(np.array([150.0, 150.0]), np.stack([healthy, healthy])) == []
+
+
+def test_collinear_columns_are_the_datas_and_no_collapse():
+    """A column that is another's multiple makes every component flat in that direction:
+    the data's property, so the subspace check is off, in any units."""
+    from gmmcli.engine.em import CollapseCheck, regularisation
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(300, 2))
+    for scale in (np.ones(3), np.array([1e-4, 1.0, 1e4])):
+        x = np.column_stack([a, 2.0 * a[:, 0]]) * scale
+        summary = summarise(x, 128)
+        check = CollapseCheck.of(
+            get_strategy("full"), summary, regularisation(EMOptions(2), summary)
+        )
+        assert not check.subspace
+        assert check(np.array([150.0, 150.0]), np.stack([summary.covariance] * 2)) == []

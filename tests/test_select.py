@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from gmmcli import GaussianMixture
+from gmmcli.engine.em import SCREEN_TOL
 from gmmcli.engine.select import fit_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,15 +128,25 @@ def test_the_default_grid_is_mclusts_and_chooses_its_iris_model(tmp_path):
     assert model["fit"]["options"]["init"] == "hc" and model["fit"]["options"]["n_init"] == 6
 
 
-def test_hc_adds_one_start_to_the_kmeans_restarts():
-    """--init hc --n-init 6: the tree's start, then exactly the five k-means++ starts of
-    --init kmeans++ --n-init 5 (the tree has a seed of its own)."""
+def test_hc_adds_the_two_trees_starts_to_the_kmeans_restarts():
+    """--init hc --n-init 6: mclust's tree's start, then Ward's tree's, then exactly the four
+    k-means++ starts of --init kmeans++ --n-init 4 (the trees have a seed of their own); each
+    tree's restart is the fit from that tree alone."""
     x = iris()
-    with_tree = GaussianMixture(4, covariance_type="VVV", init="hc", n_init=6).fit(x)
-    without = GaussianMixture(4, covariance_type="VVV", init="kmeans++", n_init=5).fit(x)
-    ours = [r.log_likelihood for r in with_tree.result_.restarts[1:]]
-    assert ours == [r.log_likelihood for r in without.result_.restarts]
-    assert with_tree.log_likelihood_ >= without.log_likelihood_
+    with_trees = GaussianMixture(4, covariance_type="VVV", init="hc", n_init=6).fit(x)
+    without = GaussianMixture(4, covariance_type="VVV", init="kmeans++", n_init=4).fit(x)
+    ours = [r.log_likelihood for r in with_trees.result_.restarts]
+    assert ours[2:] == [r.log_likelihood for r in without.result_.restarts]
+    for restart, init in enumerate(["hc", "hc-ward"]):
+        alone = GaussianMixture(4, covariance_type="VVV", init=init, n_init=1, tol=SCREEN_TOL)
+        assert alone.fit(x).log_likelihood_ == pytest.approx(ours[restart], rel=1e-12, abs=0)
+    assert ours[0] != ours[1]  # two trees, two partitions at k = 4 on iris
+    assert with_trees.log_likelihood_ >= max(ours) - 1e-9 * abs(max(ours))
+    ward = GaussianMixture(4, covariance_type="VVV", init="hc-ward", n_init=3).fit(x)
+    kmeans = GaussianMixture(4, covariance_type="VVV", init="kmeans++", n_init=2).fit(x)
+    assert [r.log_likelihood for r in ward.result_.restarts[1:]] == [
+        r.log_likelihood for r in kmeans.result_.restarts
+    ]
 
 
 def test_a_restart_from_an_earlier_restarts_partition_is_not_run_again():
@@ -169,7 +180,8 @@ def test_cells_sharing_a_start_cache_fit_as_cells_without_one():
             alone = fit_cell(x, k, model, settings)
             assert shared.log_likelihood == alone.log_likelihood
             np.testing.assert_array_equal(shared.model.means_, alone.model.means_)
-    assert len(cache.trees) == 1  # one tree started every k and model
+    # each tree (mclust's and Ward's) built once, and cut for every k and model
+    assert sorted(key[0] for key in cache.trees) == ["EII", "VVV"]
 
 
 def test_the_grid_in_workers_is_the_grid_in_this_process():
@@ -198,7 +210,7 @@ def test_select_words_all_and_a_bad_init(tmp_path):
     bad = select("--init", "tree")
     assert bad.returncode == 2
     assert bad.stderr.decode() == (
-        "gmm: error: --init 'tree': use one of hc, kmeans++, random, random-from-data\n"
+        "gmm: error: --init 'tree': use one of hc, hc-ward, kmeans++, random, random-from-data\n"
     )
 
 

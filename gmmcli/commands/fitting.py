@@ -25,7 +25,7 @@ from .options import (
 from .session import Session, check_output, numerical_range, same_output, tool
 
 # select's starts: those of fit but a model file (a warm start fits one cell, not a grid)
-SELECT_INITS = ("hc", "kmeans++", "random", "random-from-data")
+SELECT_INITS = ("hc", "hc-ward", "kmeans++", "random", "random-from-data")
 
 
 def fit(

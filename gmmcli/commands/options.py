@@ -31,7 +31,7 @@ FLAGS = {
     "refine_margin": "--refine-margin",
 }
 ENGINES = ("memory", "dask", "stream")
-INIT_CHOICES = ("kmeans++", "hc", "random", "random-from-data")
+INIT_CHOICES = ("kmeans++", "hc", "hc-ward", "random", "random-from-data")
 
 
 @dataclass(frozen=True)

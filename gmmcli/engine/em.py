@@ -59,7 +59,8 @@ class Collapse:
     component: int
     column: int | None
     reason: str  # "few-points", "zero-variance", "subspace", "singular"
-    value: float  # the effective count or the variance that tripped the check
+    value: float  # the effective count or the variance that tripped the check (subspace:
+    # the smallest eigenvalue, in the regularisation's units, see CollapseCheck)
 
     def describe(self, names: list[str]) -> str:
         """One line for people, e.g. "component 2 has no spread in column 'x' (variance 0)"."""
@@ -294,12 +295,18 @@ class CollapseCheck:
     strategy: CovarianceStrategy
     floor: np.ndarray  # (d,) each column's variance floor
     min_rows: int
-    # the subspace check (a direction with no spread) applies: a full or tied model, and
-    # data that itself spreads in every direction beyond reg_covar (collinear columns are
-    # the data's property); Σ − ``limit_eye`` must then be positive definite
+    # The subspace check (a direction with no spread) works in the regularisation's units,
+    # each column divided by the square root of what the M-step adds to its variance
+    # (``regularisation``), where that addition is the identity whatever the columns'
+    # scales (without one, reg_covar 0, in the data's units). It applies to a full or tied
+    # model on data that itself spreads in every direction beyond the regularisation there
+    # (collinear columns are the data's property, not a collapse); a component's
+    # unregularised covariance in those units, less ``limit`` · I, must then be positive
+    # definite.
     subspace: bool
     limit: float
-    limit_eye: np.ndarray  # (d, d) limit · I, where the subspace check applies
+    unit: np.ndarray  # (d, d) outer(1/√reg, 1/√reg), or (0, 0) where the check is off
+    limit_eye: np.ndarray  # (d, d) limit · I, where the check applies
 
     @classmethod
     def of(
@@ -307,10 +314,19 @@ class CollapseCheck:
     ) -> CollapseCheck:
         d = summary.shift.shape[0]
         floor = np.minimum(reg_covar, RELATIVE_FLOOR * summary.variances)
-        limit = min(float(np.min(reg_covar)), RELATIVE_FLOOR * summary.min_eigenvalue)
-        subspace = not strategy.is_diagonal and summary.min_eigenvalue > np.max(reg_covar)
-        limit_eye = limit * np.eye(d) if subspace else np.zeros((0, 0))  # none for diagonals
-        return cls(strategy, floor, strategy.min_rows(d), subspace, limit, limit_eye)
+        none = np.zeros((0, 0))
+        if strategy.is_diagonal or summary.covariance is None:
+            return cls(strategy, floor, strategy.min_rows(d), False, 0.0, none, none)
+        reg = np.broadcast_to(np.asarray(reg_covar, dtype=float), (d,))
+        # without a regularisation (reg_covar 0) in a column, the data's own units
+        inverse = 1.0 / np.sqrt(reg) if (reg > 0).all() else np.ones(d)
+        unit = np.outer(inverse, inverse)
+        ridge = reg * inverse**2  # what the M-step adds, in these units: 1, or reg_covar
+        spread = float(np.linalg.eigvalsh(summary.covariance * unit)[0])
+        if not spread > ridge.max():
+            return cls(strategy, floor, strategy.min_rows(d), False, 0.0, none, none)
+        limit = min(float(ridge.min()), RELATIVE_FLOOR * spread)
+        return cls(strategy, floor, strategy.min_rows(d), True, limit, unit, limit * np.eye(d))
 
     def __call__(self, step_counts: np.ndarray, raw: np.ndarray) -> list[Collapse]:
         strategy = self.strategy
@@ -331,8 +347,9 @@ class CollapseCheck:
         if not self.subspace:
             return found
         # One stacked call for every component left (the shared matrix once): a Cholesky
-        # factorisation of Σ − limit·I, which succeeds when no eigenvalue lies below the
-        # limit (a third of the eigenvalues' cost), and the eigenvalues only when it fails.
+        # factorisation of Σ − limit·I (in the regularisation's units), which succeeds when
+        # no eigenvalue lies below the limit (a third of the eigenvalues' cost), and the
+        # eigenvalues only when it fails.
         collapsed = {collapse.component for collapse in found}
         spread = [c for c in range(k) if c not in collapsed]
         if not spread:
@@ -342,6 +359,7 @@ class CollapseCheck:
         matrices = strategy.matrices(raw)
         if found and not strategy.shared:
             matrices = matrices[spread]
+        matrices = matrices * self.unit
         try:
             np.linalg.cholesky(matrices - self.limit_eye)
             return found

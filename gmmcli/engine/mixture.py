@@ -159,8 +159,9 @@ class GaussianMixture:
     """A Gaussian mixture fitted by EM, in the log domain, chunk by chunk.
 
     Parameters match scikit-learn's ``GaussianMixture`` where they exist. ``init`` is one of
-    "kmeans++", "hc" (mclust's hierarchical tree for the first restart, k-means++ for the
-    others), "random", "random-from-data"; ``weights_init``/``means_init``/
+    "kmeans++", "hc" (mclust's hierarchical tree for the first restart, the tree of Ward's
+    criterion for the second, k-means++ for the others), "hc-ward" (Ward's tree, then
+    k-means++), "random", "random-from-data"; ``weights_init``/``means_init``/
     ``covariances_init`` (all three together) give a warm start instead. ``seed`` fixes every
     random choice: the same data and seed give the same model. ``callback`` receives the
     engine's events (iterations, re-seeds, restarts) as they happen. ``start_cache``
