@@ -118,10 +118,10 @@ def main() -> None:
         f"Made by `python bench/compare_mclust.py` on {time.strftime('%Y-%m-%d')}: "
         "`Mclust(X, G = 1:9)` with its defaults, against `gmm select X -k 1-9` with gmm's "
         "defaults (the fourteen models; every cell from the hierarchical start, the cells "
-        "within --refine-margin of the best with five k-means++ restarts too, emEM, the best "
-        "run to its fixed point). BIC in gmm's sign (lower is better); ARI against the known "
-        "classes (faithful has none); times are one run each, wall clock, mclust's inside R "
-        "and gmm's for the whole command.\n\n"
+        "within --refine-margin of the best with Ward's tree and four k-means++ restarts "
+        "too, emEM, the best run to its fixed point). BIC in gmm's sign (lower is better); "
+        "ARI against the known classes (faithful has none); times are one run each, wall "
+        "clock, mclust's inside R and gmm's for the whole command.\n\n"
         + text
         + f"\n\ngmm is at least as good as mclust (BIC) on {good} of these {len(rows)}.\n"
     )
