@@ -26,13 +26,24 @@ from gmmcli.engine.hierarchical import build_tree, responsibilities, transform
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mclust_hc"
 DATA_SETS = ("faithful", "iris", "USArrests")
-TREES = (("VVV", "SVD"), ("EII", "VARS"), ("VVV", "VARS"))
+TREES = (("VVV", "SVD"), ("EII", "VARS"), ("VVV", "VARS"), ("EII", "SVD"))
 
 # With match_mclust=False: the first merge (0-based step) that differs from mclust's tree,
 # measured; None when the whole tree agrees.
 TRUE_SCATTER_FIRST_DIFFERENCE = {
     ("faithful", "VVV", "VARS"): 207,
     ("USArrests", "VVV", "VARS"): 35,
+}
+
+
+# Ward's tree on the scaled SVD meets exact ties: on iris rows 14 and 39 differ by
+# (−0.1, 0, −0.2, −0.1) and rows 137 and 149 by the opposite, so the two merges cost the same
+# in exact arithmetic and the last bits of the transform (numpy's SVD against R's) order
+# them; faithful's rounded values tie the same way. The first merge (0-based step) that
+# differs, measured; the cuts at k = 1..9 are mclust's all the same (the partitions' test).
+TIED_FIRST_DIFFERENCE = {
+    ("iris", "EII", "SVD"): 4,
+    ("faithful", "EII", "SVD"): 17,
 }
 
 
@@ -67,7 +78,8 @@ def test_tree_equals_mclust_merge_for_merge(name: str, model: str, use: str) -> 
     expected = np.array(ref["merges"]) - 1
     assert tree.merges.shape == expected.shape
     differing = np.flatnonzero((tree.merges != expected).any(axis=1))
-    assert differing.size == 0, f"first differing merge: {differing[:1]}"
+    first = int(differing[0]) if differing.size else None
+    assert first == TIED_FIRST_DIFFERENCE.get((name, model, use))
 
 
 @pytest.mark.parametrize(("name", "model", "use"), CASES)
@@ -91,7 +103,10 @@ def test_true_scatter_matrices_part_from_mclust_only_where_measured(
     expected = np.array(ref["merges"]) - 1
     differing = np.flatnonzero((tree.merges != expected).any(axis=1))
     first = int(differing[0]) if differing.size else None
-    assert first == TRUE_SCATTER_FIRST_DIFFERENCE.get((name, model, use))
+    measured = TRUE_SCATTER_FIRST_DIFFERENCE.get((name, model, use))
+    assert first == (
+        TIED_FIRST_DIFFERENCE.get((name, model, use)) if measured is None else measured
+    )
 
 
 # A direct slow implementation: every pair's cost from the rows of the two clusters.
