@@ -306,7 +306,9 @@ class CollapseCheck:
     subspace: bool
     limit: float
     unit: np.ndarray  # (d, d) outer(1/√reg, 1/√reg), or (0, 0) where the check is off
-    limit_eye: np.ndarray  # (d, d) limit · I, where the check applies
+    # (d, d) limit · I in those units, as a matrix in the data's units (limit · diag(reg)):
+    # Σ less it is positive definite exactly when Σ · unit − limit · I is
+    limit_eye: np.ndarray
 
     @classmethod
     def of(
@@ -326,7 +328,8 @@ class CollapseCheck:
         if not spread > ridge.max():
             return cls(strategy, floor, strategy.min_rows(d), False, 0.0, none, none)
         limit = min(float(ridge.min()), RELATIVE_FLOOR * spread)
-        return cls(strategy, floor, strategy.min_rows(d), True, limit, unit, limit * np.eye(d))
+        limit_eye = np.diag(limit / inverse**2)
+        return cls(strategy, floor, strategy.min_rows(d), True, limit, unit, limit_eye)
 
     def __call__(self, step_counts: np.ndarray, raw: np.ndarray) -> list[Collapse]:
         strategy = self.strategy
@@ -359,13 +362,12 @@ class CollapseCheck:
         matrices = strategy.matrices(raw)
         if found and not strategy.shared:
             matrices = matrices[spread]
-        matrices = matrices * self.unit
         try:
             np.linalg.cholesky(matrices - self.limit_eye)
             return found
         except np.linalg.LinAlgError:
             pass
-        smallest = np.linalg.eigvalsh(matrices)[:, 0]
+        smallest = np.linalg.eigvalsh(matrices * self.unit)[:, 0]
         found += [
             Collapse(c, None, "subspace", float(value))
             for c, value in zip(spread, smallest, strict=True)

@@ -780,10 +780,16 @@ def recentred(stats: SuffStats, strategy: CovarianceStrategy) -> np.ndarray | No
     m = stats.first / n_k[:, None]
     k, d = m.shape
     variances = strategy.component_variances(unconstrained(stats, strategy), k, d)
+    squares = m * m
+    if variances.min() > 0:  # the usual case: each term as below, in fewer passes
+        with np.errstate(over="ignore"):
+            reach = (squares / variances).sum(axis=1)
+        if reach.max() <= FAR_REACH:
+            return None
     # a variance at or below 0 is rounding noise too (or a collapse, summed again once: it
     # is far, and summed about its mean, from the next iteration on)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        terms = np.where(m == 0, 0.0, m * m / np.where(variances > 0, variances, 0.0))
+        terms = np.where(m == 0, 0.0, squares / np.where(variances > 0, variances, 0.0))
     reach = terms.sum(axis=1)
     move = (stats.counts > 0.5) & ~(reach <= FAR_REACH)
     if not move.any():
