@@ -350,9 +350,9 @@ class CollapseCheck:
         if not self.subspace:
             return found
         # One stacked call for every component left (the shared matrix once): a Cholesky
-        # factorisation of Σ − limit·I (in the regularisation's units), which succeeds when
-        # no eigenvalue lies below the limit (a third of the eigenvalues' cost), and the
-        # eigenvalues only when it fails.
+        # factorisation of Σ − limit_eye, which succeeds when no eigenvalue in the
+        # regularisation's units lies below the limit (a third of the eigenvalues' cost),
+        # and those eigenvalues only when it fails.
         collapsed = {collapse.component for collapse in found}
         spread = [c for c in range(k) if c not in collapsed]
         if not spread:

@@ -318,16 +318,11 @@ def hierarchical_tree(
     return build_tree(x, model=model, use="SVD", max_rows=HC_ROWS, seed=seed)
 
 
-def from_hierarchical(x: np.ndarray, start: Start) -> MixtureParams:
-    """mclust's start: the tree (``hierarchical_tree``) cut into k groups, then the M-step
-    of that partition; rows outside the tree join the group with the nearest mean."""
-    return from_labels(x, hierarchical_tree(x, start.rng).partition(start.k), start)
-
-
-def from_ward(x: np.ndarray, start: Start) -> MixtureParams:
-    """As ``from_hierarchical``, from the tree of Ward's criterion (mclust's ``hc`` with
-    ``modelName = "EII"``) on the same scaled SVD."""
-    return from_labels(x, hierarchical_tree(x, start.rng, "EII").partition(start.k), start)
+def from_hierarchical(x: np.ndarray, start: Start, model: str = "VVV") -> MixtureParams:
+    """mclust's start: the tree (``hierarchical_tree``, by ``model``'s criterion) cut into k
+    groups, then the M-step of that partition; rows outside the tree join the group with the
+    nearest mean."""
+    return from_labels(x, hierarchical_tree(x, start.rng, model).partition(start.k), start)
 
 
 # Rows the hierarchical tree is built on (its cost grows with their square).
@@ -338,7 +333,7 @@ INITIALISERS = {
     "random": from_random_responsibilities,
     "random-from-data": from_random_rows,
     "hc": from_hierarchical,
-    "hc-ward": from_ward,
+    "hc-ward": lambda x, start: from_hierarchical(x, start, "EII"),  # Ward's tree
 }
 # After the first restart, these initialisers hand over to others, in turn, the last for
 # every restart left: a tree gives one start. "hc"'s second restart is Ward's tree: on the
