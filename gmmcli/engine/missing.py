@@ -407,7 +407,6 @@ def _compiled_marginal(
     """``_projections`` and ``_solve`` by the compiled kernel, row by row (every component
     fills its missing cells with the shift), added to ``out`` (k, c) in place; the
     precisions kept in ``gaps`` for the M-step."""
-    layout = gaps.layout
     k, d = precisions.shape[0], precisions.shape[1]
     lanes = gaps.kernels.LANES  # the kernel takes components a multiple of LANES at a time
     width = -(-k // lanes) * lanes
@@ -416,14 +415,9 @@ def _compiled_marginal(
     lam[:, :, k:] = np.eye(d)[:, :, None]  # padding: any positive definite matrix
     lam_means = np.zeros((d, width))
     lam_means[:, :k] = np.einsum("kab,kb->ak", precisions, model.params.means - model.shift)
-    terms = scratch("gaps_terms", (layout.rows.size, width), np.float64)  # per-thread buffers
-    pivots = scratch("gaps_pivots", (layout.rows.size, width), np.float64)
     gaps.lam, gaps.lam_means = lam, lam_means
     gaps.solved = np.arange(k)
-    gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, terms, pivots)
-    with np.errstate(all="ignore"):
-        np.log(pivots, out=pivots)
-    gaps.kernels.add_terms(layout.rows, terms, pivots, out)
+    gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, out)
 
 
 def _diagonal_correction(
