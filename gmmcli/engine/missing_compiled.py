@@ -42,14 +42,14 @@ LN2_HIGH = 6.93147180369123816490e-01  # log 2 to 32 bits (e × it is exact for 
 LN2_LOW = 1.90821492927058770002e-10  # the rest of log 2
 LANES = lanes.WIDTH  # components computed side by side by ``marginal_terms``
 WINDOW = 512  # row-component pairs whose e and C ``conditional_moments`` computes together
-# ``conditional_moments``' buffers for a window of pairs: each pair's incomplete row, component
-# and responsibility, z̄, v, e and C (packed); the pairs' order by their numbers of missing
-# cells; LANES pairs' L, W, C and v then e, side by side, with where in ``lam`` their cells
-# are; and the precisions by rows (k, d, d), each row contiguous.
+# ``conditional_moments``' buffers for a window of pairs: each pair's incomplete row, component,
+# responsibility and z̄; the pairs' order by their numbers of missing cells; LANES pairs' L, W,
+# C and v then e, side by side, with where in ``lam`` their cells are; and the precisions by
+# rows (k, d, d), each row contiguous.
 Window = namedtuple(
     "Window",
-    "row component weight z v e cov counts order lower w lanes_cov lanes_v lane_pair "
-    "lane_columns lane_rows rows_of",
+    "row component weight z counts order lower w lanes_cov lanes_v lane_pair lane_columns "
+    "lane_rows rows_of",
 )
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -242,7 +242,9 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
     ``second``'s transpose to it, which gives r (z̄ eᵀ + e z̄ᵀ + e eᵀ + C). ``lam``, ``first``
     and ``second`` are C-contiguous.
 
-    The pairs go by windows of WINDOW, in the order of the rows (``_moments_window``)."""
+    The pairs go by windows of at most WINDOW, in the order of the rows, each within one
+    block (a window starts with a block's first pair, or after WINDOW of its pairs), so that
+    what a window holds depends on its block alone (``_moments_window``)."""
     d = lam.shape[0]
     k = resp.shape[0]
     packed = d * (d + 1) // 2
@@ -251,9 +253,6 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
         np.empty(WINDOW, dtype=np.int64),
         np.empty(WINDOW),
         np.empty(WINDOW * d),
-        np.empty(WINDOW * d),
-        np.empty(WINDOW * d),
-        np.empty(WINDOW * packed),
         np.empty(d + 1, dtype=np.int64),
         np.empty(WINDOW, dtype=np.int64),
         np.empty(packed * LANES),
@@ -271,6 +270,10 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
                 work.rows_of[(c * d + a) * d + b] = lam[a, b, c]
     n = 0
     for i in range(rows.shape[0]):
+        if n and blocks[i] != blocks[work.row[0]]:  # a new block: a new window
+            _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, first,
+                            second)  # fmt: skip
+            n = 0
         row = rows[i]
         for c in range(k):
             weight = np.float64(resp[c, row])
@@ -291,18 +294,20 @@ def conditional_moments(zt, rows, starts, columns, lam, lam_means, resp, floors,
 @njit(**_JIT)
 def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, first, second):
     """``conditional_moments`` for the window's n pairs (``work``: each pair's incomplete row,
-    component and responsibility, in the order of the rows). First each pair's row z̄ and
-    v = (Λ (z̄ − m))_m; then e = −C v and C = Λ_mm⁻¹ = Wᵀ W (W = L⁻¹) for LANES pairs at a
-    time, pairs of as many missing cells side by side (their Λ_mm gathered from ``lam``; a
-    lane's bits do not depend on which pairs share its vector); then the sums, pair by pair
-    in the order of the rows, so that no bit depends on the windows or the chunks."""
+    component and responsibility, in the order of the rows, all in one block). The pairs are
+    ordered by their number r of missing cells (then by row), and taken LANES at a time,
+    pairs of as many missing cells side by side: each pair's v = (Λ (z̄ − m))_m (Λ_c's row by
+    LANES columns at a time, then a pairwise sum of the lanes), then e = −C v and
+    C = Λ_mm⁻¹ = Wᵀ W (W = L⁻¹) for all of them (their Λ_mm gathered from ``lam``; a lane's
+    bits do not depend on which pairs share its vector), then their sums, pair by pair. So
+    every loop runs as many times for LANES pairs in a row, often for many, and the order
+    of the sums depends on the block's pairs alone, not on the chunks."""
     d, width = lam.shape[0], lam.shape[2]
     k = first.shape[1]
-    packed = d * (d + 1) // 2
     flat_lam = lam.reshape(lam.size)
     flat_first = first.reshape(first.size)
     flat_second = second.reshape(second.size)
-    zs, v, e, cov = work.z, work.v, work.e, work.cov
+    zs = work.z
     lower, w, cv, lanes_v = work.lower, work.w, work.lanes_cov, work.lanes_v
     one = lanes.splat(1.0)
     zero = lanes.splat(0.0)
@@ -310,28 +315,12 @@ def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, 
     counts[:] = 0
     rows_of = work.rows_of
     whole = d - d % LANES
-    for m in range(n):  # rows and projections, pair by pair
+    for m in range(n):  # rows, pair by pair
         i = work.row[m]
-        c = work.component[m]
-        a0 = starts[i]
-        r = starts[i + 1] - a0
-        counts[r] += 1
+        counts[starts[i + 1] - starts[i]] += 1
         row = rows[i]
         for b in range(d):
             zs[m * d + b] = zt[b, row]
-        for p in range(r):  # Λ_c's row, LANES columns at a time, then the rest
-            col = columns[a0 + p]
-            base = (c * d + col) * d
-            s = 0.0
-            if whole:
-                at = m * d
-                sums = lanes.mul(lanes.load(rows_of, base), lanes.load(zs, at))
-                for b in range(LANES, whole, LANES):
-                    sums = lanes.fma(lanes.load(rows_of, base + b), lanes.load(zs, at + b), sums)
-                s = lanes.total(sums)
-            for b in range(whole, d):
-                s += rows_of[base + b] * zs[m * d + b]
-            v[m * d + p] = s - lam_means[col, c]
     at = 0  # the pairs ordered by their number of missing cells
     for r in range(d + 1):
         size = counts[r]
@@ -356,12 +345,25 @@ def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, 
         for j in range(LANES):  # lane j: a pair's cells in lam, and its v (spare lanes repeat)
             m = order[min(start + j, stop - 1)]
             work.lane_pair[j] = m
+            c = work.component[m]
             a0 = starts[work.row[m]]
             for p in range(r):
                 col = columns[a0 + p]
-                work.lane_columns[p * LANES + j] = col * d * width + work.component[m]
+                work.lane_columns[p * LANES + j] = col * d * width + c
                 work.lane_rows[p * LANES + j] = col * width
-                lanes_v[p * LANES + j] = v[m * d + p]
+                base = (c * d + col) * d  # Λ_c's row, LANES columns at a time, then the rest
+                s = 0.0
+                if whole:
+                    at = m * d
+                    sums = lanes.mul(lanes.load(rows_of, base), lanes.load(zs, at))
+                    for b in range(LANES, whole, LANES):
+                        sums = lanes.fma(
+                            lanes.load(rows_of, base + b), lanes.load(zs, at + b), sums
+                        )
+                    s = lanes.total(sums)
+                for b in range(whole, d):
+                    s += rows_of[base + b] * zs[m * d + b]
+                lanes_v[p * LANES + j] = s - lam_means[col, c]
         for p in range(r):  # L, Λ_mm = L Lᵀ (1 / L_pp on the diagonal)
             rp = p * (p + 1) // 2
             for q in range(p + 1):
@@ -403,40 +405,34 @@ def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, 
                 cqp = lanes.load(cv, (q * (q + 1) // 2 + p) * LANES)
                 s = lanes.fnma(cqp, lanes.load(lanes_v, q * LANES), s)
             lanes.store(lanes_v, (d + p) * LANES, s)
-        for j in range(stop - start):
+        for j in range(stop - start):  # the sums, pair by pair
             m = work.lane_pair[j]
+            i = work.row[m]
+            weight = work.weight[m]
+            a0 = starts[i]
+            slab = (blocks[i] * k + work.component[m]) * d  # first[block, c], second[block, c]
             for p in range(r):
-                e[m * d + p] = lanes_v[(d + p) * LANES + j]
-            for slot in range(r * (r + 1) // 2):
-                cov[m * packed + slot] = cv[slot * LANES + j]
+                cp = columns[a0 + p]
+                ep = lanes_v[(d + p) * LANES + j]
+                we = weight * ep
+                flat_first[slab + cp] += we
+                line = (slab + cp) * d
+                if d % LANES == 0:
+                    scale = lanes.splat(we)
+                    for b in range(0, d, LANES):
+                        product = lanes.mul(scale, lanes.load(zs, m * d + b))
+                        total = lanes.add(lanes.load(flat_second, line + b), product)
+                        lanes.store(flat_second, line + b, total)
+                else:
+                    for b in range(d):
+                        flat_second[line + b] += we * zs[m * d + b]
+                term = weight * (ep * ep + cv[(p * (p + 1) // 2 + p) * LANES + j])
+                flat_second[line + cp] += 0.5 * term
+                for q in range(p + 1, r):
+                    eq = lanes_v[(d + q) * LANES + j]
+                    cqp = cv[(q * (q + 1) // 2 + p) * LANES + j]
+                    flat_second[line + columns[a0 + q]] += weight * (ep * eq + cqp)
         start = stop
-    for m in range(n):  # the sums, pair by pair in the order of the rows
-        i = work.row[m]
-        weight = work.weight[m]
-        a0 = starts[i]
-        r = starts[i + 1] - a0
-        slab = (blocks[i] * k + work.component[m]) * d  # first[block, c], second[block, c]
-        for p in range(r):
-            cp = columns[a0 + p]
-            ep = e[m * d + p]
-            we = weight * ep
-            flat_first[slab + cp] += we
-            line = (slab + cp) * d
-            if d % LANES == 0:
-                scale = lanes.splat(we)
-                for b in range(0, d, LANES):
-                    product = lanes.mul(scale, lanes.load(zs, m * d + b))
-                    lanes.store(
-                        flat_second, line + b, lanes.add(lanes.load(flat_second, line + b), product)
-                    )
-            else:
-                for b in range(d):
-                    flat_second[line + b] += we * zs[m * d + b]
-            term = weight * (ep * ep + cov[m * packed + p * (p + 1) // 2 + p])
-            flat_second[line + cp] += 0.5 * term
-            for q in range(p + 1, r):
-                slot = m * packed + q * (q + 1) // 2 + p
-                flat_second[line + columns[a0 + q]] += weight * (ep * e[m * d + q] + cov[slot])
 
 
 @njit(**_JIT)
