@@ -610,12 +610,12 @@ def conditional_moments(
     moments = np.zeros((nb, k, d + strategy.n_extra(d)))
     corrected = np.all(origins == chunk.shift, axis=1) & _fills(model)
     if gaps.compiled:  # the kernel reads the responsibilities where they are
-        second = _compiled_moments(gaps, model, resp, corrected, moments)
+        _compiled_moments(gaps, model, resp, corrected, moments)
     else:
         sub = np.asarray(resp[:, layout.rows], dtype=np.float64).T  # (m, k)
         moments_by = _diagonal_moments if strategy.is_diagonal else _general_moments
         second = moments_by(gaps, model, sub, corrected, moments)
-    moments[:, :, d:] += strategy.moments_of(second)
+        moments[:, :, d:] += strategy.moments_of(second)
     for c in np.flatnonzero(~corrected):
         column = np.asarray(resp[c, layout.rows], dtype=np.float64)
         counts[:, c] = _per_block_sum(column, layout)
@@ -720,9 +720,11 @@ def _general_moments(
 
 def _compiled_moments(
     gaps: ChunkGaps, model: Model, resp: np.ndarray, corrected: np.ndarray, moments: np.ndarray
-) -> np.ndarray:
+) -> None:
     """``_general_moments`` by the compiled kernel, row by row, from the chunk's
-    responsibilities ``resp`` (k, c)."""
+    responsibilities ``resp`` (k, c), added to ``moments`` (blocks, k, q) in place: for the
+    models whose features are the pairs z_a z_b (a ≤ b) by the kernel too (numpy's
+    symmetric sum and selection of the pairs cost ~3 ms per iteration at d = 16, k = 8)."""
     layout = gaps.layout
     nb = layout.n_blocks
     k, d = model.params.means.shape
@@ -734,7 +736,10 @@ def _compiled_moments(
         *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, layout.blocks, first, second
     )
     moments[:, :, :d] += first
-    return second + np.swapaxes(second, 2, 3)
+    if model.strategy.pairwise:
+        gaps.kernels.add_pairs(second, moments)
+    else:
+        moments[:, :, d:] += model.strategy.moments_of(second + np.swapaxes(second, 2, 3))
 
 
 def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndarray]:

@@ -436,6 +436,21 @@ def _moments_window(n, work, zt, rows, starts, columns, lam, lam_means, blocks, 
 
 
 @njit(**_JIT)
+def add_pairs(second, moments):
+    """moments[., ., d + t] += S_ab + S_ba for the t-th pair a ≤ b (row by row: the features
+    of a pairwise model), S = second[., .] (blocks, k, d, d), ``conditional_moments``' half
+    of the second moments; ``moments`` (blocks, k, q)."""
+    d = second.shape[2]
+    for block in range(second.shape[0]):
+        for c in range(second.shape[1]):
+            at = d
+            for a in range(d):
+                for b in range(a, d):
+                    moments[block, c, at] += second[block, c, a, b] + second[block, c, b, a]
+                    at += 1
+
+
+@njit(**_JIT)
 def fill_best(zt, rows, starts, columns, lam, lam_means, which, best, origins, x):
     """Incomplete rows ``which`` into x (one row each) with their missing cells set to their
     conditional means under component ``best``: origin_c + e."""
