@@ -54,62 +54,109 @@ Window = namedtuple(
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
+@njit(inline="always", **_JIT)
+def _cholesky_lanes(lam, columns, a0, r, g, lower, logs):
+    """L with Λ_mm = L Lᵀ for the columns ``columns[a0:a0 + r]``, components g … g + LANES
+    side by side, packed by rows into ``lower`` (LANES values per entry, 1 / L_pp in the
+    diagonal slots); returns log det Λ_mm (the pivots' product kept within range, its
+    logarithm taken on the lanes). A Λ_mm that is not positive definite (only by rounding)
+    gives NaN."""
+    d, k = lam.shape[0], lam.shape[2]
+    one = lanes.splat(1.0)
+    logdet = lanes.splat(0.0)  # log det Λ_mm, but for
+    f = one  # the product of the pivots not yet in it
+    for p in range(r):  # L_pq
+        cp = columns[a0 + p]
+        rp = p * (p + 1) // 2
+        for q in range(p + 1):
+            rq = q * (q + 1) // 2
+            s = lanes.load(lam, (columns[a0 + q] * d + cp) * k + g)
+            for t in range(q):
+                s = lanes.fnma(
+                    lanes.load(lower, (rp + t) * LANES), lanes.load(lower, (rq + t) * LANES), s
+                )
+            if q == p:
+                lanes.store(lower, (rp + p) * LANES, lanes.div(one, lanes.sqrt(s)))
+                f = lanes.mul(f, s)
+            else:
+                diagonal = lanes.load(lower, (rq + q) * LANES)
+                lanes.store(lower, (rp + q) * LANES, lanes.mul(s, diagonal))
+        if not lanes.within(f, 1e-150, 1e150):  # keep the product within range
+            lanes.store(logs, 0, f)
+            for j in range(LANES):
+                logs[j] = np.log(logs[j])
+            logdet = lanes.add(logdet, lanes.load(logs, 0))
+            f = one
+    return lanes.add(logdet, _log(f))
+
+
 @njit(**_JIT)
-def marginal_terms(zt, rows, starts, columns, lam, lam_means, out):
+def factor_table(bases, columns, lam, tabled):
+    """For every pattern of r ≤ ``tabled`` missing cells (r's patterns from bases[r], their
+    columns r by r in ``columns``) and every component: (patterns, S, K) with S =
+    tabled (tabled + 1) / 2 + 1, the packed L of Λ_mm in its first r (r + 1) / 2 entries and
+    log det Λ_mm in the last, each entry over the K components (``_cholesky_lanes``: the
+    bits ``marginal_terms`` would compute for a row)."""
+    k = lam.shape[2]
+    size = tabled * (tabled + 1) // 2 + 1
+    table = np.empty((bases[tabled + 1], size, k))
+    flat = table.reshape(table.size)
+    lower = np.empty(size * LANES)
+    logs = np.empty(LANES)
+    cells = 0  # where the patterns of r missing cells start in ``columns``
+    for r in range(1, tabled + 1):
+        for pattern in range(bases[r], bases[r + 1]):
+            a0 = cells + (pattern - bases[r]) * r
+            at = pattern * size * k
+            for g in range(0, k, LANES):
+                logdet = _cholesky_lanes(lam, columns, a0, r, g, lower, logs)
+                for entry in range(r * (r + 1) // 2):
+                    lanes.store(flat, at + entry * k + g, lanes.load(lower, entry * LANES))
+                lanes.store(flat, at + (size - 1) * k + g, logdet)
+        cells += (bases[r + 1] - bases[r]) * r
+    return table
+
+
+@njit(**_JIT)
+def marginal_terms(zt, rows, starts, columns, lam, lam_means, row_patterns, bases, table, out):
     """For each incomplete row i (chunk row ``rows[i]``, z̄ from ``zt`` (d, c), the chunk's
     shifted rows) and component c < k: out[c, rows[i]] += ½ r log 2π + ½ ‖y‖² − ½ log det
     Λ_mm, with y = L⁻¹ v, Λ_mm = L Lᵀ, v = (Λ (z̄ − m))_m (``out`` (k, c), the chunk's log
     densities; each term is rounded to its type before it is added, as numpy's path adds
     it). K (``lam``'s last axis) is a multiple of LANES; ``lam`` and ``lam_means`` are
-    C-contiguous.
+    C-contiguous. A row of at most ``tabled`` missing cells (``bases``: tabled + 2 entries)
+    reads L and log det Λ_mm from ``table`` (``factor_table``, at its pattern
+    ``row_patterns[i]``), the others factor Λ_mm here.
 
     Eight components go side by side as one value of eight lanes (``lanes``: LLVM vector
     instructions, each lane rounded as its own scalar chain would be; 1.8× faster than
     eight chains of scalars written out, which were 2× faster than loops over the
     components). The factor comes first: its chain of square roots and divisions is the
     longest, and the projections, which do not depend on it, fill its gaps (measured
-    ~8 % faster than projections first). A Λ_mm that is not positive definite (only by
-    rounding) gives NaN."""
+    ~8 % faster than projections first)."""
     d, k = lam.shape[0], lam.shape[2]
+    tabled = bases.shape[0] - 2
+    size = tabled * (tabled + 1) // 2 + 1  # a pattern's entries in ``table``
+    flat_table = table.reshape(table.size)
     lower = np.empty(d * (d + 1) // 2 * LANES)  # L, packed by rows, LANES values per entry
     y = np.empty(d * LANES)
     z = np.empty(d)
     logs = np.empty(LANES)
     term = np.empty(1, dtype=out.dtype)
     zero = lanes.splat(0.0)
-    one = lanes.splat(1.0)
     for i in range(rows.shape[0]):
         a0 = starts[i]
         r = starts[i + 1] - a0
         for b in range(d):
             z[b] = zt[b, rows[i]]
         for g in range(0, k, LANES):
-            logdet = zero  # log det Λ_mm, but for
-            f = one  # the product of the pivots not yet in it
-            for p in range(r):  # L_pq
-                cp = columns[a0 + p]
-                rp = p * (p + 1) // 2
-                for q in range(p + 1):
-                    rq = q * (q + 1) // 2
-                    s = lanes.load(lam, (columns[a0 + q] * d + cp) * k + g)
-                    for t in range(q):
-                        s = lanes.fnma(
-                            lanes.load(lower, (rp + t) * LANES),
-                            lanes.load(lower, (rq + t) * LANES),
-                            s,
-                        )
-                    if q == p:
-                        lanes.store(lower, (rp + p) * LANES, lanes.div(one, lanes.sqrt(s)))
-                        f = lanes.mul(f, s)
-                    else:
-                        diagonal = lanes.load(lower, (rq + q) * LANES)
-                        lanes.store(lower, (rp + q) * LANES, lanes.mul(s, diagonal))
-                if not lanes.within(f, 1e-150, 1e150):  # keep the product within range
-                    lanes.store(logs, 0, f)
-                    for j in range(LANES):
-                        logs[j] = np.log(logs[j])
-                    logdet = lanes.add(logdet, lanes.load(logs, 0))
-                    f = one
+            if r <= tabled:
+                at = (bases[r] + row_patterns[i]) * size * k + g
+                for entry in range(r * (r + 1) // 2):
+                    lanes.store(lower, entry * LANES, lanes.load(flat_table, at + entry * k))
+                logdet = lanes.load(flat_table, at + (size - 1) * k)
+            else:
+                logdet = _cholesky_lanes(lam, columns, a0, r, g, lower, logs)
             for p in range(r):  # v_p, kept in y until y_p replaces it
                 col = columns[a0 + p]
                 base = col * d * k + g
@@ -126,7 +173,6 @@ def marginal_terms(zt, rows, starts, columns, lam, lam_means, out):
                 s = lanes.mul(s, lanes.load(lower, (rp + p) * LANES))
                 lanes.store(y, p * LANES, s)
                 norm = lanes.fma(s, s, norm)
-            logdet = lanes.add(logdet, _log(f))
             h = lanes.splat(r * LOG_2PI)
             lanes.store(logs, 0, lanes.mul(lanes.splat(0.5), lanes.add(lanes.sub(h, logdet), norm)))
             row = rows[i]
