@@ -400,6 +400,27 @@ def test_the_compiled_kernel_in_lanes_changes_no_bit_with_chunks_or_threads(d):
         assert other.log_likelihood_history_ == runs[0].log_likelihood_history_
 
 
+@pytest.mark.parametrize("d", [8, 11])
+def test_the_tabled_factors_change_no_bit(d):
+    """Rows of few missing cells read their factors from a table made once per pass
+    (``Patterns.compiled_table``); the others factor Λ_mm themselves, by the same
+    operations: tabling none, the default, or more (also the tiny-scale case, whose
+    pivots' product leaves the range) gives the same fit, bit for bit."""
+    tiny = holed(blobs(11, n_per=300, d=d, k=2), 0.5, seed=11) * 1e-40
+    tiny_options = {"n_components": 2, "reg_scale": "absolute", "reg_covar": 1e-90}
+    for x, options in [(_lanes_table(d), {"n_components": 10}), (tiny, tiny_options)]:
+        runs = []
+        for tabled in [0, missing.TABLED, 5]:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(missing, "COMPILED_FROM", 0)
+                patch.setattr(missing, "TABLED", tabled)
+                runs.append(GaussianMixture(tol=0.0, max_iter=4, **options).fit(x))
+        for other in runs[1:]:
+            assert np.array_equal(other.means_, runs[0].means_)
+            assert np.array_equal(other.covariances_, runs[0].covariances_)
+            assert other.log_likelihood_history_ == runs[0].log_likelihood_history_
+
+
 def test_the_compiled_kernel_keeps_tiny_scales_in_range():
     """Data in units of 1e-40: the precisions are ~1e80, so the product of a row's pivots
     would overflow float64 with four missing cells; the kernel moves it into the log in

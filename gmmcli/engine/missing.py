@@ -62,8 +62,11 @@ FACTOR_BATCH = 512  # patterns factored together (their arrays fit in the caches
 COMPILED_FROM = 20_000
 # Patterns of at most this many missing cells have their factors computed once per pass
 # for the compiled E-step (``Patterns.compiled_table``), which reads them instead of
-# factoring again for each row: 696 patterns at d = 16 (~300 KB at k = 8, in the caches).
+# factoring again for each row: 696 patterns at d = 16 (~300 KB at k = 8, in the caches),
+# fewer cells if their table would pass TABLE_BYTES (read at random, it would miss the
+# caches more than factoring again costs).
 TABLED = 3
+TABLE_BYTES = 2**20
 
 
 def compiled_kernels(n_incomplete: int) -> ModuleType | None:
@@ -240,31 +243,39 @@ class Patterns:
         self._table_key: np.ndarray | None = None
         self._table: tuple[np.ndarray, np.ndarray] | None = None
 
-    @functools.cached_property
-    def small(self) -> tuple[np.ndarray, np.ndarray]:
-        """The patterns of at most TABLED missing cells, for ``missing_compiled``: where
-        each r's patterns start among them (TABLED + 2,), and their columns, pattern after
-        pattern (ascending r, each pattern's r columns ascending)."""
-        bases = np.zeros(TABLED + 2, dtype=np.int64)
-        columns = [np.empty(0, dtype=np.int64)]
+    def small(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The patterns of at most R ≤ TABLED missing cells, R the most whose factors for
+        ``width`` components fit TABLE_BYTES, for ``missing_compiled``: where each r's
+        patterns start among them (R + 2,), and their columns, pattern after pattern
+        (ascending r, each pattern's r columns ascending)."""
+        tabled, count = 0, 0
         for r in range(1, TABLED + 1):
+            count += self.tables.get(r, np.empty((0, r))).shape[0]
+            if count * (r * (r + 1) // 2 + 1) * width * 8 > TABLE_BYTES:
+                break
+            tabled = r
+        bases = np.zeros(tabled + 2, dtype=np.int64)
+        columns = [np.empty(0, dtype=np.int64)]
+        for r in range(1, tabled + 1):
             table = self.tables.get(r, np.empty((0, r), dtype=np.int64))
             bases[r + 1] = bases[r] + table.shape[0]
             columns.append(table.astype(np.int64).ravel())
         return bases, np.concatenate(columns)
 
-    def compiled_table(self, prec_chol: np.ndarray, kernels: ModuleType, lam: np.ndarray):
-        """``Patterns.small``'s bases, and for every pattern of at most TABLED missing
-        cells and every component (``lam``, the compiled kernels' precisions) the factor L of
-        Λ_mm and log det Λ_mm (``missing_compiled.factor_table``): computed once per pass,
-        by the first chunk that needs it, for the model whose ``prec_chol`` this is."""
-        bases, columns = self.small
+    def compiled_table(
+        self, prec_chol: np.ndarray, kernels: ModuleType, lam: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``Patterns.small``'s bases, and for each of its patterns and every component
+        (``lam``, the compiled kernels' precisions) the factor L of Λ_mm and log det Λ_mm
+        (``missing_compiled.factor_table``): computed once per pass, by the first chunk
+        that needs it, for the model whose ``prec_chol`` this is."""
         with self._lock:
             if self._table_key is not prec_chol:
-                self._table = kernels.factor_table(bases, columns, lam, TABLED)
+                bases, columns = self.small(lam.shape[2])
+                self._table = (bases, kernels.factor_table(bases, columns, lam, bases.size - 2))
                 self._table_key = prec_chol
             assert self._table is not None
-            return bases, self._table
+            return self._table
 
     def __getstate__(self) -> dict:
         """The patterns without the lock and the factors (a Dask worker may send the rows
