@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -60,11 +61,11 @@ FACTOR_BATCH = 512  # patterns factored together (their arrays fit in the caches
 # iteration (d = 16, k = 8), and cost ~1–2 s per process to import numba and load them
 # from numba's cache (their first compilation, once per installation, ~10 s).
 COMPILED_FROM = 20_000
-# Patterns of at most this many missing cells have their factors computed once per pass
-# for the compiled E-step (``Patterns.compiled_table``), which reads them instead of
-# factoring again for each row: 696 patterns at d = 16 (~300 KB at k = 8, in the caches),
-# fewer cells if their table would pass TABLE_BYTES (read at random, it would miss the
-# caches more than factoring again costs).
+# The factors of every set of at most this many columns are computed once per pass for the
+# compiled E-step (``Patterns.compiled_table``): a row reads those of its first missing
+# cells (all of them if it misses at most as many) and factors only the rest. 696 sets at
+# d = 16 (~300 KB at k = 8, in the caches); fewer columns if their table would pass
+# TABLE_BYTES (read at random, it would miss the caches more than factoring again costs).
 TABLED = 3
 TABLE_BYTES = 2**20
 
@@ -157,12 +158,10 @@ class Layout:
     cell_columns: np.ndarray  # its column: the groups' cells one after the other
     by_column: tuple[np.ndarray, ...]  # the cells of each column
     # row by row (for ``missing_compiled``): each row's first missing cell in ``row_columns``
-    # (m + 1,), their columns (cells,), each row's first slot of packed factors (m + 1,), and
-    # each row's pattern (m,), in ``Patterns.tables[r]``
+    # (m + 1,), their columns (cells,), and each row's first slot of packed factors (m + 1,)
     row_starts: np.ndarray
     row_columns: np.ndarray
     tri_starts: np.ndarray
-    row_patterns: np.ndarray
 
     @classmethod
     def of(cls, mask: np.ndarray, patterns: np.ndarray) -> Layout | None:
@@ -208,7 +207,6 @@ class Layout:
             row_starts,
             np.nonzero(sub)[1].astype(np.int64),
             tri_starts,
-            patterns[rows].astype(np.int64),
         )
 
 
@@ -241,38 +239,27 @@ class Patterns:
         self._key: tuple[np.ndarray, bytes] | None = None
         self._factors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._table_key: np.ndarray | None = None
-        self._table: tuple[np.ndarray, np.ndarray] | None = None
-
-    def small(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The patterns of at most R ≤ TABLED missing cells, R the most whose factors for
-        ``width`` components fit TABLE_BYTES, for ``missing_compiled``: where each r's
-        patterns start among them (R + 2,), and their columns, pattern after pattern
-        (ascending r, each pattern's r columns ascending)."""
-        tabled, count = 0, 0
-        for r in range(1, TABLED + 1):
-            count += self.tables.get(r, np.empty((0, r))).shape[0]
-            if count * (r * (r + 1) // 2 + 1) * width * 8 > TABLE_BYTES:
-                break
-            tabled = r
-        bases = np.zeros(tabled + 2, dtype=np.int64)
-        columns = [np.empty(0, dtype=np.int64)]
-        for r in range(1, tabled + 1):
-            table = self.tables.get(r, np.empty((0, r), dtype=np.int64))
-            bases[r + 1] = bases[r] + table.shape[0]
-            columns.append(table.astype(np.int64).ravel())
-        return bases, np.concatenate(columns)
+        self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def compiled_table(
         self, prec_chol: np.ndarray, kernels: ModuleType, lam: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``Patterns.small``'s bases, and for each of its patterns and every component
-        (``lam``, the compiled kernels' precisions) the factor L of Λ_mm and log det Λ_mm
-        (``missing_compiled.factor_table``): computed once per pass, by the first chunk
-        that needs it, for the model whose ``prec_chol`` this is."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``missing_compiled``: the factor L of Λ_mm and log det Λ_mm of every set of
+        at most P ≤ TABLED columns (P the most whose table fits TABLE_BYTES), for every
+        component (``lam``, the compiled kernels' precisions), after where each size's
+        sets start in it and the binomials that rank them (``missing_compiled.factor_table``):
+        computed once per pass, by the first chunk that needs it, for the model whose
+        ``prec_chol`` this is."""
+        d, width = lam.shape[0], lam.shape[2]
+        tabled = 0
+        for size in range(1, min(TABLED, d) + 1):
+            sets = sum(math.comb(d, s) for s in range(1, size + 1))
+            if sets * (size * (size + 1) // 2 + 1) * width * 8 > TABLE_BYTES:
+                break
+            tabled = size
         with self._lock:
             if self._table_key is not prec_chol:
-                bases, columns = self.small(lam.shape[2])
-                self._table = (bases, kernels.factor_table(bases, columns, lam, bases.size - 2))
+                self._table = kernels.factor_table(lam, tabled)
                 self._table_key = prec_chol
             assert self._table is not None
             return self._table
@@ -463,11 +450,8 @@ def _compiled_marginal(
     lam_means[:, :k] = np.einsum("kab,kb->ak", precisions, model.params.means - model.shift)
     gaps.lam, gaps.lam_means = lam, lam_means
     gaps.solved = np.arange(k)
-    bases, table = gaps.patterns.compiled_table(model.prec_chol, gaps.kernels, lam)
-    layout = gaps.layout
-    gaps.kernels.marginal_terms(
-        *gaps.rows_args(), lam, lam_means, layout.row_patterns, bases, table, out
-    )
+    table = gaps.patterns.compiled_table(model.prec_chol, gaps.kernels, lam)
+    gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, *table, out)
 
 
 def _diagonal_correction(

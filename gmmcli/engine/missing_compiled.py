@@ -55,17 +55,17 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @njit(inline="always", **_JIT)
-def _cholesky_lanes(lam, columns, a0, r, g, lower, logs):
-    """L with Λ_mm = L Lᵀ for the columns ``columns[a0:a0 + r]``, components g … g + LANES
-    side by side, packed by rows into ``lower`` (LANES values per entry, 1 / L_pp in the
-    diagonal slots); returns log det Λ_mm (the pivots' product kept within range, its
-    logarithm taken on the lanes). A Λ_mm that is not positive definite (only by rounding)
-    gives NaN."""
+def _cholesky_lanes(lam, columns, a0, first, r, g, lower, logdet, logs):
+    """Rows ``first`` … r − 1 of L with Λ_mm = L Lᵀ (its first rows already in ``lower``)
+    for the columns ``columns[a0:a0 + r]``, components g … g + LANES side by side, packed
+    by rows into ``lower`` (LANES values per entry, 1 / L_pp in the diagonal slots); returns
+    ``logdet`` plus the log of their pivots' product (kept within range, its logarithm
+    taken on the lanes). A Λ_mm that is not positive definite (only by rounding) gives
+    NaN."""
     d, k = lam.shape[0], lam.shape[2]
     one = lanes.splat(1.0)
-    logdet = lanes.splat(0.0)  # log det Λ_mm, but for
-    f = one  # the product of the pivots not yet in it
-    for p in range(r):  # L_pq
+    f = one  # the product of the pivots not yet in logdet
+    for p in range(first, r):  # L_pq
         cp = columns[a0 + p]
         rp = p * (p + 1) // 2
         for q in range(p + 1):
@@ -91,42 +91,71 @@ def _cholesky_lanes(lam, columns, a0, r, g, lower, logs):
 
 
 @njit(**_JIT)
-def factor_table(bases, columns, lam, tabled):
-    """For every pattern of r ≤ ``tabled`` missing cells (r's patterns from bases[r], their
-    columns r by r in ``columns``) and every component: (patterns, S, K) with S =
-    tabled (tabled + 1) / 2 + 1, the packed L of Λ_mm in its first r (r + 1) / 2 entries and
-    log det Λ_mm in the last, each entry over the K components (``_cholesky_lanes``: the
-    bits ``marginal_terms`` would compute for a row)."""
-    k = lam.shape[2]
+def _binomials(d, tabled):
+    """(d + 1, tabled + 1) C(n, j), and where each size's sets start in ``factor_table``'s
+    table (tabled + 2,): the sets of size s, ranked by Σ_j C(c_j, j + 1) over their
+    columns c_0 < c_1 < …, from bases[s]."""
+    binom = np.zeros((d + 1, tabled + 1), dtype=np.int64)
+    for n in range(d + 1):
+        binom[n, 0] = 1
+        for j in range(1, min(n, tabled) + 1):
+            binom[n, j] = binom[n - 1, j - 1] + binom[n - 1, j]
+    bases = np.zeros(tabled + 2, dtype=np.int64)
+    for size in range(1, tabled + 1):
+        bases[size + 1] = bases[size] + binom[d, size]
+    return binom, bases
+
+
+@njit(**_JIT)
+def factor_table(lam, tabled):
+    """For every set of s ≤ ``tabled`` columns and every component: (sets, S, K) with
+    S = tabled (tabled + 1) / 2 + 1, the packed L of Λ_mm in its first s (s + 1) / 2 entries
+    and log det Λ_mm in the last, each entry over the K components (``_cholesky_lanes``:
+    the bits ``marginal_terms`` would compute for a row that misses these cells), the set
+    c_0 < c_1 < … of size s at bases[s] + Σ_j C(c_j, j + 1); returned after ``bases``
+    (tabled + 2,) and the binomials (d + 1, tabled + 1) (``_binomials``)."""
+    d, k = lam.shape[0], lam.shape[2]
+    binom, bases = _binomials(d, tabled)
     size = tabled * (tabled + 1) // 2 + 1
     table = np.empty((bases[tabled + 1], size, k))
     flat = table.reshape(table.size)
     lower = np.empty(size * LANES)
     logs = np.empty(LANES)
-    cells = 0  # where the patterns of r missing cells start in ``columns``
-    for r in range(1, tabled + 1):
-        for pattern in range(bases[r], bases[r + 1]):
-            a0 = cells + (pattern - bases[r]) * r
-            at = pattern * size * k
+    columns = np.empty(max(tabled, 1), dtype=np.int64)
+    for s in range(1, tabled + 1):
+        for j in range(s):  # the first set: 0, 1, …, s − 1
+            columns[j] = j
+        while True:
+            rank = bases[s]
+            for j in range(s):
+                rank += binom[columns[j], j + 1]
+            at = rank * size * k
             for g in range(0, k, LANES):
-                logdet = _cholesky_lanes(lam, columns, a0, r, g, lower, logs)
-                for entry in range(r * (r + 1) // 2):
+                logdet = _cholesky_lanes(lam, columns, 0, 0, s, g, lower, lanes.splat(0.0), logs)
+                for entry in range(s * (s + 1) // 2):
                     lanes.store(flat, at + entry * k + g, lanes.load(lower, entry * LANES))
                 lanes.store(flat, at + (size - 1) * k + g, logdet)
-        cells += (bases[r + 1] - bases[r]) * r
-    return table
+            j = s - 1  # the next set: raise the last column that can be raised
+            while j >= 0 and columns[j] == d - s + j:
+                j -= 1
+            if j < 0:
+                break
+            columns[j] += 1
+            for t in range(j + 1, s):
+                columns[t] = columns[t - 1] + 1
+    return bases, binom, table
 
 
 @njit(**_JIT)
-def marginal_terms(zt, rows, starts, columns, lam, lam_means, row_patterns, bases, table, out):
+def marginal_terms(zt, rows, starts, columns, lam, lam_means, bases, binom, table, out):
     """For each incomplete row i (chunk row ``rows[i]``, z̄ from ``zt`` (d, c), the chunk's
     shifted rows) and component c < k: out[c, rows[i]] += ½ r log 2π + ½ ‖y‖² − ½ log det
     Λ_mm, with y = L⁻¹ v, Λ_mm = L Lᵀ, v = (Λ (z̄ − m))_m (``out`` (k, c), the chunk's log
     densities; each term is rounded to its type before it is added, as numpy's path adds
     it). K (``lam``'s last axis) is a multiple of LANES; ``lam`` and ``lam_means`` are
-    C-contiguous. A row of at most ``tabled`` missing cells (``bases``: tabled + 2 entries)
-    reads L and log det Λ_mm from ``table`` (``factor_table``, at its pattern
-    ``row_patterns[i]``), the others factor Λ_mm here.
+    C-contiguous. ``bases``, ``binom`` and ``table``: ``factor_table``'s, from which a row
+    reads the first P rows of L (all of them if it misses at most P cells) and their log
+    det, factoring only the rest here.
 
     Eight components go side by side as one value of eight lanes (``lanes``: LLVM vector
     instructions, each lane rounded as its own scalar chain would be; 1.8× faster than
@@ -135,8 +164,8 @@ def marginal_terms(zt, rows, starts, columns, lam, lam_means, row_patterns, base
     longest, and the projections, which do not depend on it, fill its gaps (measured
     ~8 % faster than projections first)."""
     d, k = lam.shape[0], lam.shape[2]
-    tabled = bases.shape[0] - 2
-    size = tabled * (tabled + 1) // 2 + 1  # a pattern's entries in ``table``
+    tabled = bases.size - 2  # P
+    size = table.shape[1]  # a set's entries in ``table``
     flat_table = table.reshape(table.size)
     lower = np.empty(d * (d + 1) // 2 * LANES)  # L, packed by rows, LANES values per entry
     y = np.empty(d * LANES)
@@ -147,16 +176,21 @@ def marginal_terms(zt, rows, starts, columns, lam, lam_means, row_patterns, base
     for i in range(rows.shape[0]):
         a0 = starts[i]
         r = starts[i + 1] - a0
+        known = min(r, tabled)  # L's rows read from the table
+        at = bases[known]
+        for j in range(known):
+            at += binom[columns[a0 + j], j + 1]
+        at *= size * k
         for b in range(d):
             z[b] = zt[b, rows[i]]
         for g in range(0, k, LANES):
-            if r <= tabled:
-                at = (bases[r] + row_patterns[i]) * size * k + g
-                for entry in range(r * (r + 1) // 2):
-                    lanes.store(lower, entry * LANES, lanes.load(flat_table, at + entry * k))
-                logdet = lanes.load(flat_table, at + (size - 1) * k)
-            else:
-                logdet = _cholesky_lanes(lam, columns, a0, r, g, lower, logs)
+            for entry in range(known * (known + 1) // 2):
+                lanes.store(lower, entry * LANES, lanes.load(flat_table, at + entry * k + g))
+            logdet = zero
+            if known:
+                logdet = lanes.load(flat_table, at + (size - 1) * k + g)
+            if r > known:
+                logdet = _cholesky_lanes(lam, columns, a0, known, r, g, lower, logdet, logs)
             for p in range(r):  # v_p, kept in y until y_p replaces it
                 col = columns[a0 + p]
                 base = col * d * k + g
