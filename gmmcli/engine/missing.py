@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunk import Chunk, Rows, scratch
+from .chunk import Chunk, Rows
 from .covariance import LOG_2PI, CovarianceStrategy
 from .init import SUM_ROWS, DataSummary, column_range
 
@@ -756,24 +756,14 @@ def _compiled_moments(
     gaps: ChunkGaps, model: Model, resp: np.ndarray, corrected: np.ndarray, moments: np.ndarray
 ) -> None:
     """``_general_moments`` by the compiled kernel, row by row, from the chunk's
-    responsibilities ``resp`` (k, c), added to ``moments`` (blocks, k, q) in place: for the
-    models whose features are the pairs z_a z_b (a ≤ b) by the kernel too (numpy's
-    symmetric sum and selection of the pairs cost ~3 ms per iteration at d = 16, k = 8)."""
-    layout = gaps.layout
-    nb = layout.n_blocks
-    k, d = model.params.means.shape
+    responsibilities ``resp`` (k, c), added to ``moments`` (blocks, k, q) in place: the
+    models with full precisions are the pairwise ones (features z_a z_b, a ≤ b), whose
+    statistics the kernel writes."""
+    assert model.strategy.pairwise, "the compiled kernels serve the pairwise models"
     floors = np.where(corrected, NEGLIGIBLE * model.params.weights, np.inf)
-    first = np.zeros((nb, k, d))
-    second = scratch("gaps_second", (nb, k, d, d), np.float64)  # a thread's, for this chunk
-    second.fill(0.0)
     gaps.kernels.conditional_moments(
-        *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, layout.blocks, first, second
+        *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, gaps.layout.blocks, moments
     )
-    moments[:, :, :d] += first
-    if model.strategy.pairwise:
-        gaps.kernels.add_pairs(second, moments)
-    else:
-        moments[:, :, d:] += model.strategy.moments_of(second + np.swapaxes(second, 2, 3))
 
 
 def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndarray]:
