@@ -15,15 +15,18 @@ with 1 / L_pp in the diagonal slots. Both kernels work on eight float64 lanes at
 (``lanes``: LLVM vector values; numba leaves LLVM's SLP vectoriser off, and turning it on
 made the scalar code slower): the E-step a row's components side by side, the M-step the
 row-component pairs whose responsibility counts, eight pairs of as many missing cells side
-by side, their Λ_mm gathered from ``lam``. The M-step computes again what it needs of the
+by side, their Λ_mm gathered from ``lam``. The E-step reads the first rows of L (all of
+them for a row of at most three missing cells) from a table of every set of at most three
+columns (``factor_table``, once per pass). The M-step computes again what it needs of the
 E-step (v, L) for those pairs (~1.2 per row): keeping them for every pair would write and
 read ~0.5 KB per row, which cost more; so did keeping e and C for the pairs the E-step
 could foresee from an estimate of each row's log joint (the selection and the copies cost
-what the M-step saved), and so would a table of each pattern's factors, read by its rows
+what the M-step saved), and so would a table of every pattern's factors, read by its rows
 at random; visiting a chunk's rows by runs of one pattern to factor once per run (a chunk
 holds ~3 rows per pattern at d = 16, 20 % missing) cost what the factors saved; L D Lᵀ
 instead of Cholesky (no square roots) was no faster (all measured). Every sum is taken per
-block of rows in the order of the rows, so the result does not depend on how rows are chunked.
+block of rows, in an order that depends on the block's rows alone, so the result does not
+depend on how rows are chunked.
 """
 
 from __future__ import annotations
