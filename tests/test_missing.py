@@ -400,6 +400,36 @@ def test_the_compiled_kernel_in_lanes_changes_no_bit_with_chunks_or_threads(d):
         assert other.log_likelihood_history_ == runs[0].log_likelihood_history_
 
 
+@pytest.mark.parametrize("d", [8, 11])
+def test_the_tabled_factors_give_the_rows_own(d):
+    """Rows read the factors of their first missing cells from a table made once per pass
+    (``Patterns.compiled_table``) and factor only the rest, by the same operations (the
+    log det of the first cells and of the rest taken apart): tabling no columns, the
+    default or more gives the same fit (also for the tiny-scale case, whose pivots'
+    product leaves the range), and the same bits whatever the chunks and threads."""
+    tiny = holed(blobs(11, n_per=300, d=d, k=2), 0.5, seed=11) * 1e-40
+    tiny_options = {"n_components": 2, "reg_scale": "absolute", "reg_covar": 1e-90}
+    for x, options in [(_lanes_table(d), {"n_components": 10}), (tiny, tiny_options)]:
+        runs = []
+        for tabled, size, threads in [(0, None, 1), (missing.TABLED, None, 1), (5, None, 1),
+                                      (missing.TABLED, 512, 2)]:  # fmt: skip
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(missing, "COMPILED_FROM", 0)
+                patch.setattr(missing, "TABLED", tabled)
+                fit = GaussianMixture(
+                    tol=0.0, max_iter=4, chunk_size=size, threads=threads, **options
+                )
+                runs.append(fit.fit(x))
+        for other in runs[1:3]:  # the iterations carry rounding differences (measured 1e-12)
+            assert relative_error(other.means_, runs[0].means_) < 1e-10
+            assert relative_error(other.covariances_, runs[0].covariances_) < 1e-10
+            history = np.array(other.log_likelihood_history_)
+            assert relative_error(history, np.array(runs[0].log_likelihood_history_)) < 1e-12
+        assert np.array_equal(runs[3].means_, runs[1].means_)
+        assert np.array_equal(runs[3].covariances_, runs[1].covariances_)
+        assert runs[3].log_likelihood_history_ == runs[1].log_likelihood_history_
+
+
 def test_the_compiled_kernel_keeps_tiny_scales_in_range():
     """Data in units of 1e-40: the precisions are ~1e80, so the product of a row's pivots
     would overflow float64 with four missing cells; the kernel moves it into the log in

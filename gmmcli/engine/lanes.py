@@ -246,3 +246,54 @@ def total(typingctx, a):
         return builder.extract_element(value, ir.Constant(ir.IntType(32), 0))
 
     return types.float64(a), codegen
+
+
+_INTEGERS = ir.VectorType(ir.IntType(64), WIDTH)
+_MANTISSA = 0x000FFFFFFFFFFFFF
+_ONE_BITS = 0x3FF0000000000000  # the exponent field of 1.0
+
+
+@intrinsic
+def significand(typingctx, a):
+    """The lanes' significands, in [1, 2), of positive normal numbers (their exponent field
+    replaced by 1.0's)."""
+    if a != lanes8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        bits = builder.bitcast(args[0], _INTEGERS)
+        bits = builder.and_(bits, ir.Constant(_INTEGERS, [_MANTISSA] * WIDTH))
+        bits = builder.or_(bits, ir.Constant(_INTEGERS, [_ONE_BITS] * WIDTH))
+        return builder.bitcast(bits, _VECTOR)
+
+    return lanes8(a), codegen
+
+
+@intrinsic
+def exponent(typingctx, a):
+    """The lanes' binary exponents, as float64, of positive normal numbers: e with
+    a = 2^e × ``significand(a)``."""
+    if a != lanes8:
+        return None
+
+    def codegen(context, builder, sig, args):
+        bits = builder.lshr(
+            builder.bitcast(args[0], _INTEGERS), ir.Constant(_INTEGERS, [52] * WIDTH)
+        )
+        bits = builder.sub(bits, ir.Constant(_INTEGERS, [1023] * WIDTH))
+        return builder.sitofp(bits, _VECTOR)
+
+    return lanes8(a), codegen
+
+
+@intrinsic
+def where_above(typingctx, a, bound, x, y):
+    """x_j where a_j > bound, else y_j (lane by lane)."""
+    if not (a == lanes8 and isinstance(bound, types.Float) and x == lanes8 and y == lanes8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        limit = _broadcast(builder, context.cast(builder, args[1], sig.args[1], types.float64))
+        return builder.select(builder.fcmp_ordered(">", args[0], limit), args[2], args[3])
+
+    return lanes8(a, bound, x, y), codegen

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .chunk import Chunk, Rows, scratch
+from .chunk import Chunk, Rows
 from .covariance import LOG_2PI, CovarianceStrategy
 from .init import SUM_ROWS, DataSummary, column_range
 
@@ -60,6 +61,13 @@ FACTOR_BATCH = 512  # patterns factored together (their arrays fit in the caches
 # iteration (d = 16, k = 8), and cost ~1–2 s per process to import numba and load them
 # from numba's cache (their first compilation, once per installation, ~10 s).
 COMPILED_FROM = 20_000
+# The factors of every set of at most this many columns are computed once per pass for the
+# compiled E-step (``Patterns.compiled_table``): a row reads those of its first missing
+# cells (all of them if it misses at most as many) and factors only the rest. 696 sets at
+# d = 16 (~300 KB at k = 8, in the caches); fewer columns if their table would pass
+# TABLE_BYTES (read at random, it would miss the caches more than factoring again costs).
+TABLED = 3
+TABLE_BYTES = 2**20
 
 
 def compiled_kernels(n_incomplete: int) -> ModuleType | None:
@@ -230,6 +238,31 @@ class Patterns:
         self._lock = threading.Lock()
         self._key: tuple[np.ndarray, bytes] | None = None
         self._factors: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._table_key: np.ndarray | None = None
+        self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def compiled_table(
+        self, prec_chol: np.ndarray, kernels: ModuleType, lam: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``missing_compiled``: the factor L of Λ_mm and log det Λ_mm of every set of
+        at most P ≤ TABLED columns (P the most whose table fits TABLE_BYTES), for every
+        component (``lam``, the compiled kernels' precisions), after where each size's
+        sets start in it and the binomials that rank them (``missing_compiled.factor_table``):
+        computed once per pass, by the first chunk that needs it, for the model whose
+        ``prec_chol`` this is."""
+        d, width = lam.shape[0], lam.shape[2]
+        tabled = 0
+        for size in range(1, min(TABLED, d) + 1):
+            sets = sum(math.comb(d, s) for s in range(1, size + 1))
+            if sets * (size * (size + 1) // 2 + 1) * width * 8 > TABLE_BYTES:
+                break
+            tabled = size
+        with self._lock:
+            if self._table_key is not prec_chol:
+                self._table = kernels.factor_table(lam, tabled)
+                self._table_key = prec_chol
+            assert self._table is not None
+            return self._table
 
     def __getstate__(self) -> dict:
         """The patterns without the lock and the factors (a Dask worker may send the rows
@@ -407,7 +440,6 @@ def _compiled_marginal(
     """``_projections`` and ``_solve`` by the compiled kernel, row by row (every component
     fills its missing cells with the shift), added to ``out`` (k, c) in place; the
     precisions kept in ``gaps`` for the M-step."""
-    layout = gaps.layout
     k, d = precisions.shape[0], precisions.shape[1]
     lanes = gaps.kernels.LANES  # the kernel takes components a multiple of LANES at a time
     width = -(-k // lanes) * lanes
@@ -416,14 +448,10 @@ def _compiled_marginal(
     lam[:, :, k:] = np.eye(d)[:, :, None]  # padding: any positive definite matrix
     lam_means = np.zeros((d, width))
     lam_means[:, :k] = np.einsum("kab,kb->ak", precisions, model.params.means - model.shift)
-    terms = scratch("gaps_terms", (layout.rows.size, width), np.float64)  # per-thread buffers
-    pivots = scratch("gaps_pivots", (layout.rows.size, width), np.float64)
     gaps.lam, gaps.lam_means = lam, lam_means
     gaps.solved = np.arange(k)
-    gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, terms, pivots)
-    with np.errstate(all="ignore"):
-        np.log(pivots, out=pivots)
-    gaps.kernels.add_terms(layout.rows, terms, pivots, out)
+    table = gaps.patterns.compiled_table(model.prec_chol, gaps.kernels, lam)
+    gaps.kernels.marginal_terms(*gaps.rows_args(), lam, lam_means, *table, out)
 
 
 def _diagonal_correction(
@@ -616,12 +644,12 @@ def conditional_moments(
     moments = np.zeros((nb, k, d + strategy.n_extra(d)))
     corrected = np.all(origins == chunk.shift, axis=1) & _fills(model)
     if gaps.compiled:  # the kernel reads the responsibilities where they are
-        second = _compiled_moments(gaps, model, resp, corrected, moments)
+        _compiled_moments(gaps, model, resp, corrected, moments)
     else:
         sub = np.asarray(resp[:, layout.rows], dtype=np.float64).T  # (m, k)
         moments_by = _diagonal_moments if strategy.is_diagonal else _general_moments
         second = moments_by(gaps, model, sub, corrected, moments)
-    moments[:, :, d:] += strategy.moments_of(second)
+        moments[:, :, d:] += strategy.moments_of(second)
     for c in np.flatnonzero(~corrected):
         column = np.asarray(resp[c, layout.rows], dtype=np.float64)
         counts[:, c] = _per_block_sum(column, layout)
@@ -726,21 +754,16 @@ def _general_moments(
 
 def _compiled_moments(
     gaps: ChunkGaps, model: Model, resp: np.ndarray, corrected: np.ndarray, moments: np.ndarray
-) -> np.ndarray:
+) -> None:
     """``_general_moments`` by the compiled kernel, row by row, from the chunk's
-    responsibilities ``resp`` (k, c)."""
-    layout = gaps.layout
-    nb = layout.n_blocks
-    k, d = model.params.means.shape
+    responsibilities ``resp`` (k, c), added to ``moments`` (blocks, k, q) in place: the
+    models with full precisions are the pairwise ones (features z_a z_b, a ≤ b), whose
+    statistics the kernel writes."""
+    assert model.strategy.pairwise, "the compiled kernels serve the pairwise models"
     floors = np.where(corrected, NEGLIGIBLE * model.params.weights, np.inf)
-    first = np.zeros((nb, k, d))
-    second = scratch("gaps_second", (nb, k, d, d), np.float64)  # a thread's, for this chunk
-    second.fill(0.0)
     gaps.kernels.conditional_moments(
-        *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, layout.blocks, first, second
+        *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, gaps.layout.blocks, moments
     )
-    moments[:, :, :d] += first
-    return second + np.swapaxes(second, 2, 3)
 
 
 def _compiled_conditionals(gaps: ChunkGaps, c: int) -> tuple[np.ndarray, np.ndarray]:
