@@ -6,7 +6,7 @@
 Times each command as a user runs it (a fresh ``python -m gmmcli`` process, start-up
 included): ``gmm --help``; ``gmm fit`` of 3 components to iris (150 × 4), with and without
 ``--quiet``; ``gmm select`` of iris with the default grid (the fourteen models × k = 1..9,
-the hierarchical start and five k-means++ restarts per cell); ``gmm predict`` of 1,000,000
+the two hierarchical starts and four k-means++ restarts per cell); ``gmm predict`` of 1,000,000
 rows × 2 columns (three clusters; output to /dev/null). Prints a Markdown table of the
 median wall-clock and CPU seconds (user + system, the command and its worker processes).
 With ``--against ROOT`` the same commands also run with the ``gmmcli`` package of another
