@@ -22,7 +22,9 @@ def blobs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         np.array([[2.0, 1.5], [0.0, 0.6]]),
         np.array([[1.0, -0.8], [0.3, 0.4]]),
     ]
-    x = np.concatenate([rng.normal(size=(250, 2)) @ a + c for a, c in zip(shapes, centres)])
+    x = np.concatenate(
+        [rng.normal(size=(250, 2)) @ a + c for a, c in zip(shapes, centres, strict=True)]
+    )
     return x, np.repeat(np.arange(4), 250)
 
 
@@ -40,8 +42,8 @@ def with_gaps(x: np.ndarray, rng: np.random.Generator, fraction: float = 0.15) -
     mask = rng.random(x.shape) < fraction
     mask[mask.all(axis=1), 0] = False
     return [
-        ",".join("" if gap else f"{v:.6f}" for v, gap in zip(row, gaps)) + "\n"
-        for row, gaps in zip(x, mask)
+        ",".join("" if gap else f"{v:.6f}" for v, gap in zip(row, gaps, strict=True)) + "\n"
+        for row, gaps in zip(x, mask, strict=True)
     ]
 
 
@@ -49,7 +51,7 @@ def counted(x: np.ndarray) -> list[str]:
     """Rows of x rounded to whole numbers, each distinct point once with how many rows it
     stands for (aggregated data: fit it with --weights count)."""
     points, counts = np.unique(np.round(x), axis=0, return_counts=True)
-    return [f"{a:.0f},{b:.0f},{c}\n" for (a, b), c in zip(points, counts)]
+    return [f"{a:.0f},{b:.0f},{c}\n" for (a, b), c in zip(points, counts, strict=True)]
 
 
 def with_outliers(x: np.ndarray, rng: np.random.Generator, share: float = 0.1) -> np.ndarray:
