@@ -40,6 +40,10 @@ BLOCK = 512  # stats.BLOCK: the rows of one block of the sums' tree
 STACK_ROWS = 512  # components stacked into one product: at most this many rows (g·d)
 PART = 16  # columns per part of the triangular products, at least
 PART_ROWS = 128  # and at least this many rows (part columns × components) per product
+# Below FINE_FROM columns, finer parts: at least FINE_PART columns and FINE_ROWS rows
+FINE_FROM = 48
+FINE_PART = 8
+FINE_ROWS = 32
 FROM_FEATURES = 12  # columns from which this kernel can be the faster (``chosen``)
 # float64 responsibilities below this add nothing to the M-step's sums (``_gram_blocks``)
 NEGLIGIBLE = 1e-250
@@ -61,8 +65,11 @@ def parts(d: int, g: int) -> tuple[tuple[int, int], ...]:
     """The columns 0 … d − 1 cut into consecutive parts (lo, hi) for products over g
     components: of at least PART columns and PART_ROWS rows (g per column), as BLAS runs
     thinner products slower than the work they save (measured: at d = 64, four parts
-    saved 1/3 of the arithmetic and took longer for g = 4, less for g = 8)."""
-    bounds = np.linspace(0, d, max(1, min(round(d / PART), round(d * g / PART_ROWS))) + 1)
+    saved 1/3 of the arithmetic and took longer for g = 4, less for g = 8). Below FINE_FROM
+    columns the products are small enough that finer parts pay: 4–14 % less time per pass at
+    d = 16–32 (bench/RESULTS.md, "Finer parts"), while at d = 48 and 64 they lost up to 4 %."""
+    part, rows = (FINE_PART, FINE_ROWS) if d < FINE_FROM else (PART, PART_ROWS)
+    bounds = np.linspace(0, d, max(1, min(round(d / part), round(d * g / rows))) + 1)
     bounds = bounds.astype(int)
     return tuple((int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds))
 
