@@ -66,8 +66,8 @@ def parts(d: int, g: int) -> tuple[tuple[int, int], ...]:
     components: of at least PART columns and PART_ROWS rows (g per column), as BLAS runs
     thinner products slower than the work they save (measured: at d = 64, four parts
     saved 1/3 of the arithmetic and took longer for g = 4, less for g = 8). Below FINE_FROM
-    columns the products are small enough that finer parts pay: 4–14 % less time per pass at
-    d = 16–32 (bench/RESULTS.md, "Finer parts"), while at d = 48 and 64 they lost up to 4 %."""
+    columns the products are small enough that finer parts pay: 7–17 % less time per pass at
+    d = 16–40 (bench/RESULTS.md, "Finer parts"), while at d = 48 and 64 they lost up to 4 %."""
     part, rows = (FINE_PART, FINE_ROWS) if d < FINE_FROM else (PART, PART_ROWS)
     bounds = np.linspace(0, d, max(1, min(round(d / part), round(d * g / rows))) + 1)
     bounds = bounds.astype(int)
