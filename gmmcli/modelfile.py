@@ -146,7 +146,7 @@ def _covariances_schema(strategy: CovarianceStrategy) -> dict:
 def _shape_text(strategy: CovarianceStrategy) -> str:
     """E.g. "full: k x d x d" or "diag: k x d (each > 0)"."""
     shape = " x ".join({2: "k", 3: "d"}[n] for n in strategy.shape(2, 3))
-    return f"{strategy.name}: {shape}" + (" (each > 0)" if strategy.is_diagonal else "")
+    return f"{strategy.name}: {shape}" + (" (each > 0)" if strategy.stores_variances else "")
 
 
 def model_schema() -> dict:
@@ -160,7 +160,7 @@ def model_schema() -> dict:
         "n_components (k) and n_features (d) cannot be tied to those values in JSON Schema; "
         "gmm checks them when loading, together with: weights > 0 summing to 1 (within "
         "1e-6), finite numbers, symmetric positive definite "
-        + "/".join(s.name for s in strategies if not s.is_diagonal)
+        + "/".join(s.name for s in strategies if not s.stores_variances)
         + " covariances.",
         "type": "object",
         "required": [
@@ -623,7 +623,7 @@ def _check_within(values: np.ndarray, limit: float, key: str, units: str, source
 
 def _check_precisions(cov: np.ndarray, strategy: CovarianceStrategy, source: str) -> None:
     """Every covariance (positive definite by now) has a finite inverse."""
-    if strategy.is_diagonal:
+    if strategy.stores_variances:
         with np.errstate(all="ignore"):
             idx = _first_true(~np.isfinite(1.0 / cov))
         if idx is not None:
@@ -911,8 +911,10 @@ def _where(key: str, idx: tuple) -> str:
 
 
 def _check_covariances(cov: np.ndarray, strategy: CovarianceStrategy, source: str) -> None:
-    """Diagonal models: every variance > 0; others: each matrix symmetric, positive definite."""
-    if strategy.is_diagonal:
+    """Models stored as variances: every variance > 0; others: each matrix symmetric,
+    positive definite, and diagonal for a model whose matrices are (its kernel reads only
+    their diagonals, so anything off it would be silently ignored)."""
+    if strategy.stores_variances:
         idx = _first_true(~(cov > 0))
         if idx is not None:
             raise _error(
@@ -922,10 +924,24 @@ def _check_covariances(cov: np.ndarray, strategy: CovarianceStrategy, source: st
     for j, matrix in enumerate(strategy.matrices(cov)):
         name = strategy.matrix_name(j)
         _check_symmetric(matrix, name, source)
+        if strategy.is_diagonal:
+            _check_diagonal(matrix, name, strategy.name, source)
         try:
             np.linalg.cholesky(matrix)
         except np.linalg.LinAlgError as exc:
             raise _error(source, f"{name} is not positive definite") from exc
+
+
+def _check_diagonal(matrix: np.ndarray, name: str, model: str, source: str) -> None:
+    """Every entry off the diagonal is 0 (gmm writes exact zeros there)."""
+    off = np.argwhere((matrix != 0) & ~np.eye(matrix.shape[0], dtype=bool))
+    if off.size:
+        a, b = (int(i) for i in off[0])
+        raise _error(
+            source,
+            f"{name} should be diagonal, as {model}'s matrices are: entry [{a}][{b}] is "
+            f"{_num(matrix[a, b])}",
+        )
 
 
 def _check_symmetric(matrix: np.ndarray, name: str, source: str) -> None:

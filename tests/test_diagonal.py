@@ -23,6 +23,8 @@ from gmmcli.engine.params import MixtureParams, Noise
 from gmmcli.engine.stats import em_pass, prepare
 
 MODELS = ["diag", "spherical"]
+# mclust's diagonal families, stored as (k, d, d) matrices but passed as diag is
+FAMILIES = ["EII", "EEI", "VEI", "EVI"]
 
 
 @pytest.fixture
@@ -46,7 +48,9 @@ def params_for(x, k, model, seed, noise=False):
     rng = np.random.default_rng(seed)
     d = x.shape[1]
     variances = (x.var(axis=0) + 0.01) * rng.uniform(0.3, 2.0, size=(k, d))
-    covariances = variances if model == "diag" else variances.mean(axis=1)
+    covariances = {"diag": variances, "spherical": variances.mean(axis=1)}.get(model)
+    if covariances is None:  # a family: the same variances as diagonal matrices
+        covariances = variances[:, :, None] * np.eye(d)
     weights = rng.uniform(0.5, 1.5, k)
     weights /= weights.sum()
     means = x[rng.choice(len(x), k, replace=False)] + rng.normal(scale=0.1, size=(k, d))
@@ -110,7 +114,7 @@ def test_the_compiled_pass_gives_numpys_statistics(
     assert np.array_equal(ours.worst_points, numpy_stats.worst_points)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", MODELS + FAMILIES)
 @pytest.mark.parametrize("noisy", [False, True])
 def test_one_pass_against_a_direct_row_by_row_implementation(model, noisy):
     """N_k, Σ r x, Σ r x² and the log-likelihood of one E-step, written out row by row with
@@ -122,8 +126,10 @@ def test_one_pass_against_a_direct_row_by_row_implementation(model, noisy):
     prepared = prepare(params, get_strategy(model), shift)
     _, ours = both_passes(prepared, Rows(x, shift, weights=w), 512)
     k, d = params.means.shape
-    variances = params.covariances if model == "diag" else np.repeat(params.covariances, d)
-    variances = variances.reshape(k, d)
+    variances = {
+        "diag": lambda c: c,
+        "spherical": lambda c: np.repeat(c, d).reshape(k, d),
+    }.get(model, lambda c: np.diagonal(c, axis1=1, axis2=2))(params.covariances)
     log_terms = np.empty((len(x), k + noisy))
     for j in range(k):
         log_terms[:, j] = np.log(params.weights[j]) - 0.5 * np.sum(
@@ -136,7 +142,7 @@ def test_one_pass_against_a_direct_row_by_row_implementation(model, noisy):
     resp = np.exp(log_terms - log_density[:, None]) * w[:, None]
     counts = resp[:, :k].sum(axis=0)
     z = x - shift
-    second = z**2 if model == "diag" else (z**2).sum(axis=1, keepdims=True)
+    second = (z**2).sum(axis=1, keepdims=True) if model == "spherical" else z**2
     assert relative_error(ours.counts, counts) < 1e-10
     assert relative_error(ours.first, resp[:, :k].T @ z) < 1e-9
     assert relative_error(ours.second, resp[:, :k].T @ second) < 1e-10
@@ -167,11 +173,11 @@ def test_threads_and_chunks_change_no_bit(compiled, model):
         assert other.log_likelihood_history_ == fits[0].log_likelihood_history_
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", MODELS + FAMILIES)
 def test_a_fit_by_the_compiled_pass_is_numpys_fit(monkeypatch, model):
     x = blobs(3, n_per=900, d=7, k=4)
     w = np.random.default_rng(1).integers(1, 4, size=len(x)).astype(float)
-    start = start_params(x, 4, model)
+    start = params_for(x, 4, model, 2) if model in FAMILIES else start_params(x, 4, model)
     weights, means, covariances = start.weights, start.means, start.covariances
     fits = []
     for threshold in (1 << 62, 0):

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gmmcli import files, modelfile
-from gmmcli.engine.covariance import covariance_names
+from gmmcli.engine.covariance import covariance_names, get_strategy
 from gmmcli.engine.params import MixtureParams, covariance_shape
 from gmmcli.errors import GmmError
 from gmmcli.files import check_output_path
@@ -524,6 +524,16 @@ DOC_ERRORS = [
     ("diag", _set("covariances", [1, 1, 1]), "'covariances' should be 3 x 2 numbers (diag"),
     ("spherical", _set("covariances", [1, -2.5, 1]), "covariances[1] should be > 0, found -2.5"),
     (
+        "EEI",
+        _set("covariances", [[[1, 0], [0, 2]], [[1, 0], [0, 2]], [[1, 0.25], [0.25, 2]]]),
+        "covariances[2] should be diagonal, as EEI's matrices are: entry [0][1] is 0.25",
+    ),
+    (
+        "EII",
+        _set("covariances", [[[1, 1e-300], [1e-300, 1]]] * 3),
+        "covariances[0] should be diagonal, as EII's matrices are: entry [0][1] is 1e-300",
+    ),
+    (
         "spherical",
         _set("covariances", [1, 1]),
         "'covariances' should be a list of 3 numbers (spherical: one variance per component)",
@@ -959,6 +969,8 @@ def models(draw):
         covariances = a @ a.transpose(0, 2, 1) + np.eye(d)
         if stored == (d, d):
             covariances = covariances[0]
+        if get_strategy(cov_type).is_diagonal:  # EII, EEI, VEI, EVI: diagonal matrices
+            covariances = covariances * np.eye(d)
     feature_names = draw(
         st.lists(st.text(min_size=1, max_size=8), min_size=d, max_size=d, unique=True)
     )

@@ -219,19 +219,26 @@ def test_a_cell_fitted_in_two_stages_is_the_cell_fitted_in_one():
     """The first stage is the hc restart alone, stopped at the first-stage rule; the rest
     (that run carried on to emEM's screening rule, five k-means++ restarts, the best run on)
     gives the one-stage cell: the same optimum, the same criteria."""
+    from gmmcli.engine.convergence import LIMIT_TOL
     from gmmcli.engine.em import FIRST_STAGE_TOL
 
     x = iris()
     settings = {"init": "hc", "n_init": 6}
+    # Each stops where Aitken's estimate puts it within LIMIT_TOL per row of the fixed
+    # point, and the carried-on path's last bits differ: so they agree to twice that (EII
+    # with 6 components: 1.1e-9 relative apart, 3.2e-7 of the 3e-6 allowed).
+    close = 2 * LIMIT_TOL * len(x)
     for model, k in [("VEV", 2), ("VVE", 4), ("EII", 6), ("full", 3), ("VEE", 7)]:
         whole = fit_cell(x, k, model, settings)
         first = fit_cell(x, k, model, settings, stage="first")
         rest = fit_cell(x, k, model, settings, stage="rest", first=first)
-        assert rest.log_likelihood == pytest.approx(whole.log_likelihood, rel=1e-9, abs=0)
-        assert rest.bic == pytest.approx(whole.bic, rel=1e-9, abs=0)
-        # two restarts may end at one optimum with the components in another order
+        assert rest.log_likelihood == pytest.approx(whole.log_likelihood, rel=0, abs=close)
+        assert rest.bic == pytest.approx(whole.bic, rel=0, abs=2 * close)
+        # two restarts may end at one optimum with the components in another order; where
+        # the likelihood is flat, stopping within the rule leaves the means up to ~1e-4 apart
+        # (EII with 6 components: 5e-5); other optima of these cells lie ≥ 0.4 away (measured)
         np.testing.assert_allclose(
-            np.sort(rest.model.means_, axis=0), np.sort(whole.model.means_, axis=0), atol=1e-5
+            np.sort(rest.model.means_, axis=0), np.sort(whole.model.means_, axis=0), atol=1e-3
         )
         alone = GaussianMixture(k, covariance_type=model, init="hc", tol=FIRST_STAGE_TOL).fit(x)
         assert first.log_likelihood == alone.log_likelihood_
