@@ -14,7 +14,7 @@ from engine_checks import blobs, relative_error, start_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gmmcli.engine import diagonal
+from gmmcli.engine import bycomponent, diagonal
 from gmmcli.engine.chunk import Rows
 from gmmcli.engine.covariance import get_strategy
 from gmmcli.engine.missing import rows_of
@@ -22,9 +22,10 @@ from gmmcli.engine.mixture import GaussianMixture
 from gmmcli.engine.params import MixtureParams, Noise
 from gmmcli.engine.stats import em_pass, prepare
 
-MODELS = ["diag", "spherical"]
-# mclust's diagonal families, stored as (k, d, d) matrices but passed as diag is
-FAMILIES = ["EII", "EEI", "VEI", "EVI"]
+MODELS = ["diag", "spherical", "full"]
+# mclust's diagonal families, stored as (k, d, d) matrices but passed as diag is, and one
+# with correlations, passed as full is
+FAMILIES = ["EII", "EEI", "VEI", "EVI", "EEV"]
 
 
 @pytest.fixture
@@ -49,8 +50,11 @@ def params_for(x, k, model, seed, noise=False):
     d = x.shape[1]
     variances = (x.var(axis=0) + 0.01) * rng.uniform(0.3, 2.0, size=(k, d))
     covariances = {"diag": variances, "spherical": variances.mean(axis=1)}.get(model)
-    if covariances is None:  # a family: the same variances as diagonal matrices
+    if covariances is None:  # matrices: these variances on the diagonal
         covariances = variances[:, :, None] * np.eye(d)
+        if not get_strategy(model).is_diagonal:  # and correlations
+            a = rng.normal(size=(k, d, d)) * np.sqrt(variances)[:, :, None] * 0.5
+            covariances = covariances + a @ a.transpose(0, 2, 1)
     weights = rng.uniform(0.5, 1.5, k)
     weights /= weights.sum()
     means = x[rng.choice(len(x), k, replace=False)] + rng.normal(scale=0.1, size=(k, d))
@@ -78,6 +82,8 @@ def params_for(x, k, model, seed, noise=False):
 def test_the_compiled_pass_gives_numpys_statistics(
     seed, n, d, k, model, weighted, noisy, chunk_size, offset, layout, one_block_pieces
 ):
+    if get_strategy(model).pairwise:  # from these columns the full kernel has no features
+        d = min(d, bycomponent.FROM_FEATURES - 1)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + offset
     x[: n // 2] += rng.normal(scale=3.0, size=d)  # two groups
@@ -102,9 +108,12 @@ def test_the_compiled_pass_gives_numpys_statistics(
     total = numpy_stats.counts.sum()
     assert np.max(np.abs(ours.counts - numpy_stats.counts)) <= 1e-12 * total
     # |Σ r z| ≤ √(Σ r · Σ r z²): the size of the terms S1 sums (S1 itself cancels to ~0)
-    terms = np.sqrt(numpy_stats.counts[:, None] * numpy_stats.second)
+    squares = square_moments(model, numpy_stats.second, d)
+    terms = np.sqrt(numpy_stats.counts[:, None] * squares)
     assert np.all(np.abs(ours.first - numpy_stats.first) <= 1e-12 * (terms + 1e-300))
-    assert np.all(np.abs(ours.second - numpy_stats.second) <= 1e-12 * numpy_stats.second)
+    # and |Σ r z_a z_b| ≤ √(Σ r z_a² · Σ r z_b²), the size of a pair's terms
+    size = np.sqrt(square_moments(model, numpy_stats.second, d, pairs=True))
+    assert np.all(np.abs(ours.second - numpy_stats.second) <= 1e-12 * size)
     if noisy:
         assert ours.noise == pytest.approx(numpy_stats.noise, rel=1e-12, abs=1e-12 * total)
     else:
@@ -114,11 +123,22 @@ def test_the_compiled_pass_gives_numpys_statistics(
     assert np.array_equal(ours.worst_points, numpy_stats.worst_points)
 
 
+def square_moments(model, second, d, pairs=False):
+    """Σ r z_a² per component (k, d) — for spherical Σ r ‖z‖² (k, 1) — from S2 in the
+    model's form; with ``pairs``, the products Σ r z_a² · Σ r z_b² at S2's places."""
+    if not get_strategy(model).pairwise:
+        return second * second if pairs else second
+    a, b = np.triu_indices(d)
+    squares = second[:, a == b]
+    return squares[:, a] * squares[:, b] if pairs else squares
+
+
 @pytest.mark.parametrize("model", MODELS + FAMILIES)
 @pytest.mark.parametrize("noisy", [False, True])
 def test_one_pass_against_a_direct_row_by_row_implementation(model, noisy):
-    """N_k, Σ r x, Σ r x² and the log-likelihood of one E-step, written out row by row with
-    the densities of independent normals (and the noise's 1/V), in float64."""
+    """N_k, Σ r x, Σ r x xᵀ (in the model's form) and the log-likelihood of one E-step,
+    written out row by row with the normal densities through each covariance's Cholesky
+    factor (and the noise's 1/V), in float64."""
     x = blobs(4, n_per=400, d=5, k=3)[:1100]
     w = np.random.default_rng(5).integers(0, 3, size=len(x)).astype(float)
     params = params_for(x, 3, model, 6, noisy)
@@ -126,14 +146,15 @@ def test_one_pass_against_a_direct_row_by_row_implementation(model, noisy):
     prepared = prepare(params, get_strategy(model), shift)
     _, ours = both_passes(prepared, Rows(x, shift, weights=w), 512)
     k, d = params.means.shape
-    variances = {
-        "diag": lambda c: c,
-        "spherical": lambda c: np.repeat(c, d).reshape(k, d),
-    }.get(model, lambda c: np.diagonal(c, axis1=1, axis2=2))(params.covariances)
+    strategy = get_strategy(model)
+    matrices = strategy.to_full(params.covariances, k, d)
     log_terms = np.empty((len(x), k + noisy))
     for j in range(k):
-        log_terms[:, j] = np.log(params.weights[j]) - 0.5 * np.sum(
-            np.log(2 * np.pi * variances[j]) + (x - params.means[j]) ** 2 / variances[j], axis=1
+        factor = np.linalg.cholesky(matrices[j])
+        solved = np.linalg.solve(factor, (x - params.means[j]).T)
+        log_det = 2.0 * np.log(np.diag(factor)).sum()
+        log_terms[:, j] = np.log(params.weights[j]) - 0.5 * (
+            d * np.log(2 * np.pi) + log_det + (solved**2).sum(axis=0)
         )
     if noisy:
         log_terms[:, k] = np.log(params.noise.weight) - np.sum(params.noise.log_ranges)
@@ -142,7 +163,7 @@ def test_one_pass_against_a_direct_row_by_row_implementation(model, noisy):
     resp = np.exp(log_terms - log_density[:, None]) * w[:, None]
     counts = resp[:, :k].sum(axis=0)
     z = x - shift
-    second = (z**2).sum(axis=1, keepdims=True) if model == "spherical" else z**2
+    second = strategy.moments_of(z[:, :, None] * z[:, None, :])
     assert relative_error(ours.counts, counts) < 1e-10
     assert relative_error(ours.first, resp[:, :k].T @ z) < 1e-9
     assert relative_error(ours.second, resp[:, :k].T @ second) < 1e-10
@@ -204,8 +225,19 @@ def test_the_cases_left_to_numpys_kernel(compiled):
     holed[5, 1] = np.nan
     assert diagonal.compiled_pass(model, rows_of(holed, shift)) is None  # missing cells
     assert diagonal.compiled_pass(model, Rows(x, shift, np.float32)) is None
-    full = prepare(start_params(x, 2, "full"), get_strategy("full"), shift)
-    assert diagonal.compiled_pass(full, Rows(x, shift)) is None  # not a diagonal model
+    assert (
+        diagonal.compiled_pass(
+            prepare(start_params(x, 2, "full"), get_strategy("full"), shift), Rows(x, shift)
+        )
+        is not None
+    )
+    tied = prepare(start_params(x, 2, "tied"), get_strategy("tied"), shift)
+    assert diagonal.compiled_pass(tied, Rows(x, shift)) is None  # no compiled features
+    wide = blobs(2, n_per=300, d=bycomponent.FROM_FEATURES, k=2)
+    centre = wide.mean(axis=0)
+    full = prepare(start_params(wide, 2, "full"), get_strategy("full"), centre)
+    assert bycomponent.chosen(full.strategy, wide.shape[1], 2)
+    assert diagonal.compiled_pass(full, Rows(wide, centre)) is None  # no features at all
     means = params.means + np.array([1e9, 0, 0, 0])
     far = MixtureParams("diag", params.weights, means, params.covariances)
     far_model = prepare(far, get_strategy("diag"), shift)
@@ -233,14 +265,15 @@ def test_rows_beyond_every_component_match_numpys_kernel(model):
     assert np.array_equal(np.isfinite(ours.second), np.isfinite(numpy_stats.second))
 
 
-def test_numba_is_imported_only_for_a_large_diagonal_table():
-    """Start-up time: a small diag fit (or a large full one) never imports numba; a diag fit
-    of COMPILED_FROM rows × columns × components does."""
+def test_numba_is_imported_only_for_a_large_table():
+    """Start-up time: a small fit (or a large full one whose kernel goes component by
+    component) never imports numba; a diag or full fit of COMPILED_FROM rows × columns ×
+    components does."""
     script = """
 import sys
 import numpy as np
 from gmmcli import GaussianMixture
-from gmmcli.engine import diagonal
+from gmmcli.engine import bycomponent, diagonal
 n, d, k, model = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 x = np.random.default_rng(0).normal(size=(n, d))
 GaussianMixture(k, covariance_type=model, max_iter=2).fit(x)
@@ -248,7 +281,13 @@ print("numba" in sys.modules, diagonal.COMPILED_FROM)
 """
     threshold = diagonal.COMPILED_FROM
     big = -(-threshold // (8 * 2))
-    cases = [(150, 4, 3, "diag", False), (big, 8, 2, "full", False), (big, 8, 2, "diag", True)]
+    wide = -(-threshold // (16 * 2))  # full at 16 columns, k = 2, goes component by component
+    cases = [
+        (150, 4, 3, "diag", False),
+        (wide, 16, 2, "full", False),
+        (big, 8, 2, "diag", True),
+        (big, 8, 2, "full", True),
+    ]
     for n, d, k, model, imported in cases:
         run = subprocess.run(
             [sys.executable, "-c", script, str(n), str(d), str(k), model],

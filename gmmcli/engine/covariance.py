@@ -307,6 +307,7 @@ class Full(CovarianceStrategy):
     aliases = ("VVV",)
     description = "one d x d matrix per component"
     pairwise = True
+    row_features = "pairs"
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (k, d, d)

@@ -1,13 +1,16 @@
-"""The E- and M-step of the diagonal models (diag, spherical) over a large complete table in
-float64, in cache-sized pieces: the same sums as ``stats``' kernel, found another way.
+"""The E- and M-step of the models with compiled features over a large complete table in
+float64, in cache-sized pieces: the same sums as ``stats``' kernel, found another way. First
+written for the diagonal models (diag, spherical, and the diagonal families), hence the name;
+full and its correlated families take it too below the columns from which their kernel goes
+component by component (``bycomponent.chosen``: there it has no features to keep).
 
 ``stats`` lifts a whole chunk into its features (16 MiB, shifted and transposed in a strided
 pass over the rows), multiplies them by the coefficients, and reads them again for the M-step
 product; at d = 64 the transposition alone cost more than the arithmetic. Here each piece of
 whole blocks (``piece_rows``: its features ~512 KiB, in the core's cache) goes through
 
-1. its features [z, z²] (diag) or [z, ‖z‖²] (spherical), read row by row from the table as it
-   is, z = x − shift (compiled: ``diagonal_compiled``);
+1. its features [z, z²] (diag), [z, ‖z‖²] (spherical) or [z, z_a z_b] (full), read row by
+   row from the table as it is, z = x − shift (compiled: ``diagonal_compiled``);
 2. the E-step product features × coefficientsᵀ (BLAS), the log-sum-exp's shift and floor
    (compiled), numpy's exp, and the responsibilities with their sums per block (compiled);
 3. the M-step product, responsibilitiesᵀ × features per block (BLAS), the features still in
@@ -34,6 +37,7 @@ from types import ModuleType
 
 import numpy as np
 
+from . import bycomponent
 from .chunk import Rows, scratch
 from .stats import BLOCK, EXP_FLOOR, BlockSum, Model, block_nodes
 
@@ -55,6 +59,8 @@ def compiled_pass(model: Model, rows: Rows) -> Callable[[slice, int], BlockSum] 
     strategy = model.strategy
     if strategy.row_features is None or rows.incomplete:
         return None
+    if bycomponent.chosen(strategy, rows.n_features, model.params.n_components):
+        return None  # no features: the full kernel goes component by component
     if rows.dtype != np.float64 or rows.x.dtype != np.float64:
         return None
     if model.far.size or not (model.moment_origins == model.shift).all():

@@ -1,4 +1,4 @@
-"""The per-row work of ``diagonal`` (the pass of the diag and spherical models), compiled by
+"""The per-row work of ``diagonal`` (the pass of the models with compiled features), compiled by
 numba: the features of a sub-chunk of rows read straight from the table, and the log-sum-exp
 on either side of numpy's exp. The two products between them stay BLAS's (through numpy) and
 the exp stays numpy's (SIMD; a scalar exp per pair cost more than both products). Imported
@@ -52,6 +52,25 @@ def square_norm(x, shift, features):
     d = x.shape[1]
     for i in range(x.shape[0]):
         features[i, d] = _shift_row_norm(x[i], shift, features[i, :d])
+
+
+@njit(**_JIT)
+def pairs(x, shift, features):
+    """features (c, d + d(d + 1)/2) = [z, z_a z_b for a ≤ b in ``np.triu_indices(d)``
+    order] of the rows x (c, d): the full kernel's features (``covariance._pairs``), for the
+    models with correlations at few columns."""
+    d = x.shape[1]
+    for i in range(x.shape[0]):
+        z = features[i, :d]
+        row = x[i]
+        for a in range(d):
+            z[a] = row[a] - shift[a]
+        position = d
+        for a in range(d):
+            za = z[a]
+            for b in range(a, d):
+                features[i, position] = za * z[b]
+                position += 1
 
 
 @njit(**_JIT)
