@@ -485,13 +485,18 @@ def _common_axes(
     orientation = _start_orientation(scatter, n_k, previous)
     rotated = _in_axes(scatter, orientation)
     d = scatter.shape[-1]
-    newton = 2 <= d <= NEWTON_MAX_D
+    newton = 2 <= d <= NEWTON_MAX_D  # else its Hessian costs more than the sweeps
+    near = previous is not None
     for _ in range(max_iter):
-        step = _newton_step(scatter, orientation, rotated, profile) if newton else None
+        step = None
+        if newton and near:
+            step = _newton_step(scatter, orientation, rotated, profile)
+            newton = step is not None  # once refused, sweeps for the rest of this call
         if step is None:
             orientation, rotated, turned = _plane_rotations(
                 rotated, orientation, inverse_diagonals
             )
+            near = turned <= NEWTON_RADIUS
         else:
             orientation, rotated, turned = step
         if turned <= tol:
@@ -500,7 +505,7 @@ def _common_axes(
 
 
 NEWTON_MAX_D = 24
-MAX_NEWTON_TURN = 0.5
+NEWTON_RADIUS = 0.1
 NEWTON_HALVINGS = 2
 
 
@@ -549,8 +554,10 @@ def _newton_step(
     if not (np.isfinite(x).all() and gradient @ x < 0.0):
         return None  # no descent direction: the Hessian is far from positive definite
     identity = np.eye(d)
-    # at most a turn of MAX_NEWTON_TURN, then halved while φ does not fall
-    x *= min(1.0, MAX_NEWTON_TURN / float(abs(x).max()))
+    # no plane turns by more than NEWTON_RADIUS (the quadratic model is trusted that far;
+    # along the long valleys of poorly determined axes the full step measured 0.1-2 rad),
+    # and the step is halved while φ does not fall
+    x *= min(1.0, NEWTON_RADIUS / float(abs(x).max()))
     for _ in range(NEWTON_HALVINGS + 1):
         skew = np.zeros((d, d))
         skew.flat[plan.upper] = 0.5 * x
