@@ -10,12 +10,13 @@ minimises
                                                         log-likelihood, up to a constant)
 
 over the covariances the model allows. Nine models have a closed form (Celeux & Govaert 1995);
-VEI, VEE, EVE, VVE and VEV are solved by block-coordinate descent, each block in closed form
-(a common orientation D one plane rotation at a time, as in Flury & Gautschi's algorithm for
-common principal components). Started from the previous M-step's covariances, no block step
-raises F, so EM stays monotone. Below, n = Σ_k N_k, W = Σ_k W_k, gm(v) is the geometric mean
-of a positive vector (gm(diag B) = |B|^{1/d} for diagonal B) and ω_k are the eigenvalues of
-W_k, largest first.
+VEI, VEE and VEV are solved by block-coordinate descent, each block in closed form. EVE's and
+VVE's common orientation D turns by sweeps of plane rotations (as in Flury & Gautschi's
+algorithm for common principal components) and, near the minimum, by Newton steps on F with
+the volumes and shapes at their best for D. Started from the previous M-step's covariances,
+no step raises F (a Newton step is only taken when it lowers F), so EM stays monotone.
+Below, n = Σ_k N_k, W = Σ_k W_k, gm(v) is the geometric mean of a positive vector
+(gm(diag B) = |B|^{1/d} for diagonal B) and ω_k are the eigenvalues of W_k, largest first.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ ITERATIVE_MODELS: frozenset[str] = frozenset({"VEI", "VEE", "EVE", "VVE", "VEV"}
 DEFAULT_MAX_ITER = 10_000
 
 # Inside EM (``covariance.Family``) an iterated M-step starts from the current covariances
-# and takes at most IN_EM_MAX_ITER sweeps, stopping when no entry moves by more than
-# IN_EM_TOL of the largest (EVE, VVE: no plane turns by more): every sweep lowers F, so this
+# and takes at most IN_EM_MAX_ITER sweeps (EVE, VVE: sweeps or Newton steps), stopping when no
+# entry moves by more than IN_EM_TOL of the largest (EVE, VVE: no plane turns by more): every
+# step lowers F, so this
 # is still an EM that never lowers the likelihood (a generalised EM), the next iteration
 # carries on from where it stopped, and its fixed points are those of the full M-step.
 # Iterating each M-step to 1e-10 cost 7× more on an iris grid (one EVE M-step near a
@@ -116,9 +118,11 @@ def m_step(
     tol : float
         The iterative models stop when no entry of any Σ_k moves by more than ``tol`` times
         the largest entry in one sweep (EVE and VVE: when no plane of D turns by more than
-        ``tol``, as |sin θ|, which moves the entries by about as much).
+        ``tol``, as |sin θ| or a Newton step's angle, which moves the entries by about as
+        much).
     max_iter : int
-        At most this many sweeps of the iterative models (at least 1).
+        At most this many sweeps of the iterative models (EVE, VVE: sweeps or Newton steps;
+        at least 1).
 
     Returns
     -------
@@ -473,14 +477,17 @@ def _common_axes(
     largest angle; the covariances then move by about that much of their largest entry) or
     after ``max_iter`` steps.
 
-    A step is a Newton step on the profiled objective (``_newton_step``) where d ≤
-    NEWTON_MAX_D and it lowers F, else a sweep of plane rotations (``_plane_rotations``, the
-    P_k from ``inverse_diagonals``). Sweeps converge only linearly, slowly where the
-    components' axes are poorly determined (measured at d = 16, k = 8: ten sweeps left F
-    1,000× further from its minimum than three Newton steps), and one costs d − 1 rounds of
-    small numpy calls; near the minimum a Newton step converges quadratically. Far from it
-    the Hessian may be indefinite or the step may overshoot: the step is then not taken and
-    a sweep, which never raises F, is made instead, and Newton is tried again next time.
+    A step is a sweep of plane rotations (``_plane_rotations``, the P_k from
+    ``inverse_diagonals``) or, near the minimum, a Newton step on F profiled over the
+    volumes and shapes (``_newton_step``, φ from ``profile``). Sweeps converge only
+    linearly, and slowly where the components' axes are poorly determined: on the M-steps of
+    an EVE/VVE fit at d = 16, k = 8, ten sweeps (4-5 ms) left F 10²-10³ above the minimum
+    that three Newton steps reached to rounding; in EM, where the previous M-step's D is
+    close, one Newton step (~0.4 ms) usually meets IN_EM_TOL. "Near" is: started from
+    ``previous``, or the last sweep turned no plane by more than NEWTON_RADIUS. Far from
+    the minimum Newton steps, even capped, led EM to worse fits, and the Hessian may be
+    indefinite; once a Newton step is refused (``_newton_step`` gives None) the call goes
+    on with sweeps only, as a refused step costs about a sweep.
     """
     orientation = _start_orientation(scatter, n_k, previous)
     rotated = _in_axes(scatter, orientation)
@@ -493,9 +500,7 @@ def _common_axes(
             step = _newton_step(scatter, orientation, rotated, profile)
             newton = step is not None  # once refused, sweeps for the rest of this call
         if step is None:
-            orientation, rotated, turned = _plane_rotations(
-                rotated, orientation, inverse_diagonals
-            )
+            orientation, rotated, turned = _plane_rotations(rotated, orientation, inverse_diagonals)
             near = turned <= NEWTON_RADIUS
         else:
             orientation, rotated, turned = step
@@ -505,8 +510,12 @@ def _common_axes(
 
 
 NEWTON_MAX_D = 24
+"""Newton steps for d ≤ this only: the Hessian has (d(d − 1)/2)² entries and its solve
+grows as d⁶, while a sweep grows as d³."""
 NEWTON_RADIUS = 0.1
+"""Largest turn (rad) of a Newton step, and of the last sweep before Newton is tried."""
 NEWTON_HALVINGS = 2
+"""A Newton step that does not lower F is halved at most this often before it is refused."""
 
 
 def _newton_step(
@@ -516,8 +525,9 @@ def _newton_step(
     profile: Callable[[FloatArray], tuple[float, FloatArray, Callable | None]],
 ) -> tuple[FloatArray, FloatArray, float] | None:
     """One Newton step for D on the profiled objective φ(t_1, …, t_k), t_k = diag(Dᵀ W_k D)
-    (F with the volumes and shapes at their best for D); None where the Hessian is not
-    positive definite or the step does not lower φ (then F would not fall either).
+    (F with the volumes and shapes at their best for D); None where the Newton direction
+    does not descend (the Hessian is far from positive definite) or no step along it, of at
+    most NEWTON_RADIUS and halved up to NEWTON_HALVINGS times, lowers φ.
 
     D turns to D C(X), C(X) = (I − X/2)⁻¹ (I + X/2) the Cayley transform of the skew matrix
     X with X_ij = x_p for each plane p = (i, j), i < j. With M_k = Dᵀ W_k D, the t_k move by
@@ -530,23 +540,9 @@ def _newton_step(
     T_abc = Σ_k g_ka M_k,bc, and one bincount over ``_newton_plan(d)`` lays them out. EVE
     adds two low-rank terms (``profile``'s third value). The returned angle is max |x_p|.
     """
-    k, d, _ = rotated.shape
+    d = rotated.shape[-1]
     plan = _newton_plan(d)
-    t = _diagonals(rotated)
-    value, g, low_rank = profile(t)
-    m = rotated[:, plan.first, plan.second]  # M_k,ij of every plane, (k, P)
-    gradient = 2.0 * (m * (g[:, plan.second] - g[:, plan.first])).sum(axis=0)
-    weighted = rotated * (-g / t)[:, :, None]
-    chain = np.matmul(weighted.transpose(1, 2, 0), rotated.transpose(1, 0, 2))  # K
-    second = (g.T @ rotated.reshape(k, d * d)).ravel()  # T
-    sources = np.concatenate((chain.ravel(), second))
-    p = plan.first.size
-    hessian = np.bincount(
-        plan.target, weights=plan.sign * sources[plan.source], minlength=p * p
-    ).reshape(p, p)
-    hessian = 0.5 * (hessian + hessian.T)
-    if low_rank is not None:
-        hessian += low_rank(m, gradient)
+    value, gradient, hessian = _newton_model(rotated, profile)
     try:
         x = np.linalg.solve(hessian, -gradient)
     except np.linalg.LinAlgError:
@@ -568,6 +564,32 @@ def _newton_step(
             return turned_to, moved, float(abs(x).max())
         x *= 0.5
     return None
+
+
+def _newton_model(
+    rotated: FloatArray,
+    profile: Callable[[FloatArray], tuple[float, FloatArray, Callable | None]],
+) -> tuple[float, FloatArray, FloatArray]:
+    """φ, its gradient and its Hessian in the plane angles x_p at x = 0, from M_k = Dᵀ W_k D
+    (the formulas are ``_newton_step``'s)."""
+    k, d, _ = rotated.shape
+    plan = _newton_plan(d)
+    t = _diagonals(rotated)
+    value, g, low_rank = profile(t)
+    m = rotated[:, plan.first, plan.second]  # M_k,ij of every plane, (k, P)
+    gradient = 2.0 * (m * (g[:, plan.second] - g[:, plan.first])).sum(axis=0)
+    weighted = rotated * (-g / t)[:, :, None]
+    chain = np.matmul(weighted.transpose(1, 2, 0), rotated.transpose(1, 0, 2))  # K
+    second = (g.T @ rotated.reshape(k, d * d)).ravel()  # T
+    sources = np.concatenate((chain.ravel(), second))
+    p = plan.first.size
+    hessian = np.bincount(
+        plan.target, weights=plan.sign * sources[plan.source], minlength=p * p
+    ).reshape(p, p)
+    hessian = 0.5 * (hessian + hessian.T)
+    if low_rank is not None:
+        hessian += low_rank(m, gradient)
+    return value, gradient, hessian
 
 
 @dataclass(frozen=True)
@@ -685,7 +707,8 @@ def _eve(
     """EVE: Σ_k = λ D A_k Dᵀ, equal volume and orientation, own shape.
 
     Given D, with T_k = diag(Dᵀ W_k D): A_k = T_k / gm(T_k) and λ = Σ_k gm(T_k) / n. Given
-    the A_k, D turns plane by plane to lower Σ_k tr(Dᵀ W_k D A_k⁻¹) (``_plane_rotations``).
+    the A_k, D turns plane by plane to lower Σ_k tr(Dᵀ W_k D A_k⁻¹) (``_plane_rotations``),
+    or, near the minimum, by Newton steps on F profiled over λ and the A_k (``_common_axes``).
     """
     orientation, diagonals = _common_axes(
         scatter, n_k, previous, tol, max_iter, lambda t: _gm(t)[:, None] / t, _eve_profile(n_k)
@@ -701,7 +724,8 @@ def _vve(
     """VVE: Σ_k = D B_k Dᵀ (B_k = λ_k A_k diagonal), common orientation only (Flury's CPC).
 
     Given D: B_k = diag(Dᵀ W_k D) / N_k. Given the B_k, D turns plane by plane to lower
-    Σ_k tr(Dᵀ W_k D B_k⁻¹). (mclust 6.0.0 instead takes EVE's D, chosen with the volumes
+    Σ_k tr(Dᵀ W_k D B_k⁻¹), or, near the minimum, by Newton steps on F profiled over the B_k
+    (``_common_axes``). (mclust 6.0.0 instead takes EVE's D, chosen with the volumes
     left out, which does not minimise F; its VVE fits differ from these, see the tests.)
     """
     orientation, diagonals = _common_axes(
