@@ -551,11 +551,14 @@ def _newton_step(
         return None
     if not np.isfinite(x).all():
         return None
+    largest = float(abs(x).max())
+    if largest == 0.0:
+        return orientation, rotated, 0.0  # at the minimum exactly: nothing to turn
     identity = np.eye(d)
     # no plane turns by more than NEWTON_RADIUS (the quadratic model is trusted that far;
     # along the long valleys of poorly determined axes the full step measured 0.1-2 rad),
     # and the step is halved while φ does not fall
-    x *= min(1.0, NEWTON_RADIUS / float(abs(x).max()))
+    x *= min(1.0, NEWTON_RADIUS / largest)
     for _ in range(NEWTON_HALVINGS + 1):
         skew = np.zeros((d, d))
         skew.flat[plan.upper] = 0.5 * x
