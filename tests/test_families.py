@@ -431,3 +431,90 @@ def test_vve_m_step_beats_mclusts_variant(stats):
     common_axes(ours)
     reference = objective(theirs, scatter, n_k)
     assert objective(ours, scatter, n_k) <= reference + 1e-9 * abs(reference)
+
+
+@st.composite
+def ill_conditioned_statistics(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scatter matrices in up to 10 columns with eigenvalues up to 1e8 apart, their N_k, and
+    a previous EVE/VVE-like start: nearby common axes (a small random turn of W's), where the
+    orientation's Newton steps are tried."""
+    k = draw(st.integers(2, 5))
+    d = draw(st.integers(2, 10))
+    seed = draw(st.integers(0, 2**32 - 1))
+    spread = draw(st.floats(0.0, 8.0))
+    rng = np.random.default_rng(seed)
+    n_k = rng.uniform(d + 2.0, 200.0, size=k)
+    axes = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    scatter = np.empty((k, d, d))
+    for j in range(k):
+        turn = np.linalg.qr(np.eye(d) + 0.3 * rng.normal(size=(d, d)))[0]
+        own = axes @ turn
+        values = 10.0 ** rng.uniform(-spread / 2, spread / 2, size=d)
+        scatter[j] = n_k[j] * (own * values) @ own.T
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    nudge = np.linalg.qr(np.eye(d) + 0.05 * rng.normal(size=(d, d)))[0]
+    start_axes = axes @ nudge
+    in_axes = np.einsum("ia,kij,jb->kab", start_axes, scatter, start_axes)
+    diagonals = np.diagonal(in_axes, axis1=1, axis2=2) / n_k[:, None]
+    previous = np.einsum("ia,ka,ja->kij", start_axes, diagonals, start_axes)
+    return scatter, n_k, 0.5 * (previous + np.swapaxes(previous, 1, 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(ill_conditioned_statistics())
+def test_common_orientation_steps_never_raise_f_on_ill_conditioned_scatter(stats):
+    """EVE's and VVE's M-steps (plane sweeps and Newton steps) never raise F above its value
+    at ``previous`` (nor above the previous model fit's, for EVE), one step, the in-EM
+    budget or to convergence, at condition numbers up to 1e8 and d up to 10."""
+    scatter, n_k, start = stats
+    for model in ("EVE", "VVE"):
+        previous = (
+            start if model == "VVE" else m_step("EVE", scatter, n_k, previous=start, max_iter=1)
+        )
+        before = objective(previous, scatter, n_k)
+        for max_iter, tol in [
+            (1, 1e-10),
+            (families.IN_EM_MAX_ITER, families.IN_EM_TOL),
+            (families.DEFAULT_MAX_ITER, 1e-10),
+        ]:
+            cov = m_step(model, scatter, n_k, previous=previous, max_iter=max_iter, tol=tol)
+            assert np.isfinite(cov).all(), model
+            assert objective(cov, scatter, n_k) <= before + 1e-9 * abs(before), (model, max_iter)
+            common_axes(cov)
+
+
+def test_newton_gradient_and_hessian_match_finite_differences():
+    """``_newton_step``'s model of φ: its gradient and Hessian (the sparse layout of
+    ``_newton_plan`` and EVE's low-rank terms) against central differences of φ along the
+    Cayley turns it takes."""
+    rng = np.random.default_rng(3)
+    k, d = 3, 5
+    scatter = np.stack([(a := rng.normal(size=(d, d))) @ a.T + np.eye(d) for _ in range(k)])
+    n_k = rng.uniform(5.0, 20.0, size=k)
+    orientation = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    plan = families._newton_plan(d)
+    p = plan.first.size
+
+    def turned(x: np.ndarray) -> np.ndarray:
+        skew = np.zeros((d, d))
+        skew.flat[plan.upper] = 0.5 * x
+        skew.flat[plan.lower] = -0.5 * x
+        cayley = np.linalg.solve(np.eye(d) - skew, np.eye(d) + skew)
+        return families._in_axes(scatter, orientation @ cayley)
+
+    for profile in (families._vve_profile(n_k), families._eve_profile(n_k)):
+        gradient, hessian = families._newton_model(turned(np.zeros(p)), profile)[1:]
+
+        def phi(x: np.ndarray, profile=profile) -> float:
+            return profile(families._diagonals(turned(x)))[0]
+
+        step = np.eye(p) * 1e-4
+        numeric_gradient = np.array([(phi(e) - phi(-e)) / 2e-4 for e in step])
+        numeric_hessian = np.array(
+            [
+                [(phi(a + b) - phi(a - b) - phi(b - a) + phi(-a - b)) / 4e-8 for b in step]
+                for a in step
+            ]
+        )
+        assert np.allclose(gradient, numeric_gradient, rtol=1e-6, atol=1e-6 * abs(gradient).max())
+        assert np.allclose(hessian, numeric_hessian, rtol=1e-4, atol=1e-4 * abs(hessian).max())
