@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sklearn import datasets
 
 from gmmcli.cli import run
+from gmmcli.engine.convergence import LIMIT_TOL
 from gmmcli.engine.covariance import covariance_names
 from gmmcli.engine.em import EMOptions, fit, fit_source
 from gmmcli.engine.mixture import GaussianMixture
@@ -208,12 +209,21 @@ def test_engines_agree_under_acceleration(covariance_type, tmp_path):
 
 
 # -- plain EM as before --------------------------------------------------------------------------
+# Models whose M-step changed after the stored trajectories were made, and why: their plain
+# EM takes another path to the fixed point (the loop is the same for every model, and the
+# other stored models check it step by step)
+M_STEP_SINCE = {
+    "VVE": "orientation by Newton steps near the minimum (0f06e90): 26 iterations, not 27, "
+    "ending 3e-10 per row higher",
+}
+
 def test_no_accelerate_is_plain_em_exactly_as_before():
     """Trajectories made with the code before acceleration (tests/fixtures/plain_em_main.json,
     main 722d535, iris): accelerate=False gives the same iterations, log-likelihoods and
     parameters (to rounding). VVE and EEV moved by ~3e-13 since, when the families' jitter
     became 1e-12 of each column's variance instead of the mean variance; a changed step
-    would move them by many orders more."""
+    would move them by many orders more. VVE's M-step itself changed since (``M_STEP_SINCE``):
+    its plain EM takes another path, by design, to the same fixed point."""
     stored = json.loads((ROOT / "fixtures" / "plain_em_main.json").read_text())
     x = datasets.load_iris().data
     for case in stored["fits"]:
@@ -224,6 +234,12 @@ def test_no_accelerate_is_plain_em_exactly_as_before():
             seed=case["seed"],
             accelerate=False,
         ).fit(x)
+        if case["covariance_type"] in M_STEP_SINCE:
+            # the same fixed point: both stopped within the rule's 1e-8 per row of it
+            final = fitted.log_likelihood_history_[-1]
+            assert final == pytest.approx(case["history"][-1], rel=0, abs=2 * LIMIT_TOL)
+            assert np.all(np.diff(fitted.log_likelihood_history_) >= -1e-12)
+            continue
         assert fitted.n_iter_ == case["n_iter"]
         assert relative_error(fitted.log_likelihood_history_, case["history"]) < 1e-11
         assert relative_error(fitted.means_, case["means"]) < 1e-11
