@@ -217,6 +217,7 @@ M_STEP_SINCE = {
     "ending 3e-10 per row higher",
 }
 
+
 def test_no_accelerate_is_plain_em_exactly_as_before():
     """Trajectories made with the code before acceleration (tests/fixtures/plain_em_main.json,
     main 722d535, iris): accelerate=False gives the same iterations, log-likelihoods and
