@@ -238,6 +238,13 @@ def test_the_cases_left_to_numpys_kernel(compiled):
     full = prepare(start_params(wide, 2, "full"), get_strategy("full"), centre)
     assert bycomponent.chosen(full.strategy, wide.shape[1], 2)
     assert diagonal.compiled_pass(full, Rows(wide, centre)) is None  # no features at all
+    # against the compiled pass the by-component kernel is the faster for k ≤ d/5 only
+    mid = blobs(2, n_per=300, d=16, k=4)
+    centre = mid.mean(axis=0)
+    four = prepare(params_for(mid, 4, "full", 3), get_strategy("full"), centre)
+    assert bycomponent.chosen(four.strategy, 16, 4)
+    assert not bycomponent.chosen(four.strategy, 16, 4, compiled=True)
+    assert diagonal.compiled_pass(four, Rows(mid, centre)) is not None
     means = params.means + np.array([1e9, 0, 0, 0])
     far = MixtureParams("diag", params.weights, means, params.covariances)
     far_model = prepare(far, get_strategy("diag"), shift)

@@ -49,15 +49,23 @@ FROM_FEATURES = 12  # columns from which this kernel can be the faster (``chosen
 NEGLIGIBLE = 1e-250
 
 
-def chosen(strategy: CovarianceStrategy, d: int, k: int) -> bool:
+def chosen(strategy: CovarianceStrategy, d: int, k: int, compiled: bool = False) -> bool:
     """Whether the chunks of a model with these dimensions go component by component: the
     full kernel's models (``strategy.pairwise``) from ``FROM_FEATURES`` columns and for
     k ≤ 4 + d/8 components. Measured on one thread (bench/bench_kernel.py): the features
     cost ~d²/2 numbers per row to make, write and read, whatever k, and little more per
     component; this kernel costs ~k d² products per row and nothing before. It was the
     faster from d = 12 up to k ≈ 7 at d = 16, 10 at d = 32, 14 at d = 64, 30 at d = 128
-    (4× at d = 64, k = 2; 1.4× at k = 8), and the slower below d = 12."""
-    return strategy.pairwise and d >= FROM_FEATURES and k <= 4 + d / 8
+    (4× at d = 64, k = 2; 1.4× at k = 8), and the slower below d = 12.
+
+    ``compiled``: the other way is the compiled pass in pieces (``diagonal``, for a large
+    complete float64 table), whose features stay in the cache; against it this kernel is
+    the faster only for k ≤ d/5 as well (one pass, 200,000 rows, one thread: 1.6× slower at
+    d = 12, k = 4, even at d = 20, k = 4, 1.2× faster at d = 24, k = 4 and 2× at d = 32,
+    k = 4, 1.3× at d = 64, k = 8; bench/RESULTS.md, "second pass")."""
+    if not (strategy.pairwise and d >= FROM_FEATURES and k <= 4 + d / 8):
+        return False
+    return not compiled or k <= d / 5
 
 
 @functools.cache

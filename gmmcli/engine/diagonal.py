@@ -59,8 +59,6 @@ def compiled_pass(model: Model, rows: Rows) -> Callable[[slice, int], BlockSum] 
     strategy = model.strategy
     if strategy.row_features is None or rows.incomplete:
         return None
-    if bycomponent.chosen(strategy, rows.n_features, model.params.n_components):
-        return None  # no features: the full kernel goes component by component
     if rows.dtype != np.float64 or rows.x.dtype != np.float64:
         return None
     if model.far.size or not (model.moment_origins == model.shift).all():
@@ -68,6 +66,8 @@ def compiled_pass(model: Model, rows: Rows) -> Callable[[slice, int], BlockSum] 
     k = model.coefficients.shape[0]
     if rows.n_rows * rows.n_features * k < COMPILED_FROM:
         return None
+    if bycomponent.chosen(strategy, rows.n_features, k, compiled=True):
+        return None  # no features: the full kernel goes component by component
     kernels = _compiled()
     if kernels is None:
         return None
