@@ -518,3 +518,59 @@ def test_newton_gradient_and_hessian_match_finite_differences():
         )
         assert np.allclose(gradient, numeric_gradient, rtol=1e-6, atol=1e-6 * abs(gradient).max())
         assert np.allclose(hessian, numeric_hessian, rtol=1e-4, atol=1e-4 * abs(hessian).max())
+
+
+# -- the compiled sweep ---------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(ill_conditioned_statistics(), st.sampled_from([True, False]))
+def test_the_compiled_sweep_is_the_numpy_sweep(stats, equal_volume):
+    """One sweep of ``families_compiled`` turns D and the M_k as ``_plane_rotations`` does,
+    to rounding, from the same start (EVE's weights gm(t)/t, or VVE's N_k/t)."""
+    scatter, n_k, _ = stats
+    d = scatter.shape[-1]
+    orientation = families._start_orientation(scatter, n_k, None)
+    rotated = families._in_axes(scatter, orientation)
+    if equal_volume:
+        weights = lambda t: families._gm(t)[:, None] / t  # noqa: E731
+    else:
+        weights = lambda t: n_k[:, None] / t  # noqa: E731
+    expected = families._plane_rotations(rotated.copy(), orientation.copy(), weights)
+    sweep = families._compiled_sweep(n_k, equal_volume, True)
+    ours = sweep(rotated, orientation)
+    # the M_k agree; D itself may not where a plane's angle is rounding noise (W_k ∝ I
+    # leaves every D optimal), so it is checked through M_k = Dᵀ W_k D and Dᵀ D = I
+    scale = np.abs(expected[1]).max(axis=(1, 2), keepdims=True)
+    assert np.all(np.abs(ours[1] - expected[1]) <= 1e-12 * d * scale)
+    assert np.all(np.abs(families._in_axes(scatter, ours[0]) - ours[1]) <= 1e-12 * d * scale)
+    assert np.max(np.abs(ours[0].T @ ours[0] - np.eye(d))) <= 1e-13 * d
+    assert 0.0 <= ours[2] <= 1.0  # the largest |sin θ| (as noisy as D where D is)
+    # its inputs are left as they were: the caller's matrices are not turned in place
+    assert np.array_equal(rotated, families._in_axes(scatter, orientation))
+
+
+@pytest.mark.parametrize("model", ["EVE", "VVE"])
+def test_em_with_compiled_sweeps_is_em_with_numpys(monkeypatch, model):
+    """A fit whose M-steps take the compiled sweeps (every table, with the threshold at 0)
+    follows the numpy sweeps' path to rounding, and the threshold is what decides."""
+    from gmmcli import GaussianMixture
+    from gmmcli.engine import diagonal
+
+    x, _, _ = lookup("iris", 3, model)
+    fits = []
+    for threshold in (1 << 62, 0):
+        monkeypatch.setattr(diagonal, "COMPILED_FROM", threshold)
+        assert families.compiled_sweeps(len(x), 4, 3) == (threshold == 0)
+        fitted = GaussianMixture(
+            3, covariance_type=model, tol=0, max_iter=40, accelerate=False, seed=1
+        ).fit(x)
+        fits.append(fitted)
+    numpy_fit, compiled_fit = fits
+    history = np.array(numpy_fit.log_likelihood_history_)
+    assert (
+        np.max(np.abs(np.array(compiled_fit.log_likelihood_history_) - history))
+        <= 1e-10 * np.abs(history).max()
+    )
+    assert (
+        np.max(np.abs(compiled_fit.covariances_ - numpy_fit.covariances_))
+        <= 1e-8 * np.abs(numpy_fit.covariances_).max()
+    )

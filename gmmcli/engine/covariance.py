@@ -631,7 +631,7 @@ class Family(Full):
         return n_covariance_parameters(self.name, k, d)
 
     def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
-        from .families import IN_EM_MAX_ITER, IN_EM_TOL, m_step
+        from .families import IN_EM_MAX_ITER, IN_EM_TOL, compiled_sweeps, m_step
 
         unconstrained = self.spread(n_k, counts, m, s2) if spread is None else spread
         # A component on a point, a flat column or no rows at all has a singular (or zero)
@@ -654,7 +654,16 @@ class Family(Full):
                 usable = previous is not None and previous.shape == unconstrained.shape
                 start = previous if usable and np.isfinite(previous).all() else None
                 scatter = jittered * n_k[:, None, None]
-                cov = m_step(self.name, scatter, n_k, start, tol=IN_EM_TOL, max_iter=IN_EM_MAX_ITER)
+                k, d = m.shape
+                cov = m_step(
+                    self.name,
+                    scatter,
+                    n_k,
+                    start,
+                    tol=IN_EM_TOL,
+                    max_iter=IN_EM_MAX_ITER,
+                    compiled=compiled_sweeps(float(n_k.sum()), d, k),
+                )
             except np.linalg.LinAlgError:
                 cov = np.full_like(unconstrained, np.nan)
         bad = ~np.isfinite(cov).all(axis=(1, 2))

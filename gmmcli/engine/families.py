@@ -99,6 +99,7 @@ def m_step(
     previous: FloatArray | None = None,
     tol: float = 1e-10,
     max_iter: int = DEFAULT_MAX_ITER,
+    compiled: bool = False,
 ) -> FloatArray:
     """The covariances that minimise F(Σ) within ``model``, from the weighted statistics.
 
@@ -123,6 +124,10 @@ def m_step(
     max_iter : int
         At most this many sweeps of the iterative models (EVE, VVE: sweeps or Newton steps;
         at least 1).
+    compiled : bool
+        EVE's and VVE's sweeps by the compiled kernel (``families_compiled``, where numba
+        imports; the same sweeps to rounding, ~15× quicker). EM asks for it on tables that
+        load numba anyway (``compiled_sweeps``), so small fits never pay for the import.
 
     Returns
     -------
@@ -144,7 +149,18 @@ def m_step(
         previous = np.asarray(previous, dtype=np.float64)
         if previous.shape != scatter.shape:
             raise ValueError(f"previous must have shape {scatter.shape}, not {previous.shape}")
+    if name in _SWEPT:
+        return _ITERATIVE[name](scatter, n_k, previous, tol, max_iter, compiled=compiled)
     return _ITERATIVE[name](scatter, n_k, previous, tol, max_iter)
+
+
+def compiled_sweeps(n: float, d: int, k: int) -> bool:
+    """Whether EM's M-steps take the compiled sweeps: for n rows (their total weight) of d
+    columns and k components, on a table large enough that its passes load numba anyway
+    (``diagonal.COMPILED_FROM``), which a small fit's start-up would not afford."""
+    from .diagonal import COMPILED_FROM
+
+    return n * d * k >= COMPILED_FROM
 
 
 # -- small helpers ------------------------------------------------------------------------
@@ -471,6 +487,8 @@ def _common_axes(
     max_iter: int,
     inverse_diagonals: Callable[[FloatArray], FloatArray],
     profile: Callable[[FloatArray], tuple[float, FloatArray, Callable | None]],
+    compiled: Callable[[FloatArray, FloatArray], tuple[FloatArray, FloatArray, float]]
+    | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """The orientation D of EVE or VVE and the diagonals of Dᵀ W_k D, by steps from the
     start's D until no plane turns by more than ``tol`` (|sin θ|, or the Newton step's
@@ -487,7 +505,8 @@ def _common_axes(
     ``previous``, or the last sweep turned no plane by more than NEWTON_RADIUS. Far from
     the minimum Newton steps, even capped, led EM to worse fits, and the Hessian may be
     indefinite; once a Newton step is refused (``_newton_step`` gives None) the call goes
-    on with sweeps only, as a refused step costs about a sweep.
+    on with sweeps only, as a refused step costs about a sweep. ``compiled``: the sweep of
+    ``families_compiled`` in place of ``_plane_rotations`` (``_compiled_sweep``).
     """
     orientation = _start_orientation(scatter, n_k, previous)
     rotated = _in_axes(scatter, orientation)
@@ -500,7 +519,12 @@ def _common_axes(
             step = _newton_step(scatter, orientation, rotated, profile)
             newton = step is not None  # once refused, sweeps for the rest of this call
         if step is None:
-            orientation, rotated, turned = _plane_rotations(rotated, orientation, inverse_diagonals)
+            if compiled is None:
+                orientation, rotated, turned = _plane_rotations(
+                    rotated, orientation, inverse_diagonals
+                )
+            else:  # the same sweep, compiled
+                orientation, rotated, turned = compiled(rotated, orientation)
             near = turned <= NEWTON_RADIUS
         else:
             orientation, rotated, turned = step
@@ -708,8 +732,54 @@ def _eve_profile(
     return profile
 
 
+@functools.cache
+def _sweep_kernel():
+    """``families_compiled.sweep``, or None where numba does not import."""
+    try:
+        from .families_compiled import sweep
+    except ImportError:
+        return None
+    return sweep
+
+
+@functools.cache
+def _round_arrays(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_rounds(d)`` as the compiled sweep reads them: every round's first and second axes,
+    concatenated, and where each round starts."""
+    rounds = _rounds(d)
+    halves = [plan.ends.size // 2 for plan in rounds]
+    firsts = np.concatenate([plan.ends[:h] for plan, h in zip(rounds, halves, strict=True)])
+    seconds = np.concatenate([plan.ends[h:] for plan, h in zip(rounds, halves, strict=True)])
+    starts = np.concatenate([[0], np.cumsum(halves)]).astype(np.intp)
+    return firsts.astype(np.intp), seconds.astype(np.intp), starts
+
+
+def _compiled_sweep(
+    n_k: FloatArray, equal_volume: bool, wanted: bool
+) -> Callable[[FloatArray, FloatArray], tuple[FloatArray, FloatArray, float]] | None:
+    """The compiled sweep for EVE (``equal_volume``) or VVE, on copies of its inputs; None
+    unless ``wanted`` and numba imports (then ``_plane_rotations`` serves)."""
+    kernel = _sweep_kernel() if wanted else None
+    if kernel is None:
+        return None
+
+    def run(rotated: FloatArray, orientation: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+        rotated = np.ascontiguousarray(rotated, dtype=np.float64).copy()
+        orientation = np.ascontiguousarray(orientation, dtype=np.float64).copy()
+        firsts, seconds, starts = _round_arrays(rotated.shape[-1])
+        turned = kernel(rotated, orientation, firsts, seconds, starts, n_k, equal_volume)
+        return orientation, rotated, float(turned)
+
+    return run
+
+
 def _eve(
-    scatter: FloatArray, n_k: FloatArray, previous: FloatArray | None, tol: float, max_iter: int
+    scatter: FloatArray,
+    n_k: FloatArray,
+    previous: FloatArray | None,
+    tol: float,
+    max_iter: int,
+    compiled: bool = False,
 ) -> FloatArray:
     """EVE: Σ_k = λ D A_k Dᵀ, equal volume and orientation, own shape.
 
@@ -718,7 +788,14 @@ def _eve(
     or, near the minimum, by Newton steps on F profiled over λ and the A_k (``_common_axes``).
     """
     orientation, diagonals = _common_axes(
-        scatter, n_k, previous, tol, max_iter, lambda t: _gm(t)[:, None] / t, _eve_profile(n_k)
+        scatter,
+        n_k,
+        previous,
+        tol,
+        max_iter,
+        lambda t: _gm(t)[:, None] / t,
+        _eve_profile(n_k),
+        _compiled_sweep(n_k, True, compiled),
     )
     sizes = _gm(diagonals)
     volume = sizes.sum() / n_k.sum()
@@ -726,7 +803,12 @@ def _eve(
 
 
 def _vve(
-    scatter: FloatArray, n_k: FloatArray, previous: FloatArray | None, tol: float, max_iter: int
+    scatter: FloatArray,
+    n_k: FloatArray,
+    previous: FloatArray | None,
+    tol: float,
+    max_iter: int,
+    compiled: bool = False,
 ) -> FloatArray:
     """VVE: Σ_k = D B_k Dᵀ (B_k = λ_k A_k diagonal), common orientation only (Flury's CPC).
 
@@ -736,7 +818,14 @@ def _vve(
     left out, which does not minimise F; its VVE fits differ from these, see the tests.)
     """
     orientation, diagonals = _common_axes(
-        scatter, n_k, previous, tol, max_iter, lambda t: n_k[:, None] / t, _vve_profile(n_k)
+        scatter,
+        n_k,
+        previous,
+        tol,
+        max_iter,
+        lambda t: n_k[:, None] / t,
+        _vve_profile(n_k),
+        _compiled_sweep(n_k, False, compiled),
     )
     return _rotate(orientation, diagonals / n_k[:, None])
 
@@ -753,6 +842,12 @@ _CLOSED_FORM: dict[str, Callable[[FloatArray, FloatArray], FloatArray]] = {
     "VVV": _vvv,
 }
 
-_ITERATIVE: dict[
-    str, Callable[[FloatArray, FloatArray, FloatArray | None, float, int], FloatArray]
-] = {"VEI": _vei, "VEE": _vee, "VEV": _vev, "EVE": _eve, "VVE": _vve}
+_ITERATIVE: dict[str, Callable[..., FloatArray]] = {
+    "VEI": _vei,
+    "VEE": _vee,
+    "VEV": _vev,
+    "EVE": _eve,
+    "VVE": _vve,
+}
+_SWEPT = frozenset({"EVE", "VVE"})
+"""The iterated M-steps whose orientation turns by sweeps, which may be compiled."""
