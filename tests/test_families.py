@@ -463,11 +463,12 @@ def ill_conditioned_statistics(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray,
 @settings(max_examples=40, deadline=None)
 @given(ill_conditioned_statistics())
 def test_common_orientation_steps_never_raise_f_on_ill_conditioned_scatter(stats):
-    """EVE's and VVE's M-steps (plane sweeps and Newton steps) never raise F above its value
-    at ``previous`` (nor above the previous model fit's, for EVE), one step, the in-EM
-    budget or to convergence, at condition numbers up to 1e8 and d up to 10."""
+    """EVE's and VVE's M-steps (plane sweeps, numpy's or compiled, and Newton steps) never
+    raise F above its value at ``previous`` (nor above the previous model fit's, for EVE),
+    one step, the in-EM budget or to convergence, at condition numbers up to 1e8 and d up
+    to 10."""
     scatter, n_k, start = stats
-    for model in ("EVE", "VVE"):
+    for model, compiled in itertools.product(("EVE", "VVE"), (False, True)):
         previous = (
             start if model == "VVE" else m_step("EVE", scatter, n_k, previous=start, max_iter=1)
         )
@@ -477,7 +478,10 @@ def test_common_orientation_steps_never_raise_f_on_ill_conditioned_scatter(stats
             (families.IN_EM_MAX_ITER, families.IN_EM_TOL),
             (families.DEFAULT_MAX_ITER, 1e-10),
         ]:
-            cov = m_step(model, scatter, n_k, previous=previous, max_iter=max_iter, tol=tol)
+            cov = m_step(
+                model, scatter, n_k, previous=previous, max_iter=max_iter, tol=tol,
+                compiled=compiled,
+            )  # fmt: skip
             assert np.isfinite(cov).all(), model
             assert objective(cov, scatter, n_k) <= before + 1e-9 * abs(before), (model, max_iter)
             common_axes(cov)
