@@ -375,6 +375,7 @@ def make_chunk(
     if whole and chunk.gaps is None:  # a copy: the chunk's features are a thread's buffer
         kept = Chunk(chunk.features.copy(), rows.n_features, 0, chunk.x, chunk.shift)
         kept.weights = chunk.weights
+        kept.grams = chunk.grams
         rows.filled[strategy.name] = chunk = kept
     return chunk
 
@@ -584,7 +585,8 @@ def reduce_chunk_blocks(
         counts += extra.counts
         first += extra.moments[:, :, :d]
         added = extra.moments[:, :, d:]  # per component: pooled, their sum over components
-        second += added.sum(axis=1, keepdims=True) if strategy.shared else added
+        # not in place: a pooled row may be the one the rows keep (``Chunk.grams``)
+        second = second + (added.sum(axis=1, keepdims=True) if strategy.shared else added)
     noise_counts = None if noise is None else _block_sums(noise)
     worst = None
     if chunk.gaps is not None and log_density is not None and n_worst:
@@ -613,20 +615,25 @@ def _pooled_second(
     cost k products; one more per component summed about its own point (``origins``).
 
     With every component about the shift (``about_shift`` None), s_i is what the row's
-    responsibilities leave to the Gaussians, w_i − w_i r_i0 (``noise`` holds w_i r_i0), or
-    w_i or 1 without noise: no pass over the k rows of ``resp``, and unweighted without
-    noise the Gram of z itself (the same to rounding: a row's responsibilities sum to 1)."""
+    responsibilities leave to the Gaussians, w_i − w_i r_i0 (``noise`` holds w_i r_i0): no
+    pass over the k rows of ``resp``. Without noise that is w_i, or 1 (the same to
+    rounding: a row's responsibilities sum to 1), and the result is the rows' own Gram,
+    the same in every pass, which rows held in memory keep (``Chunk.grams``)."""
     zt = chunk.zt
     weights = chunk.weights
-    if about_shift is None and noise is None and weights is None:
+    if about_shift is None and noise is None:
+        key = (chunk.offset, chunk.n_rows)
+        if chunk.grams is not None and key in chunk.grams:
+            return chunk.grams[key]
         with np.errstate(over="ignore", invalid="ignore"):
-            gram = _per_block(zt, zt)  # (blocks, d, d)
-        return strategy.moments_of(gram)[:, None, :]
+            weighted = zt if weights is None else zt * weights.astype(zt.dtype, copy=False)
+            gram = strategy.moments_of(_per_block(weighted, zt))[:, None, :]
+        if chunk.grams is not None:
+            chunk.grams[key] = gram
+        return gram
     total = scratch("pooled_total", (zt.shape[1],), zt.dtype)
     if about_shift is not None:
         np.sum(resp[about_shift], axis=0, out=total)
-    elif noise is None:
-        total[:] = weights
     elif weights is None:
         np.subtract(1, noise, out=total)
     else:
