@@ -256,3 +256,18 @@ def test_a_fit_equals_the_full_models_m_step_pooled(accelerate):
     step = stats.mstep(full, TIED, fit.reg_covar)
     np.testing.assert_allclose(step.params.means, fit.means_, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(step.params.covariances, fit.covariances_, rtol=1e-7, atol=1e-9)
+
+
+def test_given_responsibilities_must_sum_to_one():
+    """The pooled row takes Σ_k r_ik = 1 for granted: given responsibilities (a start's)
+    are checked, and normalised ones give the full kernel's sums."""
+    rng = np.random.default_rng(14)
+    x, shift, _ = random_tied(rng, 1500, 4, 3)
+    drawn = rng.random((3, len(x)))
+    with pytest.raises(ValueError, match="sum to 1"):
+        stats.stats_from_responsibilities(Rows(x, shift), lambda s: drawn[:, s], TIED, 1024)
+    drawn /= drawn.sum(axis=0)
+    tied = stats.stats_from_responsibilities(Rows(x, shift), lambda s: drawn[:, s], TIED, 1024)
+    full = stats.stats_from_responsibilities(Rows(x, shift), lambda s: drawn[:, s], FULL, 1024)
+    np.testing.assert_allclose(tied.second[0], full.second.sum(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(tied.first, full.first)

@@ -4,8 +4,9 @@ A chunk is one (q, c) array of *features*, one column per row: the first d rows 
 shifted data ``z = x − shift`` and the rest are what the covariance type needs (squares,
 square norms, or pairwise products). Then the E-step is one product, coefficients (k, q) ×
 features, and the M-step is another, responsibilities (k, c) × featuresᵀ, which yields every
-component's first and second moments at once. Rows as columns keep every elementwise pass on
-long contiguous memory.
+component's first and second moments at once. A shared covariance (tied) carries ‖Pᵀz‖²,
+which the E-step fills, and ones instead, and its M-step adds one pooled Gram of z (see
+``stats``). Rows as columns keep every elementwise pass on long contiguous memory.
 """
 
 from __future__ import annotations

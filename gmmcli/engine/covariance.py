@@ -146,7 +146,8 @@ class CovarianceStrategy:
         spread: np.ndarray | None = None,
     ) -> np.ndarray:
         """Covariances before regularisation from N_k (+10 eps), Σ_i r_ik, shifted means, and
-        S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form.
+        S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form
+        (``moments_of``), one row per component, or one row summed over them (``shared``).
         ``previous`` (the current covariances) is where a model whose M-step iterates starts;
         ``spread`` is ``self.spread`` of the same statistics when it was computed already
         (it is these covariances, for a model whose M-step does not constrain them further).
@@ -208,7 +209,7 @@ class CovarianceStrategy:
 
     def moments_of(self, second: np.ndarray) -> np.ndarray:
         """Second moments (..., d, d), e.g. Σ_i r_i C_i, as this model's statistics S2 sum them
-        (..., n_extra): the pairs a ≤ b (full, tied), the diagonal (diag), the trace
+        (..., n_second): the pairs a ≤ b (full, tied), the diagonal (diag), the trace
         (spherical)."""
         raise NotImplementedError
 

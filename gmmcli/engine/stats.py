@@ -544,14 +544,15 @@ def reduce_chunk_blocks(
     """Sufficient statistics of one chunk from its responsibilities resp (k, c), as the
     subtrees of the blocks' tree that the chunk holds. One product per block gives
     Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest); a model with a
-    shared covariance (``strategy.shared``) carries z alone and takes its one row of S2
-    from a second product per block, the Gram of z weighted by s_i = Σ_k r_ki
-    (``_pooled_second``). A component whose row of ``origins`` (k, d) is not the shift is
-    summed about that point instead (one more product each, with the strategy's features).
-    ``noise`` (c,): the noise component's responsibilities, summed into ``SuffStats.noise``
-    in the same tree.
+    shared covariance (``strategy.shared``) takes S1 from z alone (its other features, the
+    E-step's quadratic and ones, are no moments) and its one row of S2 from the Gram of z
+    weighted by s_i = Σ_k r_ki, per block (``_pooled_second``). A component whose row of
+    ``origins`` (k, d) is not the shift is summed about that point instead (one more product
+    each, with the strategy's features). ``noise`` (c,): the noise component's
+    responsibilities, summed into ``SuffStats.noise`` in the same tree.
 
-    Rows with frequency weights (``chunk.weights``) count w_i times: each row's
+    ``resp`` and ``noise`` sum to 1 in each row, as the E-step's do. Rows with frequency
+    weights (``chunk.weights``) count w_i times: each row's
     responsibilities become w_i r_ki before any sum (so N_k, S1 and S2, the missing cells'
     corrections and the noise's count too, are weighted sums), its log density counts
     w_i log p(x_i), and a row of weight 0 is never among the worst rows. Without weights
@@ -911,10 +912,14 @@ def stats_from_responsibilities(
 ) -> SuffStats:
     """Statistics of given responsibilities (k, c) per chunk, e.g. one-hot after k-means;
     summed about the shift, or again about the components' means where ``recentred`` says
-    (so ``responsibilities`` must give the same values when called twice)."""
+    (so ``responsibilities`` must give the same values when called twice). Each row's
+    must sum to 1, as the E-step's do: a shared covariance's pooled second moments take
+    Σ_k r_ik = 1 for granted (``_pooled_second``), so for it that is checked."""
 
     def part(span: slice, origins: np.ndarray | None) -> BlockSum:
         resp = responsibilities(span).astype(rows.dtype, copy=False)
+        if strategy.shared and not np.allclose(resp.sum(axis=0), 1.0, rtol=0, atol=1e-6):
+            raise ValueError("responsibilities must sum to 1 in every row")
         chunk = make_chunk(rows, span, strategy, resp.shape[0])
         return reduce_chunk_blocks(chunk, resp, strategy, origins=origins)
 
