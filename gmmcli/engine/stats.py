@@ -540,6 +540,7 @@ def reduce_chunk_blocks(
     n_worst: int = 0,
     origins: np.ndarray | None = None,
     noise: np.ndarray | None = None,
+    normalised: bool = True,
 ) -> BlockSum:
     """Sufficient statistics of one chunk from its responsibilities resp (k, c), as the
     subtrees of the blocks' tree that the chunk holds. One product per block gives
@@ -551,8 +552,9 @@ def reduce_chunk_blocks(
     each, with the strategy's features). ``noise`` (c,): the noise component's
     responsibilities, summed into ``SuffStats.noise`` in the same tree.
 
-    ``resp`` and ``noise`` sum to 1 in each row, as the E-step's do. Rows with frequency
-    weights (``chunk.weights``) count w_i times: each row's
+    ``normalised``: ``resp`` and ``noise`` sum to 1 in each row, as the E-step's do (False:
+    given responsibilities, which a pooled row sums). Rows with frequency weights
+    (``chunk.weights``) count w_i times: each row's
     responsibilities become w_i r_ki before any sum (so N_k, S1 and S2, the missing cells'
     corrections and the noise's count too, are weighted sums), its log density counts
     w_i log p(x_i), and a row of weight 0 is never among the worst rows. Without weights
@@ -587,6 +589,8 @@ def reduce_chunk_blocks(
     d = chunk.zt.shape[0]
     first = moments[:, :, :d]
     if strategy.shared:
+        if about_shift is None and not normalised:
+            about_shift = np.arange(resp.shape[0])  # s_i: the given responsibilities' sum
         second = _pooled_second(chunk, resp, noise, strategy, origins, about_shift)
     else:
         second = moments[:, :, d:]
@@ -621,14 +625,16 @@ def _pooled_second(
 ) -> np.ndarray:
     """(blocks, 1, n_second) per block, the pooled second moments of a shared covariance's
     model, Σ_k Σ_i r_ki (z_i − o_k)(z_i − o_k)ᵀ in the strategy's form (``moments_of``):
-    one Gram per block of z weighted by s_i = Σ_k r_ki, where per-component sums would
-    cost k products; one more per component summed about its own point (``origins``).
+    one Gram per block of z weighted by s_i = Σ_k r_ki over the components ``about_shift``
+    (summed about the shift), where per-component sums would cost k products; one more per
+    component summed about its own point (``origins``).
 
-    With every component about the shift (``about_shift`` None), s_i is what the row's
-    responsibilities leave to the Gaussians, w_i − w_i r_i0 (``noise`` holds w_i r_i0): no
-    pass over the k rows of ``resp``. Without noise that is w_i, or 1 (the same to
-    rounding: a row's responsibilities sum to 1), and the result is the rows' own Gram,
-    the same in every pass, which rows held in memory keep (``Chunk.grams``)."""
+    With every component about the shift and the E-step's responsibilities (``about_shift``
+    None), s_i is what the row's responsibilities leave to the Gaussians, w_i − w_i r_i0
+    (``noise`` holds w_i r_i0): no pass over the k rows of ``resp``. Without noise that is
+    w_i, or 1 (the same to rounding: a row's responsibilities sum to 1), and the result is
+    the rows' own Gram, the same in every pass, which rows held in memory keep
+    (``Chunk.grams``)."""
     zt = chunk.zt
     weights = chunk.weights
     if about_shift is None and noise is None:
@@ -912,16 +918,13 @@ def stats_from_responsibilities(
 ) -> SuffStats:
     """Statistics of given responsibilities (k, c) per chunk, e.g. one-hot after k-means;
     summed about the shift, or again about the components' means where ``recentred`` says
-    (so ``responsibilities`` must give the same values when called twice). Each row's
-    must sum to 1, as the E-step's do: a shared covariance's pooled second moments take
-    Σ_k r_ik = 1 for granted (``_pooled_second``), so for it that is checked."""
+    (so ``responsibilities`` must give the same values when called twice). They need not
+    sum to 1 in a row (a start without its noise component's share, say)."""
 
     def part(span: slice, origins: np.ndarray | None) -> BlockSum:
         resp = responsibilities(span).astype(rows.dtype, copy=False)
-        if strategy.shared and not np.allclose(resp.sum(axis=0), 1.0, rtol=0, atol=1e-6):
-            raise ValueError("responsibilities must sum to 1 in every row")
         chunk = make_chunk(rows, span, strategy, resp.shape[0])
-        return reduce_chunk_blocks(chunk, resp, strategy, origins=origins)
+        return reduce_chunk_blocks(chunk, resp, strategy, origins=origins, normalised=False)
 
     stats = fold_chunks(lambda span: part(span, None), rows.n_rows, chunk_size)
     origins = recentred(stats, strategy)
