@@ -34,8 +34,8 @@ def pytest_addoption(parser):
 
 @pytest.fixture(autouse=True)
 def _kernel_by_component(request, monkeypatch):
-    """With --by-component, every test runs the full, tied and family models through the
-    kernel component by component (worker processes keep the default rule)."""
+    """With --by-component, every test runs the full and family models through the kernel
+    component by component (worker processes keep the default rule)."""
     if request.config.getoption("--by-component"):
         from gmmcli.engine import bycomponent
 

@@ -86,18 +86,15 @@ def parts(d: int, g: int) -> tuple[tuple[int, int], ...]:
 class Group:
     """Components whose E-step is one product per part: ``members`` (indices), and per part
     (lo, hi) of ``bounds`` the rows a ∈ [lo, hi) of every member's [R_j  −R_j m_j] from
-    column lo on, ordered (a, j): (g·(hi − lo), d + 1 − lo) — or, for a shared precision, of
-    R alone (hi − lo, d − lo), with ``offsets`` (d, g) R m_j subtracted after."""
+    column lo on, ordered (a, j): (g·(hi − lo), d + 1 − lo)."""
 
     members: np.ndarray
     bounds: tuple[tuple[int, int], ...]
     factors: tuple[np.ndarray, ...]
-    offsets: np.ndarray | None
 
     def astype(self, dtype: np.dtype) -> Group:
         cast = tuple(f.astype(dtype, copy=False) for f in self.factors)
-        offsets = None if self.offsets is None else self.offsets.astype(dtype, copy=False)
-        return Group(self.members, self.bounds, cast, offsets)
+        return Group(self.members, self.bounds, cast)
 
 
 @dataclass(frozen=True)
@@ -113,46 +110,30 @@ class Factors:
 
     @classmethod
     def of(cls, model: Model, log_const: np.ndarray) -> Factors:
-        strategy = model.strategy
         k, d = model.params.means.shape
-        prec_chol = model.prec_chol[None] if strategy.shared else model.prec_chol
-        transposed = np.swapaxes(prec_chol, 1, 2)
+        transposed = np.swapaxes(model.prec_chol, 1, 2)
         triangular = np.linalg.qr(transposed, mode="r")  # Rᵀ R = P Pᵀ
         near = np.setdiff1d(np.arange(k), model.far)
         m = model.params.means[near] - model.shift
-        far_transposed = transposed[0 if strategy.shared else model.far]
         size = max(1, STACK_ROWS // d)
-        if strategy.shared:
-            offsets = m @ triangular[0].T  # (len(near), d): R m_j
-            bounds = parts(d, 1)
-            pieces = _pieces(triangular[0], bounds)
-            groups = tuple(
-                Group(near[first : first + size], bounds, pieces, offsets[first : first + size].T)
-                for first in range(0, near.size, size)
-            )
-        else:
-            offsets = np.einsum("kab,kb->ka", triangular[near], m)
-            augmented = np.concatenate([triangular[near], -offsets[:, :, None]], axis=2)
-            groups = tuple(
-                _group(near[first : first + size], augmented[first : first + size], d)
-                for first in range(0, near.size, size)
-            )
-        return cls(
-            groups, log_const, model.far, np.broadcast_to(far_transposed, (model.far.size, d, d))
+        offsets = np.einsum("kab,kb->ka", triangular[near], m)
+        augmented = np.concatenate([triangular[near], -offsets[:, :, None]], axis=2)
+        groups = tuple(
+            _group(near[first : first + size], augmented[first : first + size], d)
+            for first in range(0, near.size, size)
         )
+        return cls(groups, log_const, model.far, transposed[model.far])
 
 
 def _group(members: np.ndarray, augmented: np.ndarray, d: int) -> Group:
     """The group of these components, from their (g, d, d + 1) [R_j  −R_j m_j]."""
     bounds = parts(d, members.size)
-    return Group(members, bounds, _pieces(augmented, bounds), None)
+    return Group(members, bounds, _pieces(augmented, bounds))
 
 
 def _pieces(factors: np.ndarray, bounds: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, ...]:
     """Per part (lo, hi): rows [lo, hi) from column lo on of (g, d, d + 1) factors, ordered
-    (a, j) — or of one (d, d) factor."""
-    if factors.ndim == 2:
-        return tuple(np.ascontiguousarray(factors[lo:hi, lo:]) for lo, hi in bounds)
+    (a, j)."""
     g = factors.shape[0]
     return tuple(
         np.ascontiguousarray(np.swapaxes(factors[:, lo:hi, lo:], 0, 1)).reshape((hi - lo) * g, -1)
@@ -202,14 +183,8 @@ def _squared_norms(features: np.ndarray, group: Group, out: np.ndarray) -> None:
         stop = min(start + width, c)
         s = stop - start
         y = scratch("bycomponent_y", (d, g, s), dtype)  # y[a, j] = (R_j (z − m_j))_a
-        if group.offsets is None:
-            for (lo, hi), factor in zip(group.bounds, group.factors, strict=True):
-                np.matmul(factor, features[lo:, start:stop], out=y[lo:hi].reshape(-1, s))
-        else:  # one R: R z once, less R m_j for each
-            projected = scratch("bycomponent_projected", (d, s), dtype)
-            for (lo, hi), factor in zip(group.bounds, group.factors, strict=True):
-                np.matmul(factor, features[lo:d, start:stop], out=projected[lo:hi])
-            np.subtract(projected[:, None, :], group.offsets[:, :, None], out=y)
+        for (lo, hi), factor in zip(group.bounds, group.factors, strict=True):
+            np.matmul(factor, features[lo:, start:stop], out=y[lo:hi].reshape(-1, s))
         if contiguous:
             target = out[members[0] : members[-1] + 1, start:stop]
             np.einsum("ags,ags->gs", y, y, out=target)

@@ -4,8 +4,9 @@ A chunk is one (q, c) array of *features*, one column per row: the first d rows 
 shifted data ``z = x − shift`` and the rest are what the covariance type needs (squares,
 square norms, or pairwise products). Then the E-step is one product, coefficients (k, q) ×
 features, and the M-step is another, responsibilities (k, c) × featuresᵀ, which yields every
-component's first and second moments at once. Rows as columns keep every elementwise pass on
-long contiguous memory.
+component's first and second moments at once. A shared covariance (tied) carries ‖Pᵀz‖²,
+which the E-step fills, and ones instead, and its M-step adds one pooled Gram of z (see
+``stats``). Rows as columns keep every elementwise pass on long contiguous memory.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Chunk:
     weights: np.ndarray | None = None  # (c,) the rows' frequency weights (None: all 1)
     # [z; 1], no pairs: the full kernel goes component by component (``bycomponent``)
     by_component = False
+    # the rows' own Gram per block, Σ w z zᵀ, by (first row, rows), kept for the later passes
+    # of the fit by rows held in memory (``stats._pooled_second``); None: not kept
+    grams: dict[tuple[int, int], np.ndarray] | None = None
 
     def __init__(
         self,
@@ -99,6 +103,9 @@ class Rows:
         self.cached: np.ndarray | None = None
         # the whole table as one chunk with a model's features, by model (``stats.make_chunk``)
         self.filled: dict[str, Chunk] = {}
+        # with the cached copy, the chunks' Grams too (``Chunk.grams``): they depend on the
+        # rows and weights alone, and cost a tied model's M-step a third of its products
+        self.grams: dict[tuple[int, int], np.ndarray] | None = {} if cache else None
         if self.dtype == np.float32 and self.n_rows:
             # squares and products must stay finite; max |x − shift| from each column's
             # extremes (the same value: rounding a difference is monotone), as x − shift and
@@ -157,6 +164,7 @@ class Rows:
         else:
             self._shift_into(rows, features[:d])
         chunk = Chunk(features, d, rows.start, self.x[rows], self.shift)
+        chunk.grams = self.grams
         if self.weights is not None:
             chunk.weights = self.weights[rows]
         return chunk

@@ -36,10 +36,14 @@ class CovarianceStrategy:
     aliases : other names ``get_strategy`` accepts for this model.
     description : what the stored covariances are, in words (model-file messages).
     shared : one covariance for every component (Σ_k = Σ), stored without a component axis.
+        Its M-step needs only the second moments summed over the components, so its S2 is
+        one row, (1, ``n_second``), summed over every row's Gaussian responsibilities
+        (``stats.reduce_chunk_blocks``), and its E-step has a quadratic that is the same
+        for every component (``row_factor``).
     is_diagonal : every Σ_k is diagonal (no correlations between columns).
     iterated_mstep : the M-step has no closed form and iterates (several times the work of
         a closed-form one).
-    pairwise : the features are the pairs z_a z_b (full, tied and the families); for many
+    pairwise : the features are the pairs z_a z_b (full and the families); for many
         columns the kernel goes component by component instead (``bycomponent``).
     stores_variances : the covariances are stored as variances, (k, d) or (k,), each > 0
         (diag, spherical), not as matrices (which a diagonal family keeps, with zeros off
@@ -112,6 +116,19 @@ class CovarianceStrategy:
         """How many feature rows the chunk carries below z."""
         raise NotImplementedError
 
+    def n_second(self, d: int) -> int:
+        """How many numbers one row of S2 holds (the width of ``moments_of``): the extra
+        features', whose sums S2 are, unless the model's chunks carry none (tied)."""
+        return self.n_extra(d)
+
+    def row_factor(self, prec_chol: np.ndarray) -> np.ndarray | None:
+        """Q (d, d) when every component's log density has the same quadratic −½‖Q z‖² in
+        z (a shared precision Λ = QᵀQ): ‖Q z‖² is computed once per row, not k times, into
+        the first extra feature row, which the E-step fills before its product (it depends
+        on Σ, not on the rows alone: ``stats.Model.row_terms``) and every component's
+        coefficients take with −½. None: the features depend on the rows alone."""
+        return None
+
     def fill_features(self, chunk: Chunk) -> None:
         """Compute the extra feature rows from z, in place."""
         raise NotImplementedError
@@ -133,7 +150,8 @@ class CovarianceStrategy:
         spread: np.ndarray | None = None,
     ) -> np.ndarray:
         """Covariances before regularisation from N_k (+10 eps), Σ_i r_ik, shifted means, and
-        S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form.
+        S2 = Σ_i r_ik × (the chunk's extra features) — second moments in this type's form
+        (``moments_of``), one row per component, or one row summed over them (``shared``).
         ``previous`` (the current covariances) is where a model whose M-step iterates starts;
         ``spread`` is ``self.spread`` of the same statistics when it was computed already
         (it is these covariances, for a model whose M-step does not constrain them further).
@@ -195,7 +213,7 @@ class CovarianceStrategy:
 
     def moments_of(self, second: np.ndarray) -> np.ndarray:
         """Second moments (..., d, d), e.g. Σ_i r_i C_i, as this model's statistics S2 sum them
-        (..., n_extra): the pairs a ≤ b (full, tied), the diagonal (diag), the trace
+        (..., n_second): the pairs a ≤ b (full, tied), the diagonal (diag), the trace
         (spherical)."""
         raise NotImplementedError
 
@@ -375,14 +393,19 @@ class Full(CovarianceStrategy):
 
 
 class Tied(CovarianceStrategy):
-    """The features of full covariances with one shared Λ; S2 summed over components is
-    Σ_i z_i z_iᵀ, since the responsibilities of a row sum to 1."""
+    """One shared Λ = P Pᵀ: log π_k N(x | μ_k, Σ) = const_k + (Λ m_k)ᵀ z − ½ ‖Pᵀ z‖², whose
+    quadratic is the same for every component. So a chunk carries [z; q; 1] with
+    q = ‖Pᵀ z‖² (one product per row, ``row_factor``, filled by the E-step), the
+    coefficients are [Λ m_k, −½, const_k] (the constants in the product spare a pass over
+    the (k, c) log densities), and the M-step needs only the pooled S2 = Σ_i s_i z_i z_iᵀ
+    (s_i the row's Gaussian responsibilities, Σ_k r_ik), one row of pairs a ≤ b: the full
+    model's features (the pairs of every row, k products over them) cost ~4× the work
+    (issue 14)."""
 
     name = "tied"
     aliases = ("EEE",)
     description = "one d x d matrix shared by all components"
     shared = True
-    pairwise = True
 
     def shape(self, k: int, d: int) -> tuple[int, ...]:
         return (d, d)
@@ -406,18 +429,27 @@ class Tied(CovarianceStrategy):
         return d * (d + 1) // 2
 
     def n_extra(self, d: int) -> int:
+        return 2  # q = ‖Pᵀ z‖², the E-step's (``row_factor``), and 1; S2 is the Gram of z
+
+    def n_second(self, d: int) -> int:
         return d * (d + 1) // 2
 
     def fill_features(self, chunk):
-        _pairs(chunk.zt, chunk.extra)
+        chunk.extra[1] = 1.0  # q depends on Σ: the E-step fills it (``Model.row_terms``)
+
+    def row_factor(self, prec_chol):
+        return np.ascontiguousarray(prec_chol.T)  # ‖Pᵀ z‖² = zᵀ P Pᵀ z = zᵀ Λ z
 
     def coefficients(self, m, prec_chol, log_const):
-        precision = np.broadcast_to(prec_chol @ prec_chol.T, (m.shape[0], *prec_chol.shape))
-        return _quadratic_coefficients(precision, m, log_const)
+        linear = m @ (prec_chol @ prec_chol.T)  # Λ m_k, as rows (Λ is symmetric)
+        const = log_const - 0.5 * np.einsum("ka,ka->k", linear, m)
+        coefficients = np.column_stack([linear, np.full(m.shape[0], -0.5), const])
+        return coefficients, np.zeros_like(const)  # the constants are the product's
 
     def raw_covariances(self, n_k, counts, m, s2, previous=None, spread=None):
         if spread is not None:
             return spread
+        # S2 is pooled, one row (``shared``); summing its rows also takes per-component ones
         second = _unpack_symmetric(s2.sum(axis=0), m.shape[1])
         cov = (second - (n_k[:, None] * m).T @ m) / n_k.sum()
         return 0.5 * (cov + cov.T)

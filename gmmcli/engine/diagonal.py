@@ -117,7 +117,7 @@ def _chunk_pass(
         raise ValueError(f"a chunk must start on a block boundary (row {span.start})")
     x = rows.x[span]
     weights = None if rows.weights is None else rows.weights[span]
-    c = x.shape[0]
+    c, d = x.shape
     q, k = plan.coefficients.shape
     noisy = plan.noise_term is not None
     m = k + noisy
@@ -159,6 +159,7 @@ def _chunk_pass(
     log_density += top
     log_density[nowhere] = -np.inf
     return block_nodes(
-        x, span.start, weights, counts[:, :k], moments, log_density, n_worst, plan.origins,
+        x, span.start, weights, counts[:, :k], moments[:, :, :d], moments[:, :, d:],
+        log_density, n_worst, plan.origins,
         counts[:, k] if noisy else None,
     )  # fmt: skip

@@ -506,6 +506,7 @@ def _far_log_joint(model: Model, chunk: Chunk, c: int) -> np.ndarray:
     layout = chunk.gaps.layout
     u = np.where(layout.mask, 0.0, chunk.x[layout.rows] - model.params.means[c])
     features = _features(model.strategy, u.T)
+    model.row_terms(features)  # a feature that depends on the model (tied's quadratic)
     i = int(np.flatnonzero(model.far == c)[0])
     return np.einsum("q,qm->m", model.far_coefficients[i], features) + model.far_constants[i]
 
@@ -641,7 +642,7 @@ def conditional_moments(
         origins = np.broadcast_to(chunk.shift, (k, d))
     nb = layout.n_blocks
     counts = np.zeros((nb, k))
-    moments = np.zeros((nb, k, d + strategy.n_extra(d)))
+    moments = np.zeros((nb, k, d + strategy.n_second(d)))  # per component, even if S2 pools
     corrected = np.all(origins == chunk.shift, axis=1) & _fills(model)
     if gaps.compiled:  # the kernel reads the responsibilities where they are
         _compiled_moments(gaps, model, resp, corrected, moments)
@@ -757,9 +758,9 @@ def _compiled_moments(
 ) -> None:
     """``_general_moments`` by the compiled kernel, row by row, from the chunk's
     responsibilities ``resp`` (k, c), added to ``moments`` (blocks, k, q) in place: the
-    models with full precisions are the pairwise ones (features z_a z_b, a ≤ b), whose
-    statistics the kernel writes."""
-    assert model.strategy.pairwise, "the compiled kernels serve the pairwise models"
+    models with full precisions, whose statistics are the pairs a ≤ b of each component's
+    (``moments_of``: full, tied, the families), which the kernel writes."""
+    assert not model.strategy.is_diagonal, "the compiled kernels serve full precisions"
     floors = np.where(corrected, NEGLIGIBLE * model.params.weights, np.inf)
     gaps.kernels.conditional_moments(
         *gaps.rows_args(), gaps.lam, gaps.lam_means, resp, floors, gaps.layout.blocks, moments
@@ -845,9 +846,10 @@ def best_filled(chunk: Chunk, resp: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _full_moments(
     chunk: Chunk, model: Model, resp: np.ndarray, c: int, origin: np.ndarray
 ) -> np.ndarray:
-    """(blocks, q) component c's whole statistics from the incomplete rows, about
-    ``origin``: the features of the rows filled with their conditional means, plus the
-    conditional covariances."""
+    """(blocks, d + n_second) component c's whole statistics from the incomplete rows,
+    about ``origin``: the rows filled with their conditional means ẑ, and the strategy's
+    form (``moments_of``) of ẑ ẑᵀ plus the conditional covariances (not the chunk's
+    features: a tied model's carry no second moments)."""
     gaps = chunk.gaps
     layout = gaps.layout
     strategy = model.strategy
@@ -876,9 +878,11 @@ def _full_moments(
                 for b in range(a, group.size):
                     second[rows, group.columns[:, a], group.columns[:, b]] = cov[a, b]
                     second[rows, group.columns[:, b], group.columns[:, a]] = cov[a, b]
-    features = _features(strategy, (filled - origin).T)
-    features[d:] += strategy.moments_of(second).T
-    return _per_block_sum((features * resp).T, layout)
+    z = filled - origin
+    with np.errstate(over="ignore", invalid="ignore"):
+        second += z[:, :, None] * z[:, None, :]
+        terms = np.concatenate([z.T, strategy.moments_of(second).T])  # (q, m): sums in
+    return _per_block_sum((terms * resp).T, layout)  # the order the features' took
 
 
 # -- the data summary ------------------------------------------------------------------------

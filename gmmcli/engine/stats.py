@@ -69,6 +69,9 @@ class Model:
     # (d,) log (upper_j − lower_j), what a missing cell j adds back to it; None without noise
     noise_term: float | None = None
     noise_log_ranges: np.ndarray | None = None
+    # (d, d) Q when every component shares the quadratic −½‖Q z‖² (``strategy.row_factor``):
+    # ``row_terms`` puts ‖Q z‖² in the features' first extra row, for the product
+    row_factor: np.ndarray | None = None
 
     @functools.cached_property
     def factors(self) -> bycomponent.Factors:
@@ -110,13 +113,29 @@ class Model:
     def _log_joint_of_features(self, chunk: Chunk, out: np.ndarray) -> None:
         """``log_joint`` of the Gaussians from the chunk's features, into ``out`` (k, c)."""
         dtype = chunk.features.dtype
+        self.row_terms(chunk.features)
         _product_per_block(self.coefficients.astype(dtype, copy=False), chunk.features, out)
-        out += self.constants.astype(dtype, copy=False)[:, None]
+        if self.constants.any():  # none: the product added them (adding 0 changes nothing)
+            out += self.constants.astype(dtype, copy=False)[:, None]
         for i, c in enumerate(self.far):
             local = local_features(chunk, self.origins[c], self.strategy)
             with np.errstate(over="ignore", invalid="ignore"):
+                self.row_terms(local)
                 np.matmul(self.far_coefficients[i].astype(dtype, copy=False), local, out=out[c])
             out[c] += dtype.type(self.far_constants[i])
+
+    def row_terms(self, features: np.ndarray) -> None:
+        """With a shared quadratic (``row_factor`` Q), the features' first extra row ←
+        ‖Q z_i‖² of their rows z (the first d): once per row for all k components, before
+        the product that takes it with coefficient −½. Q z per block of rows, as the
+        E-step's product, so no bit depends on the chunks. Nothing for any other model."""
+        if self.row_factor is None:
+            return
+        d = self.row_factor.shape[0]
+        zt = features[:d]
+        y = scratch("row_terms", zt.shape, zt.dtype)
+        _product_per_block(self.row_factor.astype(zt.dtype, copy=False), zt, y)
+        np.einsum("ac,ac->c", y, y, out=features[d])
 
 
 def local_features(chunk: Chunk, origin: np.ndarray, strategy: CovarianceStrategy) -> np.ndarray:
@@ -308,6 +327,7 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
         if params.noise is not None:
             noise_log_ranges = params.noise.log_ranges
             noise_term = float(np.log(params.noise.weight) - noise_log_ranges.sum())
+        row_factor = strategy.row_factor(prec_chol)
     return Model(
         params,
         strategy,
@@ -322,6 +342,7 @@ def prepare(params: MixtureParams, strategy: CovarianceStrategy, shift: np.ndarr
         origins,
         noise_term,
         noise_log_ranges,
+        row_factor,
     )
 
 
@@ -354,6 +375,7 @@ def make_chunk(
     if whole and chunk.gaps is None:  # a copy: the chunk's features are a thread's buffer
         kept = Chunk(chunk.features.copy(), rows.n_features, 0, chunk.x, chunk.shift)
         kept.weights = chunk.weights
+        kept.grams = chunk.grams
         rows.filled[strategy.name] = chunk = kept
     return chunk
 
@@ -374,13 +396,22 @@ def default_chunk_size(n_components: int, n_features: int, covariance_type: str 
     more than larger arrays lose to the caches; d = 64 full is best near 1024–2048 rows.
     A chunk of the kernel component by component holds [z; 1] only, and works on pieces that
     fit the caches: near 4 MiB (8192 rows at d = 64), which leaves enough chunks for the
-    threads to share evenly."""
+    threads to share evenly. A shared covariance's chunk (tied: [z; ‖Pᵀz‖²; 1]) goes
+    through (d, c) temporaries too, the quadratic's product and the pooled Gram, so its
+    features stay near 4 MiB while its (k, c) arrays may reach 16 MiB: one pass at
+    d = 64, 200,000 rows, one thread, k = 8: 90 → 80 ms, k = 32: 151 → 121 ms (8192
+    rows instead of 32768; CPU time, medians of 5–9, alternated); the same at d = 16, and
+    d = 2, k = 32 keeps its 65536 rows (16384 were slower: 24–27 against 28–31 ms)."""
     strategy = get_strategy(covariance_type)
     if bycomponent.chosen(strategy, n_features, n_components):
         width, target = n_features + 1, 2**22
+        rows = target / (8 * max(width, n_components))
     else:
-        width, target = n_features + strategy.n_extra(n_features), 2**24
-    rows = float(np.clip(target / (8 * max(width, n_components)), 2 * BLOCK, 65536))
+        width = n_features + strategy.n_extra(n_features)
+        rows = 2**24 / (8 * max(width, n_components))
+        if strategy.shared:
+            rows = min(rows, 2**22 / (8 * width))
+    rows = float(np.clip(rows, 2 * BLOCK, 65536))
     return int(2 ** round(np.log2(rows)))
 
 
@@ -504,20 +535,26 @@ def _block_sums(values: np.ndarray) -> np.ndarray:
 def reduce_chunk_blocks(
     chunk: Chunk,
     resp: np.ndarray,
+    strategy: CovarianceStrategy,
     log_density: np.ndarray | None = None,
     n_worst: int = 0,
-    strategy: CovarianceStrategy | None = None,
     origins: np.ndarray | None = None,
     noise: np.ndarray | None = None,
+    normalised: bool = True,
 ) -> BlockSum:
     """Sufficient statistics of one chunk from its responsibilities resp (k, c), as the
     subtrees of the blocks' tree that the chunk holds. One product per block gives
-    Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest). A component
-    whose row of ``origins`` (k, d) is not the shift is summed about that point instead (one
-    more product each, with the strategy's features). ``noise`` (c,): the noise component's
+    Σ_i r_ki f_i for every feature f, i.e. S1 (the z rows) and S2 (the rest); a model with a
+    shared covariance (``strategy.shared``) takes S1 from z alone (its other features, the
+    E-step's quadratic and ones, are no moments) and its one row of S2 from the Gram of z
+    weighted by s_i = Σ_k r_ki, per block (``_pooled_second``). A component whose row of
+    ``origins`` (k, d) is not the shift is summed about that point instead (one more product
+    each, with the strategy's features). ``noise`` (c,): the noise component's
     responsibilities, summed into ``SuffStats.noise`` in the same tree.
 
-    Rows with frequency weights (``chunk.weights``) count w_i times: each row's
+    ``normalised``: ``resp`` and ``noise`` sum to 1 in each row, as the E-step's do (False:
+    given responsibilities, which a pooled row sums). Rows with frequency weights
+    (``chunk.weights``) count w_i times: each row's
     responsibilities become w_i r_ki before any sum (so N_k, S1 and S2, the missing cells'
     corrections and the noise's count too, are weighted sums), its log density counts
     w_i log p(x_i), and a row of weight 0 is never among the worst rows. Without weights
@@ -537,20 +574,33 @@ def reduce_chunk_blocks(
         resp, extra = conditional_moments(chunk, resp, origins)
     if chunk.by_component:
         moments = bycomponent.block_moments(chunk, resp, origins)
-    else:
-        moments = _per_block(resp, chunk.features)  # (blocks, k, q)
+    else:  # (blocks, k, q), or (blocks, k, d) where S2 is pooled: the rest are no moments
+        moments = _per_block(resp, chunk.zt if strategy.shared else chunk.features)
+    about_shift = None
     if origins is None:
         origins = np.repeat(chunk.shift[None, :], resp.shape[0], axis=0)
     elif not chunk.by_component:
-        for c in np.flatnonzero((origins != chunk.shift).any(axis=1)):
-            assert strategy is not None, "summing about other origins needs the strategy"
-            local = local_features(chunk, origins[c], strategy)
+        elsewhere = (origins != chunk.shift).any(axis=1)
+        about_shift = np.flatnonzero(~elsewhere) if elsewhere.any() else None
+        for c in np.flatnonzero(elsewhere):
+            local = local_features(chunk, origins[c], strategy)[: moments.shape[2]]
             with np.errstate(over="ignore", invalid="ignore"):
                 moments[:, c] = _per_block(resp[c : c + 1], local)[:, 0]
+    d = chunk.zt.shape[0]
+    first = moments[:, :, :d]
+    if strategy.shared:
+        if about_shift is None and not normalised:
+            about_shift = np.arange(resp.shape[0])  # s_i: the given responsibilities' sum
+        second = _pooled_second(chunk, resp, noise, strategy, origins, about_shift)
+    else:
+        second = moments[:, :, d:]
     counts = _block_sums(resp)  # (blocks, k)
     if extra is not None:
         counts += extra.counts
-        moments += extra.moments
+        first += extra.moments[:, :, :d]
+        added = extra.moments[:, :, d:]  # per component: pooled, their sum over components
+        # not in place: a pooled row may be the one the rows keep (``Chunk.grams``)
+        second = second + (added.sum(axis=1, keepdims=True) if strategy.shared else added)
     noise_counts = None if noise is None else _block_sums(noise)
     worst = None
     if chunk.gaps is not None and log_density is not None and n_worst:
@@ -560,9 +610,59 @@ def reduce_chunk_blocks(
         rows, values, _ = WorstRows.of(log_density, chunk.x, n_worst, chunk.offset, counted).get()
         worst = WorstRows(rows, values, best_filled(chunk, estep_resp, rows - chunk.offset))
     return block_nodes(
-        chunk.x, chunk.offset, weights, counts, moments, log_density, n_worst, origins,
+        chunk.x, chunk.offset, weights, counts, first, second, log_density, n_worst, origins,
         noise_counts, worst,
     )  # fmt: skip
+
+
+def _pooled_second(
+    chunk: Chunk,
+    resp: np.ndarray,
+    noise: np.ndarray | None,
+    strategy: CovarianceStrategy,
+    origins: np.ndarray,
+    about_shift: np.ndarray | None,
+) -> np.ndarray:
+    """(blocks, 1, n_second) per block, the pooled second moments of a shared covariance's
+    model, Σ_k Σ_i r_ki (z_i − o_k)(z_i − o_k)ᵀ in the strategy's form (``moments_of``):
+    one Gram per block of z weighted by s_i = Σ_k r_ki over the components ``about_shift``
+    (summed about the shift), where per-component sums would cost k products; one more per
+    component summed about its own point (``origins``).
+
+    With every component about the shift and the E-step's responsibilities (``about_shift``
+    None), s_i is what the row's responsibilities leave to the Gaussians, w_i − w_i r_i0
+    (``noise`` holds w_i r_i0): no pass over the k rows of ``resp``. Without noise that is
+    w_i, or 1 (the same to rounding: a row's responsibilities sum to 1), and the result is
+    the rows' own Gram, the same in every pass, which rows held in memory keep
+    (``Chunk.grams``)."""
+    zt = chunk.zt
+    weights = chunk.weights
+    if about_shift is None and noise is None:
+        key = (chunk.offset, chunk.n_rows)
+        if chunk.grams is not None and key in chunk.grams:
+            return chunk.grams[key]
+        with np.errstate(over="ignore", invalid="ignore"):
+            weighted = zt if weights is None else zt * weights.astype(zt.dtype, copy=False)
+            gram = strategy.moments_of(_per_block(weighted, zt))[:, None, :]
+        if chunk.grams is not None:
+            chunk.grams[key] = gram
+        return gram
+    total = scratch("pooled_total", (zt.shape[1],), zt.dtype)
+    if about_shift is not None:
+        np.sum(resp[about_shift], axis=0, out=total)
+    elif weights is None:
+        np.subtract(1, noise, out=total)
+    else:
+        np.subtract(weights, noise, out=total)
+    weighted = scratch("pooled_weighted", zt.shape, zt.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(zt, total, out=weighted)
+        gram = _per_block(weighted, zt)
+        if about_shift is not None:
+            for c in np.setdiff1d(np.arange(resp.shape[0]), about_shift):
+                local = local_features(chunk, origins[c], strategy)[: zt.shape[0]]
+                gram += _per_block(local * resp[c], local)
+    return strategy.moments_of(gram)[:, None, :]
 
 
 def block_nodes(
@@ -570,7 +670,8 @@ def block_nodes(
     offset: int,
     weights: np.ndarray | None,
     counts: np.ndarray,
-    moments: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
     log_density: np.ndarray | None,
     n_worst: int,
     origins: np.ndarray,
@@ -578,13 +679,14 @@ def block_nodes(
     worst: WorstRows | None = None,
 ) -> BlockSum:
     """A chunk's statistics as the subtrees of the blocks' tree that it holds, from its
-    per-block sums: counts (blocks, k), moments (blocks, k, q) (S1 then S2), the noise's
-    counts (blocks,); the log-likelihood per block (w log p with weights) and the chunk's
-    worst rows (``worst`` when the caller found them) from its log densities (c,). ``x``
-    (c, d): the chunk's rows as read, its first at row ``offset``."""
+    per-block sums: counts (blocks, k), S1 ``first`` (blocks, k, d), S2 ``second`` (blocks,
+    k or 1, n_second), the noise's counts (blocks,); the log-likelihood per block (w log p
+    with weights) and the chunk's worst rows (``worst`` when the caller found them) from its
+    log densities (c,). ``x`` (c, d): the chunk's rows as read, its first at row
+    ``offset``."""
     n_rows, d = x.shape
     if log_density is None:
-        lls = np.zeros(moments.shape[0])
+        lls = np.zeros(first.shape[0])
     elif weights is None:
         lls = _block_sums(log_density)
     else:  # w log p, 0 for a row of weight 0 (even where p underflows to 0)
@@ -599,21 +701,20 @@ def block_nodes(
         worst = WorstRows(*_NO_WORST_ROWS[d])
     first_block = offset // BLOCK
     out = BlockSum()
-    for i, (first, level) in enumerate(_dyadic(first_block, first_block + moments.shape[0])):
-        span = slice(first - first_block, first - first_block + (1 << level))
-        m = _tree_sum(moments[span])
+    for i, (start, level) in enumerate(_dyadic(first_block, first_block + first.shape[0])):
+        span = slice(start - first_block, start - first_block + (1 << level))
         rows_in = min(n_rows, span.stop * BLOCK) - span.start * BLOCK
         stats = SuffStats(
             _tree_sum(counts[span]),
-            m[:, :d],
-            m[:, d:],
+            _tree_sum(first[span]),
+            _tree_sum(second[span]),
             float(_tree_sum(lls[span])),
             rows_in,
             worst if i == 0 else WorstRows(*_NO_WORST_ROWS[d]),
             origins,
             None if noise_counts is None else float(_tree_sum(noise_counts[span])),
         )
-        out.nodes.append((first, level, stats))
+        out.nodes.append((start, level, stats))
     return out
 
 
@@ -736,7 +837,7 @@ def em_pass(
         if model.noise_term is not None:
             resp, noise = resp[:-1], resp[-1]
         return reduce_chunk_blocks(
-            chunk, resp, log_density, n_worst, model.strategy, origins, noise
+            chunk, resp, model.strategy, log_density, n_worst, origins, noise
         )
 
     return fold_chunks(part, rows.n_rows, chunk_size, threads)
@@ -817,12 +918,13 @@ def stats_from_responsibilities(
 ) -> SuffStats:
     """Statistics of given responsibilities (k, c) per chunk, e.g. one-hot after k-means;
     summed about the shift, or again about the components' means where ``recentred`` says
-    (so ``responsibilities`` must give the same values when called twice)."""
+    (so ``responsibilities`` must give the same values when called twice). They need not
+    sum to 1 in a row (a start without its noise component's share, say)."""
 
     def part(span: slice, origins: np.ndarray | None) -> BlockSum:
         resp = responsibilities(span).astype(rows.dtype, copy=False)
         chunk = make_chunk(rows, span, strategy, resp.shape[0])
-        return reduce_chunk_blocks(chunk, resp, strategy=strategy, origins=origins)
+        return reduce_chunk_blocks(chunk, resp, strategy, origins=origins, normalised=False)
 
     stats = fold_chunks(lambda span: part(span, None), rows.n_rows, chunk_size)
     origins = recentred(stats, strategy)
