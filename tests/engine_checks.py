@@ -4,8 +4,10 @@ and the check that a fit matches the in-memory engine's."""
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
-from gmmcli.engine.params import MixtureParams
+from gmmcli.engine.covariance import get_strategy
+from gmmcli.engine.params import MixtureParams, Noise
 
 
 def blobs(seed: int = 0, n_per: int = 700, d: int = 3, k: int = 3) -> np.ndarray:
@@ -75,3 +77,44 @@ def engine_args(engine: str, client) -> list[str]:
     """The flags that run a command on ``engine`` (on ``client``'s cluster for dask)."""
     extra = ["--engine", engine]
     return extra + (["--scheduler", client.scheduler.address] if engine == "dask" else [])
+
+
+def direct_e_step(x: np.ndarray, params: MixtureParams, weights: np.ndarray):
+    """One E-step row by row from the covariances (no factors shared with the kernel): the
+    responsibilities times the rows' weights, (n, k), a last column for the noise component
+    when there is one, and each row's log density."""
+    k, d = params.means.shape
+    full = get_strategy(params.covariance_type).to_full(params.covariances, k, d)
+    log_joint = np.empty((len(x), k))
+    for j in range(k):
+        diff = x - params.means[j]
+        _, log_det = np.linalg.slogdet(full[j])
+        quadratic = np.einsum("ia,ia->i", diff, np.linalg.solve(full[j], diff.T).T)
+        log_joint[:, j] = np.log(params.weights[j]) - 0.5 * (
+            d * np.log(2 * np.pi) + log_det + quadratic
+        )
+    if params.noise is not None:
+        noise_term = np.log(params.noise.weight) - params.noise.log_ranges.sum()
+        log_joint = np.column_stack([log_joint, np.full(len(x), noise_term)])
+    log_density = logsumexp(log_joint, axis=1)
+    return np.exp(log_joint - log_density[:, None]) * weights[:, None], log_density
+
+
+def random_model(rng, n, d, k, covariance_type, noise=False, spread=1.0):
+    """Rows, their shift and a model with random means and well-conditioned covariances (one,
+    for a shared one)."""
+    x = rng.normal(size=(n, d)) @ (np.eye(d) + 0.3 * rng.normal(size=(d, d))) + 3.0
+    strategy = get_strategy(covariance_type)
+    a = rng.normal(size=(k, d, d)) * spread
+    cov = a @ np.swapaxes(a, 1, 2) / d + np.eye(d)
+    if strategy.shared:
+        cov = cov[0]
+    weights = rng.uniform(0.5, 1.5, k)
+    weights /= weights.sum()
+    box = None
+    if noise:
+        box = Noise(0.1, x.min(axis=0) - 1.0, x.max(axis=0) + 1.0)
+        weights *= 0.9
+    means = x[rng.choice(n, k)] + rng.normal(size=(k, d))
+    params = MixtureParams(strategy.name, weights, means, cov, noise=box)
+    return x, x.mean(axis=0), params

@@ -8,16 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import test_engine
-from engine_checks import blobs
+from engine_checks import blobs, direct_e_step, random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.special import logsumexp
 
 from gmmcli import GaussianMixture
 from gmmcli.engine import bycomponent, missing, stats
 from gmmcli.engine.chunk import Rows
 from gmmcli.engine.covariance import get_strategy
-from gmmcli.engine.params import MixtureParams, Noise
+from gmmcli.engine.params import MixtureParams
 
 # the models this kernel serves (``strategy.pairwise``); tied has its own (tests/test_tied.py)
 PAIRWISE = ["full", "VEV"]
@@ -45,23 +44,6 @@ def by_component(monkeypatch):
     calls = forced(monkeypatch, True)
     yield calls
     assert calls["log_joint"] > 0 and calls["block_moments"] > 0  # the kernel really ran
-
-
-def random_model(rng, n, d, k, covariance_type, noise=False, spread=1.0):
-    """Rows, their shift and a model with random means and well-conditioned covariances."""
-    x = rng.normal(size=(n, d)) @ (np.eye(d) + 0.3 * rng.normal(size=(d, d))) + 3.0
-    strategy = get_strategy(covariance_type)
-    a = rng.normal(size=(k, d, d)) * spread
-    cov = a @ np.swapaxes(a, 1, 2) / d + np.eye(d)
-    weights = rng.uniform(0.5, 1.5, k)
-    weights /= weights.sum()
-    box = None
-    if noise:
-        box = Noise(0.1, x.min(axis=0) - 1.0, x.max(axis=0) + 1.0)
-        weights *= 0.9
-    means = x[rng.choice(n, k)] + rng.normal(size=(k, d))
-    params = MixtureParams(strategy.name, weights, means, cov, noise=box)
-    return x, x.mean(axis=0), params
 
 
 def both_ways(monkeypatch, model, make_rows, chunk_size=1024, threads=1):
@@ -106,20 +88,7 @@ def direct_statistics(x, shift, params, weights):
     """One E-step and its sums, row by row from the covariances (no factors shared with
     the kernel): N_k, Σ w r z, the pairs a ≤ b of Σ w r z zᵀ, Σ w log p, N_0."""
     k, d = params.means.shape
-    full = get_strategy(params.covariance_type).to_full(params.covariances, k, d)
-    log_joint = np.empty((len(x), k))
-    for j in range(k):
-        diff = x - params.means[j]
-        _, log_det = np.linalg.slogdet(full[j])
-        quadratic = np.einsum("ia,ia->i", diff, np.linalg.solve(full[j], diff.T).T)
-        log_joint[:, j] = np.log(params.weights[j]) - 0.5 * (
-            d * np.log(2 * np.pi) + log_det + quadratic
-        )
-    if params.noise is not None:
-        noise_term = np.log(params.noise.weight) - params.noise.log_ranges.sum()
-        log_joint = np.column_stack([log_joint, np.full(len(x), noise_term)])
-    log_density = logsumexp(log_joint, axis=1)
-    resp = np.exp(log_joint - log_density[:, None]) * weights[:, None]
+    resp, log_density = direct_e_step(x, params, weights)
     z = x - shift
     a, b = np.triu_indices(d)
     second = np.stack([((resp[:, j, None] * z).T @ z)[a, b] for j in range(k)])

@@ -11,15 +11,15 @@ import pickle
 
 import numpy as np
 import pytest
+from engine_checks import direct_e_step, random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.special import logsumexp
 
 from gmmcli import GaussianMixture
 from gmmcli.engine import missing, stats
 from gmmcli.engine.chunk import Rows
 from gmmcli.engine.covariance import get_strategy
-from gmmcli.engine.params import MixtureParams, Noise
+from gmmcli.engine.params import MixtureParams
 
 TIED = get_strategy("tied")
 FULL = get_strategy("full")
@@ -27,17 +27,7 @@ FULL = get_strategy("full")
 
 def random_tied(rng, n, d, k, noise=False):
     """Rows, their shift and a tied model with random means and a well-conditioned Σ."""
-    x = rng.normal(size=(n, d)) @ (np.eye(d) + 0.3 * rng.normal(size=(d, d))) + 3.0
-    a = rng.normal(size=(d, d))
-    cov = a @ a.T / d + np.eye(d)
-    weights = rng.uniform(0.5, 1.5, k)
-    weights /= weights.sum()
-    box = None
-    if noise:
-        box = Noise(0.1, x.min(axis=0) - 1.0, x.max(axis=0) + 1.0)
-        weights *= 0.9
-    means = x[rng.choice(n, k)] + rng.normal(size=(k, d))
-    return x, x.mean(axis=0), MixtureParams("tied", weights, means, cov, noise=box)
+    return random_model(rng, n, d, k, "tied", noise)
 
 
 def as_full(params: MixtureParams) -> MixtureParams:
@@ -52,19 +42,7 @@ def direct(x, shift, params, weights):
     kernel): N_k, Σ w r z, the pairs a ≤ b of Σ_i w_i s_i z_i z_iᵀ (s_i = Σ_k r_ik, the
     Gaussians' share), Σ w log p, N_0."""
     k, d = params.means.shape
-    _, log_det = np.linalg.slogdet(params.covariances)
-    log_joint = np.empty((len(x), k))
-    for j in range(k):
-        diff = x - params.means[j]
-        quadratic = np.einsum("ia,ia->i", diff, np.linalg.solve(params.covariances, diff.T).T)
-        log_joint[:, j] = np.log(params.weights[j]) - 0.5 * (
-            d * np.log(2 * np.pi) + log_det + quadratic
-        )
-    if params.noise is not None:
-        noise_term = np.log(params.noise.weight) - params.noise.log_ranges.sum()
-        log_joint = np.column_stack([log_joint, np.full(len(x), noise_term)])
-    log_density = logsumexp(log_joint, axis=1)
-    resp = np.exp(log_joint - log_density[:, None]) * weights[:, None]
+    resp, log_density = direct_e_step(x, params, weights)
     z = x - shift
     s = resp[:, :k].sum(axis=1)
     a, b = np.triu_indices(d)
