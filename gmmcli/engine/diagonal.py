@@ -1,8 +1,9 @@
 """The E- and M-step of the models with compiled features over a large complete table in
 float64, in cache-sized pieces: the same sums as ``stats``' kernel, found another way. First
 written for the diagonal models (diag, spherical, and the diagonal families), hence the name;
-full and its correlated families take it too below the columns from which their kernel goes
-component by component (``bycomponent.chosen``: there it has no features to keep).
+full and its correlated families take it too wherever their kernel does not go component by
+component (``bycomponent.chosen(…, compiled=True)``: below 12 columns, or for more than
+min(d/5, 4 + d/8) components; component by component there are no features to keep).
 
 ``stats`` lifts a whole chunk into its features (16 MiB, shifted and transposed in a strided
 pass over the rows), multiplies them by the coefficients, and reads them again for the M-step
